@@ -1,0 +1,170 @@
+//! Shared traits and types of dtl, the deep transfer learning library on candle.
+//!
+//! Every other dtl crate builds on the pieces here:
+//!
+//! - [`Backbone`]: a feature extractor with an ordered list of named layers (Yosinski et al. 2014,
+//!   "How transferable are features in deep neural networks?", count transferred layers along it);
+//! - [`Strategy`]: one training step of a transfer strategy on a [`DomainBatch`], and prediction;
+//! - [`StepStats`]: the named scalars a step reports;
+//! - [`params`]: parameter selection by layer prefix, the way dtl freezes layers (candle has no
+//!   `requires_grad`: a frozen parameter is simply not handed to an optimizer);
+//! - [`Error`]: the error type the other crates wrap.
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use candle_nn::VarMap;
+//! use dtl_core::params;
+//!
+//! let vm = VarMap::new();
+//! params::insert(&vm, "fc1.weight", Tensor::zeros((4, 2), DType::F32, &Device::Cpu)?)?;
+//! params::insert(&vm, "fc1.bias", Tensor::zeros(4, DType::F32, &Device::Cpu)?)?;
+//! params::insert(&vm, "fc2.weight", Tensor::zeros((1, 4), DType::F32, &Device::Cpu)?)?;
+//! let trainable = params::select(&vm, &["fc1"]);
+//! assert_eq!(trainable.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["fc1.bias", "fc1.weight"]);
+//! # Ok::<(), dtl_core::Error>(())
+//! ```
+#![deny(missing_docs)]
+
+use candle_core::Tensor;
+
+pub mod params;
+
+/// Errors shared by the dtl crates.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An error from candle's tensor library.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// A tensor had another shape than the one required.
+    #[error("tensor `{name}`: expected shape {expected:?}, found {found:?}")]
+    Shape {
+        /// Name of the tensor (parameter name, or the argument of a function).
+        name: String,
+        /// The shape required.
+        expected: Vec<usize>,
+        /// The shape found.
+        found: Vec<usize>,
+    },
+    /// A configuration value was out of range or inconsistent.
+    #[error("invalid value for `{field}`: {message}")]
+    Config {
+        /// The field or flag at fault.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Any other failure, with a message that names what failed.
+    #[error("{0}")]
+    Msg(String),
+}
+
+impl Error {
+    /// A configuration error for `field`.
+    pub fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Result type of the core crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A feature extractor: the part of a network before its classifier head.
+///
+/// Parameters are stored as `{layer}.{param}` (for example `conv1.weight`), and [`Backbone::layers`]
+/// lists the layers in forward order, so that sequential transfer (Yosinski et al. 2014) can copy or
+/// freeze "the first n layers" of any backbone.
+pub trait Backbone: Send + Sync {
+    /// Features of a batch `xs` of shape `(B, C, H, W)`, as a `(B, D)` tensor. `train` switches
+    /// dropout and batch statistics on.
+    fn features(&self, xs: &Tensor, train: bool) -> Result<Tensor>;
+    /// The feature dimension `D`.
+    fn feature_dim(&self) -> usize;
+    /// Ordered layer names, first layer first.
+    fn layers(&self) -> &[String];
+    /// The input shape `(C, H, W)` the backbone expects.
+    fn input_shape(&self) -> (usize, usize, usize);
+    /// A short architecture name, stored in checkpoints (for example `lenet`).
+    fn name(&self) -> &str;
+}
+
+/// One training step's input: a labelled source batch and an unlabelled target batch.
+///
+/// Target labels are carried only for the semi-supervised setting (a few labelled target samples);
+/// unsupervised strategies never read them.
+#[derive(Debug, Clone)]
+pub struct DomainBatch {
+    /// Source images `(B, C, H, W)` and labels `(B,)` (u32).
+    pub source: (Tensor, Tensor),
+    /// Target images `(B', C, H, W)`, when the strategy asked for them.
+    pub target: Option<Tensor>,
+    /// Target labels, only in the semi-supervised setting.
+    pub target_labels: Option<Tensor>,
+}
+
+/// Named scalars reported by one training step (losses, batch accuracy, coefficients).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepStats {
+    values: Vec<(String, f64)>,
+}
+
+impl StepStats {
+    /// Empty statistics.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) the scalar `name`.
+    pub fn push(&mut self, name: impl Into<String>, value: f64) -> &mut Self {
+        let name = name.into();
+        match self.values.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.values.push((name, value)),
+        }
+        self
+    }
+
+    /// The value of `name`, if reported.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.values.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+
+    /// All scalars in the order they were reported.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.values.iter().map(|(n, v)| (n.as_str(), *v))
+    }
+}
+
+/// What a strategy needs from the training loop besides the source batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StrategyNeeds {
+    /// The strategy reads unlabelled target batches.
+    pub target_batches: bool,
+    /// The strategy reads labelled target batches (semi-supervised).
+    pub target_labels: bool,
+}
+
+/// A transfer strategy: how one step of training uses a [`DomainBatch`].
+///
+/// The training loop (epochs, batching, logging, checkpoints) lives outside the strategies; a
+/// strategy owns its networks and optimizers (one, or two for adversarial methods) and decides which
+/// parameters train.
+pub trait Strategy {
+    /// The strategy's name as the command line spells it (for example `source-only`).
+    fn name(&self) -> &str;
+    /// The batches this strategy needs.
+    fn needs(&self) -> StrategyNeeds {
+        StrategyNeeds::default()
+    }
+    /// Called by the training loop before each epoch (0-based), with the total number of epochs,
+    /// so that strategies can follow schedules.
+    fn start_epoch(&mut self, _epoch: usize, _epochs: usize) -> Result<()> {
+        Ok(())
+    }
+    /// One optimisation step; returns the named scalars to log.
+    fn train_step(&mut self, batch: &DomainBatch) -> Result<StepStats>;
+    /// Class logits `(B, K)` of a batch, in evaluation mode.
+    fn predict(&self, xs: &Tensor) -> Result<Tensor>;
+}

@@ -1,0 +1,277 @@
+//! The data directory and loading a domain's train and test splits from it.
+
+use std::path::{Path, PathBuf};
+
+use rand::seq::index::sample;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::catalog::{DomainId, FileSpec, OPTDIGITS_TRAIN_ROWS};
+use crate::dataset::{Dataset, Placement};
+use crate::formats::{decompress, parse_csv_digits, parse_idx_images, parse_idx_labels, parse_libsvm_digits};
+use crate::{Error, Result};
+
+/// Environment variable naming the data directory when no `--data-dir` is given.
+pub const DATA_DIR_ENV: &str = "DTL_DATA_DIR";
+
+/// Where dtl looks for data sets: `<dir>/mnist/`, `<dir>/usps/`, `<dir>/optdigits/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataDir {
+    path: PathBuf,
+    origin: &'static str,
+}
+
+impl DataDir {
+    /// Resolves the data directory: `flag` if given, else `$DTL_DATA_DIR`, else the per-user cache
+    /// directory (`~/.cache/dtl/data` on Linux, `~/Library/Caches/dtl/data` on macOS).
+    pub fn resolve(flag: Option<&Path>) -> Result<Self> {
+        if let Some(p) = flag {
+            return Ok(Self {
+                path: p.to_path_buf(),
+                origin: "--data-dir",
+            });
+        }
+        if let Some(p) = std::env::var_os(DATA_DIR_ENV).filter(|p| !p.is_empty()) {
+            return Ok(Self {
+                path: PathBuf::from(p),
+                origin: DATA_DIR_ENV,
+            });
+        }
+        let cache = dirs::cache_dir().ok_or_else(|| Error::Config {
+            field: "data-dir".into(),
+            message: format!("no per-user cache directory on this system: pass --data-dir or set {DATA_DIR_ENV}"),
+        })?;
+        Ok(Self {
+            path: cache.join("dtl").join("data"),
+            origin: "the per-user cache directory",
+        })
+    }
+
+    /// A data directory at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            origin: "the caller",
+        }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where the directory came from (`--data-dir`, `DTL_DATA_DIR`, ...), for messages.
+    pub fn origin(&self) -> &'static str {
+        self.origin
+    }
+
+    /// The folder of `domain`.
+    pub fn domain_dir(&self, domain: DomainId) -> PathBuf {
+        self.path.join(domain.as_str())
+    }
+}
+
+/// A file a domain was read from, as recorded in run metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileRecord {
+    /// Path on disk, or `bundled:<name>` for data compiled into dtl.
+    pub path: String,
+    /// sha256 of the file's bytes as stored.
+    pub sha256: String,
+}
+
+/// How to load a domain.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Common canvas side (images become `1 x size x size`).
+    pub image_size: usize,
+    /// How images are placed on the canvas.
+    pub placement: Placement,
+    /// Keep at most this many training samples (a seeded random subset), e.g. ADDA's 2000 MNIST.
+    pub train_size: Option<usize>,
+    /// Seed of the subset choice.
+    pub seed: u64,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            image_size: 28,
+            placement: Placement::Fill,
+            train_size: None,
+            seed: 0,
+        }
+    }
+}
+
+/// A domain: train and test splits of one data set, and the files they came from.
+#[derive(Debug, Clone)]
+pub struct Domain {
+    /// Which domain.
+    pub id: DomainId,
+    /// Training split (after the size cap).
+    pub train: Dataset,
+    /// Test split (never capped).
+    pub test: Dataset,
+    /// Files read, with their sha256.
+    pub files: Vec<FileRecord>,
+    /// Training samples before the cap.
+    pub full_train_size: usize,
+    /// How the images were placed on the canvas.
+    pub placement: Placement,
+    /// Class names, index = label.
+    pub class_names: Vec<String>,
+}
+
+impl Domain {
+    /// Loads `id` from `dir` (bundled domains need no directory).
+    ///
+    /// A missing file is an error naming the path looked for, the files expected there and where
+    /// they come from.
+    pub fn load(id: DomainId, dir: Option<&DataDir>, opts: &LoadOptions) -> Result<Self> {
+        if opts.image_size < 8 {
+            return Err(Error::Config {
+                field: "image-size".into(),
+                message: format!("{} is below the smallest supported canvas of 8", opts.image_size),
+            });
+        }
+        let _span = tracing::info_span!("load_domain", domain = id.as_str()).entered();
+        let mut files = Vec::new();
+        let mut fetch = |spec: &FileSpec| -> Result<(PathBuf, Vec<u8>)> {
+            let (path, raw) = locate(id, dir, spec)?;
+            let data = decompress(&path, &raw)?;
+            check_content(&path, &data, spec);
+            files.push(FileRecord {
+                path: path.display().to_string(),
+                sha256: sha256_hex(&raw),
+            });
+            Ok((path, data))
+        };
+        let specs = id.files();
+        let (train, test) = match id {
+            DomainId::Mnist | DomainId::MnistSmall => {
+                let mut split = |i: usize| -> Result<Dataset> {
+                    let (pi, images) = fetch(&specs[i])?;
+                    let (pl, labels) = fetch(&specs[i + 1])?;
+                    let images = parse_idx_images(&images, &pi)?;
+                    let labels = parse_idx_labels(&labels, &pl)?;
+                    Dataset::from_raw(images, labels, 10)
+                };
+                (split(0)?, split(2)?)
+            }
+            DomainId::Usps => {
+                let mut split = |i: usize| -> Result<Dataset> {
+                    let (p, text) = fetch(&specs[i])?;
+                    let (images, labels) = parse_libsvm_digits(&text, 16, &p)?;
+                    Dataset::from_raw(images, labels, 10)
+                };
+                (split(0)?, split(1)?)
+            }
+            DomainId::Optdigits => {
+                let (p, text) = fetch(&specs[0])?;
+                let (images, labels) = parse_csv_digits(&text, 8, 16.0, &p)?;
+                let all = Dataset::from_raw(images, labels, 10)?;
+                if all.len() <= OPTDIGITS_TRAIN_ROWS {
+                    return Err(Error::format(&p, None, format!("{} rows, expected 1797", all.len())));
+                }
+                let train: Vec<usize> = (0..OPTDIGITS_TRAIN_ROWS).collect();
+                let test: Vec<usize> = (OPTDIGITS_TRAIN_ROWS..all.len()).collect();
+                (all.subset(&train), all.subset(&test))
+            }
+        };
+        let full_train_size = train.len();
+        let train = match opts.train_size {
+            Some(0) => {
+                return Err(Error::Config {
+                    field: "train-size".into(),
+                    message: "must be at least 1".into(),
+                })
+            }
+            Some(n) if n < train.len() => {
+                let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5ab5_e7d0);
+                let mut idx = sample(&mut rng, train.len(), n).into_vec();
+                idx.sort_unstable();
+                train.subset(&idx)
+            }
+            _ => train,
+        };
+        let (train, test) = (
+            train.placed(opts.image_size, placement_for(id, opts.placement)),
+            test.placed(opts.image_size, placement_for(id, opts.placement)),
+        );
+        tracing::info!(train = train.len(), test = test.len(), "loaded {id}");
+        Ok(Self {
+            id,
+            train,
+            test,
+            files,
+            full_train_size,
+            placement: opts.placement,
+            class_names: id.class_names(),
+        })
+    }
+}
+
+/// MNIST digits already sit in a 20x20 box: both placements only resize them.
+fn placement_for(id: DomainId, p: Placement) -> Placement {
+    match id {
+        DomainId::Mnist | DomainId::MnistSmall => Placement::Fill,
+        _ => p,
+    }
+}
+
+/// Finds a file: in the data directory, or compiled into dtl for bundled data.
+fn locate(id: DomainId, dir: Option<&DataDir>, spec: &FileSpec) -> Result<(PathBuf, Vec<u8>)> {
+    if id == DomainId::MnistSmall {
+        let bytes = crate::bundled::mnist_small(spec.name).expect("every mnist-small file is bundled");
+        return Ok((PathBuf::from(format!("bundled:mnist-small/{}", spec.name)), bytes.to_vec()));
+    }
+    let on_disk = dir.map(|d| d.domain_dir(id).join(spec.name));
+    if let Some(path) = &on_disk {
+        if path.is_file() {
+            let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            return Ok((path.clone(), raw));
+        }
+    }
+    if id == DomainId::Optdigits {
+        // optdigits is complete in the bundle: the data directory only overrides it.
+        tracing::debug!("optdigits: using the bundled copy");
+        return Ok((
+            PathBuf::from(format!("bundled:optdigits/{}", spec.name)),
+            crate::bundled::OPTDIGITS.to_vec(),
+        ));
+    }
+    let expected = id.files().iter().map(|f| f.name).collect::<Vec<_>>().join(", ");
+    Err(Error::MissingFile {
+        path: on_disk.unwrap_or_else(|| PathBuf::from(id.as_str()).join(spec.name)),
+        domain: id.as_str().to_string(),
+        expected,
+        provenance: id.provenance().to_string(),
+        data_dir: dir
+            .map(|d| format!("{} (from {})", d.path().display(), d.origin()))
+            .unwrap_or_else(|| "none given".into()),
+    })
+}
+
+fn check_content(path: &Path, data: &[u8], spec: &FileSpec) {
+    if spec.content_sha256.is_empty() || path.starts_with("bundled:mnist-small") {
+        return;
+    }
+    let found = sha256_hex(data);
+    if found != spec.content_sha256 {
+        tracing::warn!(
+            "{}: decompressed content has sha256 {found}, the published file has {}: \
+             results will not be comparable with published figures",
+            path.display(),
+            spec.content_sha256
+        );
+    }
+}
+
+/// Lower-case hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,1 +1,88 @@
-//! placeholder
+//! Backbones for dtl, with layer-indexed parameter names and safetensors checkpoints.
+//!
+//! A [`Classifier`] is a [`dtl_core::Backbone`] plus a linear head. Parameters are named
+//! `{layer}.{param}` (`conv1.weight`, `fc1.bias`, `head.weight`) and initialised from a seed through
+//! a portable RNG, so that a CPU run repeats exactly; checkpoints carry the architecture in their
+//! metadata and are written atomically.
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use dtl_backbones::{Classifier, ModelSpec};
+//!
+//! let model = Classifier::new(ModelSpec::lenet_digits(28), 42, &Device::Cpu)?;
+//! assert_eq!(model.layers(), ["conv1", "conv2", "fc1", "head"]);
+//! let xs = Tensor::zeros((2, 1, 28, 28), candle_core::DType::F32, &Device::Cpu)?;
+//! assert_eq!(model.forward(&xs, false)?.dims(), &[2, 10]);
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("model.safetensors");
+//! model.save(&path, &[])?;
+//! let (again, _meta) = Classifier::load(&path, &Device::Cpu)?;
+//! assert_eq!(again.spec(), model.spec());
+//! # Ok::<(), dtl_backbones::Error>(())
+//! ```
+#![deny(missing_docs)]
+
+use std::path::PathBuf;
+
+pub mod classifier;
+pub mod init;
+pub mod lenet;
+
+pub use classifier::{BackboneKind, Classifier, ModelSpec};
+pub use lenet::{LeNet, LeNetConfig};
+
+/// Errors of the backbones crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An error of the core crate.
+    #[error(transparent)]
+    Core(#[from] dtl_core::Error),
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A checkpoint does not fit the model.
+    #[error("checkpoint {}: {message}", path.display())]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What does not fit.
+        message: String,
+    },
+    /// A checkpoint tensor has the wrong shape.
+    #[error("checkpoint {}: tensor `{name}` has shape {found:?}, the model expects {expected:?}", path.display())]
+    TensorShape {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The tensor.
+        name: String,
+        /// The shape of the model's parameter.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Core(dtl_core::Error::Candle(e))
+    }
+}
+
+impl Error {
+    /// Converts into the core error (for trait methods that return it).
+    pub fn into_core(self) -> dtl_core::Error {
+        match self {
+            Error::Core(e) => e,
+            other => dtl_core::Error::Msg(other.to_string()),
+        }
+    }
+}
+
+/// Result type of the backbones crate.
+pub type Result<T> = std::result::Result<T, Error>;

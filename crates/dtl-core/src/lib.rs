@@ -168,3 +168,23 @@ pub trait Strategy {
     /// Class logits `(B, K)` of a batch, in evaluation mode.
     fn predict(&self, xs: &Tensor) -> Result<Tensor>;
 }
+
+/// Writes `bytes` to `dest` through a temporary file in the same directory and a rename, so that
+/// `dest` holds either its previous content or the complete new one (checkpoints, downloads,
+/// results are never left half-written).
+pub fn write_atomic(dest: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let file_name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{file_name}.{}.partial", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dest)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

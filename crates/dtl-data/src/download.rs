@@ -136,23 +136,9 @@ pub fn fetch(url: &str) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Writes `bytes` to `dest` through a temporary file in the same directory and a rename, so that
-/// `dest` is either its old content or the complete new one.
+/// Writes `bytes` to `dest` atomically (see [`dtl_core::write_atomic`]).
 pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let file_name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{file_name}.{}.partial", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dest)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(dest, e));
-    }
-    Ok(())
+    dtl_core::write_atomic(dest, bytes).map_err(|e| Error::io(dest, e))
 }
 
 /// Converts the ESL text format of USPS (`DIGIT V1 ... V256` per line, values in `[-1, 1]`) into

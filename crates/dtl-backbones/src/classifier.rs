@@ -1,0 +1,298 @@
+//! A backbone with a linear classifier head, and its safetensors checkpoints.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use dtl_core::{params, Backbone};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::init::{uniform_param, Param};
+use crate::lenet::{LeNet, LeNetConfig};
+use crate::{Error, Result};
+
+/// Format version written into checkpoints as `dtl.format`.
+pub const CHECKPOINT_FORMAT: &str = "1";
+
+/// The architectures dtl can build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackboneKind {
+    /// [`LeNet`] as ADDA uses it.
+    LeNet,
+}
+
+impl BackboneKind {
+    /// The name used in configs, on the command line and in checkpoints.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BackboneKind::LeNet => "lenet",
+        }
+    }
+}
+
+impl std::str::FromStr for BackboneKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "lenet" => Ok(BackboneKind::LeNet),
+            _ => Err(Error::Core(dtl_core::Error::config(
+                "backbone",
+                format!("`{s}` is not a known backbone (known: lenet)"),
+            ))),
+        }
+    }
+}
+
+/// Everything needed to rebuild a [`Classifier`]'s architecture: stored in each checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    /// The backbone architecture.
+    pub backbone: BackboneKind,
+    /// Input shape `(C, H, W)`.
+    pub input_shape: (usize, usize, usize),
+    /// Class names, index = label; their number is the head's width.
+    pub class_names: Vec<String>,
+}
+
+impl ModelSpec {
+    /// A LeNet for `size x size` single-channel digits with classes `0..=9`.
+    pub fn lenet_digits(size: usize) -> Self {
+        Self {
+            backbone: BackboneKind::LeNet,
+            input_shape: (1, size, size),
+            class_names: (0..10).map(|d| d.to_string()).collect(),
+        }
+    }
+
+    /// Number of classes.
+    pub fn num_classes(&self) -> usize {
+        self.class_names.len()
+    }
+
+    fn to_metadata(&self) -> HashMap<String, String> {
+        let (c, h, w) = self.input_shape;
+        HashMap::from([
+            ("dtl.format".to_string(), CHECKPOINT_FORMAT.to_string()),
+            ("dtl.backbone".to_string(), self.backbone.as_str().to_string()),
+            ("dtl.input_shape".to_string(), format!("{c},{h},{w}")),
+            ("dtl.class_names".to_string(), self.class_names.join("\n")),
+        ])
+    }
+
+    fn from_metadata(meta: &HashMap<String, String>, path: &Path) -> Result<Self> {
+        let get = |k: &str| {
+            meta.get(k).ok_or_else(|| Error::Checkpoint {
+                path: path.to_path_buf(),
+                message: format!("metadata has no `{k}`: not a checkpoint written by dtl"),
+            })
+        };
+        let format = get("dtl.format")?;
+        if format != CHECKPOINT_FORMAT {
+            return Err(Error::Checkpoint {
+                path: path.to_path_buf(),
+                message: format!("checkpoint format {format}, this dtl reads format {CHECKPOINT_FORMAT}"),
+            });
+        }
+        let backbone = get("dtl.backbone")?.parse()?;
+        let dims: Vec<usize> = get("dtl.input_shape")?
+            .split(',')
+            .map(|d| d.trim().parse::<usize>())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::Checkpoint {
+                path: path.to_path_buf(),
+                message: format!("bad `dtl.input_shape`: {e}"),
+            })?;
+        let [c, h, w] = dims[..] else {
+            return Err(Error::Checkpoint {
+                path: path.to_path_buf(),
+                message: format!("`dtl.input_shape` has {} dimensions, expected 3", dims.len()),
+            });
+        };
+        let class_names: Vec<String> = get("dtl.class_names")?.split('\n').map(str::to_string).collect();
+        Ok(Self {
+            backbone,
+            input_shape: (c, h, w),
+            class_names,
+        })
+    }
+}
+
+/// A backbone followed by a linear head `head` producing class logits.
+///
+/// Its parameters live in one [`VarMap`] under `{layer}.{param}` names; [`Classifier::layers`] lists
+/// the backbone's layers then `head`.
+pub struct Classifier {
+    spec: ModelSpec,
+    backbone: Box<dyn Backbone>,
+    head: Param,
+    varmap: VarMap,
+    layers: Vec<String>,
+    device: Device,
+}
+
+impl Classifier {
+    /// Builds a classifier, initialising every parameter from `seed`.
+    pub fn new(spec: ModelSpec, seed: u64, device: &Device) -> Result<Self> {
+        if spec.class_names.len() < 2 {
+            return Err(Error::Core(dtl_core::Error::config(
+                "classes",
+                format!("a classifier needs at least 2 classes, got {}", spec.class_names.len()),
+            )));
+        }
+        let varmap = VarMap::new();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let backbone: Box<dyn Backbone> = match spec.backbone {
+            BackboneKind::LeNet => {
+                let (c, h, w) = spec.input_shape;
+                if h != w {
+                    return Err(Error::Core(dtl_core::Error::config(
+                        "input_shape",
+                        format!("LeNet takes square images, got {h}x{w}"),
+                    )));
+                }
+                let cfg = LeNetConfig {
+                    in_channels: c,
+                    input_size: h,
+                    ..Default::default()
+                };
+                Box::new(LeNet::new(cfg, &varmap, &mut rng, seed.wrapping_add(0x0d50_0d50), device)?)
+            }
+        };
+        let head = uniform_param(&varmap, "head", &[spec.num_classes(), backbone.feature_dim()], &mut rng, device)?;
+        let mut layers = backbone.layers().to_vec();
+        layers.push("head".into());
+        Ok(Self {
+            spec,
+            backbone,
+            head,
+            varmap,
+            layers,
+            device: device.clone(),
+        })
+    }
+
+    /// The architecture.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// The backbone.
+    pub fn backbone(&self) -> &dyn Backbone {
+        self.backbone.as_ref()
+    }
+
+    /// The parameter store.
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    /// Ordered layer names: the backbone's, then `head`.
+    pub fn layers(&self) -> &[String] {
+        &self.layers
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Features `(B, D)` of the backbone.
+    pub fn features(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(self.backbone.features(xs, train)?)
+    }
+
+    /// Logits `(B, K)` of features `(B, D)`.
+    pub fn classify(&self, features: &Tensor) -> Result<Tensor> {
+        Ok(self.head.linear(features)?)
+    }
+
+    /// Logits `(B, K)` of images `(B, C, H, W)`.
+    pub fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        self.classify(&self.features(xs, train)?)
+    }
+
+    /// Writes the parameters and the architecture (plus `extra` metadata) to a safetensors file,
+    /// atomically: an existing file at `path` is replaced only by a complete new one.
+    pub fn save(&self, path: &Path, extra: &[(&str, String)]) -> Result<()> {
+        let tensors = params::snapshot(&self.varmap)?;
+        let mut meta = self.spec.to_metadata();
+        for (k, v) in extra {
+            meta.insert((*k).to_string(), v.clone());
+        }
+        let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(meta))
+            .map_err(|e| Error::Checkpoint {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        dtl_core::write_atomic(path, &bytes).map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        tracing::info!("saved checkpoint {}", path.display());
+        Ok(())
+    }
+
+    /// Reads a checkpoint written by [`Classifier::save`]: rebuilds the architecture from its
+    /// metadata and loads every parameter. Returns the classifier and the file's metadata.
+    pub fn load(path: &Path, device: &Device) -> Result<(Self, HashMap<String, String>)> {
+        let bytes = std::fs::read(path).map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let bad = |m: String| Error::Checkpoint {
+            path: path.to_path_buf(),
+            message: m,
+        };
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let spec = ModelSpec::from_metadata(&meta, path)?;
+        let model = Self::new(spec, 0, device)?;
+        let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
+        model.load_tensors(&tensors, path)?;
+        Ok((model, meta))
+    }
+
+    /// Replaces every parameter with the tensor of the same name in `tensors`.
+    ///
+    /// Every parameter must be present with its exact shape, and `tensors` may hold nothing else;
+    /// otherwise the error names the first tensor that does not fit (and nothing is changed).
+    pub fn load_tensors(&self, tensors: &HashMap<String, Tensor>, origin: &Path) -> Result<()> {
+        let vars = params::all(&self.varmap);
+        for (name, var) in &vars {
+            let Some(t) = tensors.get(name) else {
+                return Err(Error::Checkpoint {
+                    path: origin.to_path_buf(),
+                    message: format!("tensor `{name}` is missing (a {} needs it)", self.spec.backbone.as_str()),
+                });
+            };
+            if t.dims() != var.dims() {
+                return Err(Error::TensorShape {
+                    path: origin.to_path_buf(),
+                    name: name.clone(),
+                    expected: var.dims().to_vec(),
+                    found: t.dims().to_vec(),
+                });
+            }
+        }
+        let mut extra: Vec<&String> = tensors.keys().filter(|k| !vars.iter().any(|(n, _)| n == *k)).collect();
+        extra.sort();
+        if let Some(name) = extra.first() {
+            return Err(Error::Checkpoint {
+                path: origin.to_path_buf(),
+                message: format!(
+                    "unexpected tensor `{name}`: not a parameter of this {} ({} unexpected in all)",
+                    self.spec.backbone.as_str(),
+                    extra.len()
+                ),
+            });
+        }
+        for (name, var) in &vars {
+            let t = tensors[name].to_dtype(DType::F32)?.to_device(&self.device)?;
+            var.set(&t)?;
+        }
+        Ok(())
+    }
+}

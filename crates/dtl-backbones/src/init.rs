@@ -1,0 +1,49 @@
+//! Seeded parameter initialisation and the weight + bias layers the backbones are made of.
+
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::Result;
+
+/// A layer's weight and bias, stored in a [`VarMap`] as `{layer}.weight` and `{layer}.bias`.
+#[derive(Debug, Clone)]
+pub struct Param {
+    /// `{layer}.weight`: `(out, in)` for linear layers, `(out, in, kh, kw)` for convolutions.
+    pub weight: Tensor,
+    /// `{layer}.bias`: `(out,)`.
+    pub bias: Tensor,
+}
+
+impl Param {
+    /// `xs W^T + b` for `xs` of shape `(B, in)`.
+    pub fn linear(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        xs.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
+    }
+
+    /// A stride-1, unpadded convolution plus bias, for `xs` of shape `(B, C, H, W)`.
+    pub fn conv2d(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let out = self.weight.dim(0)?;
+        xs.conv2d(&self.weight, 0, 1, 1, 1)?
+            .broadcast_add(&self.bias.reshape((1, out, 1, 1))?)
+    }
+}
+
+/// Creates `{layer}.weight` of `shape` and `{layer}.bias` of `(shape[0],)` in `vm`, both uniform in
+/// `+-1/sqrt(fan_in)` with `fan_in = shape[1..].product()`: PyTorch's default initialisation of
+/// `nn.Linear` and `nn.Conv2d` (Kaiming uniform with `a = sqrt(5)`), drawn from `rng` so that a run
+/// repeats exactly.
+pub fn uniform_param(vm: &VarMap, layer: &str, shape: &[usize], rng: &mut ChaCha8Rng, device: &Device) -> Result<Param> {
+    let fan_in: usize = shape[1..].iter().product();
+    let bound = 1.0 / (fan_in as f32).sqrt();
+    let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-bound..bound)).collect() };
+    let w = Tensor::from_vec(draw(shape.iter().product()), shape, device)?;
+    let b = Tensor::from_vec(draw(shape[0]), shape[0], device)?;
+    let weight = dtl_core::params::insert(vm, &format!("{layer}.weight"), w)?;
+    let bias = dtl_core::params::insert(vm, &format!("{layer}.bias"), b)?;
+    Ok(Param {
+        weight: weight.as_tensor().clone(),
+        bias: bias.as_tensor().clone(),
+    })
+}

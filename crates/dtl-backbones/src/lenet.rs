@@ -1,0 +1,150 @@
+//! LeNet as ADDA uses it (Tzeng et al. 2017, "Adversarial discriminative domain adaptation", after
+//! LeCun et al. 1998): conv 20 5x5, max-pool 2, ReLU, conv 50 5x5, channel dropout, max-pool 2,
+//! ReLU, fc 500, ReLU.
+
+use std::sync::Mutex;
+
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use dtl_core::Backbone;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::init::{uniform_param, Param};
+use crate::{Error, Result};
+
+/// Settings of a [`LeNet`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeNetConfig {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Input side (square images).
+    pub input_size: usize,
+    /// Filters of the first convolution.
+    pub conv1: usize,
+    /// Filters of the second convolution.
+    pub conv2: usize,
+    /// Width of the fully connected layer (the feature dimension).
+    pub fc: usize,
+    /// Probability of zeroing a channel after the second convolution in training (as
+    /// `torch.nn.Dropout2d`).
+    pub dropout: f32,
+}
+
+impl Default for LeNetConfig {
+    fn default() -> Self {
+        Self {
+            in_channels: 1,
+            input_size: 28,
+            conv1: 20,
+            conv2: 50,
+            fc: 500,
+            dropout: 0.5,
+        }
+    }
+}
+
+/// ADDA's LeNet encoder. Layers, in order: `conv1`, `conv2`, `fc1`; features are the 500-wide ReLU
+/// output of `fc1`.
+pub struct LeNet {
+    cfg: LeNetConfig,
+    conv1: Param,
+    conv2: Param,
+    fc1: Param,
+    flat: usize,
+    layers: Vec<String>,
+    dropout_rng: Mutex<ChaCha8Rng>,
+}
+
+impl LeNet {
+    /// Creates a LeNet with parameters in `vm`, initialised as PyTorch initialises `Conv2d` and
+    /// `Linear` (uniform in `+-1/sqrt(fan_in)`) from `rng`; `dropout_seed` drives the dropout masks.
+    pub fn new(cfg: LeNetConfig, vm: &VarMap, rng: &mut ChaCha8Rng, dropout_seed: u64, device: &Device) -> Result<Self> {
+        if !(0.0..1.0).contains(&cfg.dropout) {
+            return Err(Error::Core(dtl_core::Error::config("dropout", format!("{} is not in [0, 1)", cfg.dropout))));
+        }
+        let s1 = cfg.input_size.checked_sub(4).map(|s| s / 2);
+        let s2 = s1.and_then(|s| s.checked_sub(4)).map(|s| s / 2).filter(|&s| s > 0);
+        let Some(s2) = s2 else {
+            return Err(Error::Core(dtl_core::Error::config(
+                "image-size",
+                format!("LeNet needs inputs of at least 12x12, got {0}x{0}", cfg.input_size),
+            )));
+        };
+        let conv1 = uniform_param(vm, "conv1", &[cfg.conv1, cfg.in_channels, 5, 5], rng, device)?;
+        let conv2 = uniform_param(vm, "conv2", &[cfg.conv2, cfg.conv1, 5, 5], rng, device)?;
+        let flat = cfg.conv2 * s2 * s2;
+        let fc1 = uniform_param(vm, "fc1", &[cfg.fc, flat], rng, device)?;
+        Ok(Self {
+            cfg,
+            conv1,
+            conv2,
+            fc1,
+            flat,
+            layers: vec!["conv1".into(), "conv2".into(), "fc1".into()],
+            dropout_rng: Mutex::new(ChaCha8Rng::seed_from_u64(dropout_seed)),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &LeNetConfig {
+        &self.cfg
+    }
+
+    /// Channel dropout: zero whole channels with probability `p`, scale the rest by `1/(1-p)`.
+    fn dropout2d(&self, xs: &Tensor) -> Result<Tensor> {
+        let p = self.cfg.dropout;
+        if p == 0.0 {
+            return Ok(xs.clone());
+        }
+        let (b, c, _, _) = xs.dims4()?;
+        let keep = 1.0 / (1.0 - p);
+        let mask: Vec<f32> = {
+            let mut rng = self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner());
+            (0..b * c).map(|_| if rng.random::<f32>() < p { 0.0 } else { keep }).collect()
+        };
+        let mask = Tensor::from_vec(mask, (b, c, 1, 1), xs.device())?;
+        Ok(xs.broadcast_mul(&mask)?)
+    }
+}
+
+impl Backbone for LeNet {
+    fn features(&self, xs: &Tensor, train: bool) -> dtl_core::Result<Tensor> {
+        let (c, h, w) = self.input_shape();
+        let dims = xs.dims();
+        if dims.len() != 4 || dims[1..] != [c, h, w] {
+            return Err(dtl_core::Error::Shape {
+                name: "lenet input".into(),
+                expected: vec![dims.first().copied().unwrap_or(0), c, h, w],
+                found: dims.to_vec(),
+            });
+        }
+        let run = || -> Result<Tensor> {
+            let x = self.conv1.conv2d(xs)?;
+            let x = dtl_ops::max_pool2d(&x, 2, 2, 0)?.relu()?;
+            let x = self.conv2.conv2d(&x)?;
+            let x = if train { self.dropout2d(&x)? } else { x };
+            let x = dtl_ops::max_pool2d(&x, 2, 2, 0)?.relu()?;
+            let x = x.flatten_from(1)?;
+            debug_assert_eq!(x.dim(1)?, self.flat);
+            Ok(self.fc1.linear(&x)?.relu()?)
+        };
+        run().map_err(Error::into_core)
+    }
+
+    fn feature_dim(&self) -> usize {
+        self.cfg.fc
+    }
+
+    fn layers(&self) -> &[String] {
+        &self.layers
+    }
+
+    fn input_shape(&self) -> (usize, usize, usize) {
+        (self.cfg.in_channels, self.cfg.input_size, self.cfg.input_size)
+    }
+
+    fn name(&self) -> &str {
+        "lenet"
+    }
+}

@@ -1,1 +1,148 @@
-//! placeholder
+//! The dtl training loop, optimizers, evaluation and transfer strategies.
+//!
+//! A strategy (one file each) implements [`dtl_core::Strategy`]: it owns its networks and
+//! optimizers and turns a [`dtl_core::DomainBatch`] into one update. The loop in [`trainer`] feeds
+//! it seeded batches; [`eval`] measures the result on labelled test splits. Strategies are chosen by
+//! name through [`StrategyConfig`] and built with [`build`].
+//!
+//! ```
+//! use candle_core::Device;
+//! use dtl_backbones::{Classifier, ModelSpec};
+//! use dtl_data::{Domain, DomainId, LoadOptions};
+//! use dtl_strategies::{build, eval, trainer, OptimSettings, StrategyConfig};
+//!
+//! let dev = Device::Cpu;
+//! let data = Domain::load(DomainId::Optdigits, None, &LoadOptions { image_size: 16, ..Default::default() })?;
+//! let model = Classifier::new(ModelSpec::lenet_digits(16), 0, &dev)?;
+//! let mut strategy = build(&StrategyConfig::SourceOnly, model, &OptimSettings::default())?;
+//! let cfg = trainer::LoopConfig { epochs: 1, batch_size: 64, seed: 0, progress: false };
+//! let report = trainer::train(strategy.as_mut(), &data.train, None, &cfg, &dev)?;
+//! assert_eq!(report.epochs.len(), 1);
+//! let e = eval::evaluate(|xs| strategy.predict(xs), &data.test, 256, &dev)?;
+//! assert_eq!(e.n, 450);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+use dtl_backbones::Classifier;
+use serde::{Deserialize, Serialize};
+
+pub mod eval;
+pub mod optim;
+pub mod source_only;
+pub mod trainer;
+
+pub use eval::{evaluate, Evaluation};
+pub use optim::{OptimizerKind, Optimizer, ParamGroup};
+pub use source_only::SourceOnly;
+pub use trainer::{train, EpochLog, LoopConfig, TrainReport};
+
+/// Errors of the strategies crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An error of the core crate.
+    #[error(transparent)]
+    Core(#[from] dtl_core::Error),
+    /// An error of the data crate.
+    #[error(transparent)]
+    Data(#[from] dtl_data::Error),
+    /// An error of the backbones crate.
+    #[error(transparent)]
+    Backbone(#[from] dtl_backbones::Error),
+    /// Training produced a non-finite value.
+    #[error("training diverged: `{what}` is {value} in epoch {epoch} (lower the learning rate)")]
+    Diverged {
+        /// The scalar that went non-finite.
+        what: String,
+        /// Its value.
+        value: f64,
+        /// The 1-based epoch.
+        epoch: usize,
+    },
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Core(dtl_core::Error::Candle(e))
+    }
+}
+
+impl Error {
+    /// Converts into the core error (for trait methods that return it).
+    pub fn into_core(self) -> dtl_core::Error {
+        match self {
+            Error::Core(e) => e,
+            Error::Backbone(e) => e.into_core(),
+            other => dtl_core::Error::Msg(other.to_string()),
+        }
+    }
+}
+
+/// Result type of the strategies crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A strategy whose prediction is made by a [`Classifier`] (saved as the run's checkpoint).
+pub trait TransferStrategy: dtl_core::Strategy {
+    /// The classifier that predicts target labels.
+    fn model(&self) -> &Classifier;
+}
+
+/// Optimizer settings shared by the strategies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OptimSettings {
+    /// The update rule.
+    pub kind: OptimizerKind,
+    /// Base learning rate.
+    pub lr: f64,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+}
+
+impl Default for OptimSettings {
+    /// SGD, momentum 0.9, learning rate 0.01, weight decay 5e-4.
+    fn default() -> Self {
+        Self {
+            kind: OptimizerKind::sgd(),
+            lr: 0.01,
+            weight_decay: 5e-4,
+        }
+    }
+}
+
+/// A strategy and its own settings, as configs and the command line name it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum StrategyConfig {
+    /// Train on the source domain only.
+    SourceOnly,
+}
+
+impl StrategyConfig {
+    /// Every strategy name, for help texts and errors.
+    pub const NAMES: [&'static str; 1] = ["source-only"];
+
+    /// The strategy's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StrategyConfig::SourceOnly => "source-only",
+        }
+    }
+
+    /// The strategy of that name with its default settings.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "source-only" => Ok(StrategyConfig::SourceOnly),
+            _ => Err(Error::Core(dtl_core::Error::config(
+                "strategy",
+                format!("`{name}` is not a known strategy (known: {})", Self::NAMES.join(", ")),
+            ))),
+        }
+    }
+}
+
+/// Builds the strategy `cfg` around `model`.
+pub fn build(cfg: &StrategyConfig, model: Classifier, optim: &OptimSettings) -> Result<Box<dyn TransferStrategy>> {
+    Ok(match cfg {
+        StrategyConfig::SourceOnly => Box::new(SourceOnly::new(model, optim)?),
+    })
+}

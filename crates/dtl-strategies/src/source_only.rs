@@ -1,0 +1,67 @@
+//! `source-only`: train on labelled source data alone, the baseline every transfer method is
+//! measured against (the "source only" rows of Tzeng et al. 2017 and Ganin & Lempitsky 2015).
+
+use candle_core::Tensor;
+use dtl_backbones::Classifier;
+use dtl_core::{params, DomainBatch, StepStats, Strategy};
+
+use crate::optim::{Optimizer, ParamGroup};
+use crate::{OptimSettings, Result, TransferStrategy};
+
+/// Minimises the source cross-entropy over every parameter of the classifier.
+pub struct SourceOnly {
+    model: Classifier,
+    opt: Optimizer,
+}
+
+impl SourceOnly {
+    /// A source-only strategy training every parameter of `model`.
+    pub fn new(model: Classifier, optim: &OptimSettings) -> Result<Self> {
+        let group = ParamGroup::new(params::all(model.varmap()));
+        let opt = Optimizer::new(optim.kind, optim.lr, optim.weight_decay, vec![group])?;
+        Ok(Self { model, opt })
+    }
+}
+
+/// Mean cross-entropy of `logits` against `labels` and the batch accuracy.
+pub(crate) fn cross_entropy_with_accuracy(logits: &Tensor, labels: &Tensor) -> candle_core::Result<(Tensor, f64)> {
+    let loss = candle_nn::loss::cross_entropy(logits, labels)?;
+    let hits = logits
+        .detach()
+        .argmax(1)?
+        .eq(labels)?
+        .to_dtype(candle_core::DType::F32)?
+        .mean_all()?
+        .to_scalar::<f32>()?;
+    Ok((loss, hits as f64))
+}
+
+impl Strategy for SourceOnly {
+    fn name(&self) -> &str {
+        "source-only"
+    }
+
+    fn train_step(&mut self, batch: &DomainBatch) -> dtl_core::Result<StepStats> {
+        let mut step = || -> Result<StepStats> {
+            let (xs, ys) = &batch.source;
+            let logits = self.model.forward(xs, true)?;
+            let (loss, acc) = cross_entropy_with_accuracy(&logits, ys)?;
+            let value = loss.to_scalar::<f32>()? as f64;
+            self.opt.backward_step(&loss)?;
+            let mut stats = StepStats::new();
+            stats.push("loss_cls", value).push("acc_source", acc);
+            Ok(stats)
+        };
+        step().map_err(crate::Error::into_core)
+    }
+
+    fn predict(&self, xs: &Tensor) -> dtl_core::Result<Tensor> {
+        self.model.forward(xs, false).map_err(dtl_backbones::Error::into_core)
+    }
+}
+
+impl TransferStrategy for SourceOnly {
+    fn model(&self) -> &Classifier {
+        &self.model
+    }
+}

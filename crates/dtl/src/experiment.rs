@@ -1,0 +1,493 @@
+//! A complete run: load the domains, train a strategy, evaluate on both test splits, and write
+//! `config.toml`, `model.safetensors` and `metrics.json` into an output directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Device;
+use dtl_backbones::{BackboneKind, Classifier, ModelSpec};
+use dtl_data::{DataDir, Domain, DomainId, FileRecord, LoadOptions, Placement};
+use dtl_strategies::{EpochLog, Evaluation, LoopConfig, OptimSettings, OptimizerKind, StrategyConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Files a run writes; a directory holding any of them holds a previous run.
+pub const RUN_FILES: [&str; 3] = ["config.toml", "metrics.json", "model.safetensors"];
+
+/// Every setting of a run. Read from TOML (`dtl train --config FILE`), overridden by flags, and
+/// written back in full as `config.toml` next to the results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// Source domain (labelled): `mnist`, `usps`, `optdigits`, `mnist-small`.
+    pub source: String,
+    /// Target domain (its test split measures transfer).
+    pub target: String,
+    /// Backbone architecture.
+    pub backbone: String,
+    /// Passes over the source training split.
+    pub epochs: usize,
+    /// Batch size (source and target).
+    pub batch_size: usize,
+    /// Base learning rate.
+    pub lr: f64,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+    /// Seed of initialisation, dropout, batch order and size caps.
+    pub seed: u64,
+    /// Common canvas side for all domains.
+    pub image_size: usize,
+    /// How non-MNIST digits are placed on the canvas: `fill` or `box` (20/28 box, padded).
+    pub placement: String,
+    /// Cap on source training samples (seeded subset), `"all"` for none.
+    #[serde(with = "size_cap")]
+    pub source_train_size: Option<usize>,
+    /// Cap on target training samples (seeded subset), `"all"` for none.
+    #[serde(with = "size_cap")]
+    pub target_train_size: Option<usize>,
+    /// Data directory; unset means `$DTL_DATA_DIR`, else the per-user cache. The written config
+    /// holds the directory actually used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Device: `cpu`, `cuda` / `cuda:N` (feature `cuda`), `metal` (feature `metal`).
+    pub device: String,
+    /// Update rule and its constants.
+    pub optimizer: OptimizerKind,
+    /// The strategy and its own settings.
+    pub strategy: StrategyConfig,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        let optim = OptimSettings::default();
+        Self {
+            source: "mnist".into(),
+            target: "usps".into(),
+            backbone: "lenet".into(),
+            epochs: 10,
+            batch_size: 128,
+            lr: optim.lr,
+            weight_decay: optim.weight_decay,
+            seed: 0,
+            image_size: 28,
+            placement: "fill".into(),
+            source_train_size: None,
+            target_train_size: None,
+            data_dir: None,
+            device: "cpu".into(),
+            optimizer: optim.kind,
+            strategy: StrategyConfig::SourceOnly,
+        }
+    }
+}
+
+/// Serialises an optional size cap as a number or `"all"`, so that the written config names it.
+mod size_cap {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<usize>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(n) => s.serialize_u64(*n as u64),
+            None => s.serialize_str("all"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Cap {
+            N(usize),
+            S(String),
+        }
+        match Cap::deserialize(d)? {
+            Cap::N(n) => Ok(Some(n)),
+            Cap::S(s) if s == "all" => Ok(None),
+            Cap::S(s) => Err(serde::de::Error::custom(format!("`{s}` is neither a number nor \"all\""))),
+        }
+    }
+}
+
+/// A run's configuration after validation.
+struct Validated {
+    source: DomainId,
+    target: DomainId,
+    backbone: BackboneKind,
+    placement: Placement,
+    device: Device,
+}
+
+impl RunConfig {
+    /// Reads a config from a TOML file; missing fields take their defaults.
+    pub fn from_toml_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        toml::from_str(&text).map_err(|e| Error::ConfigFile {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The config as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a RunConfig always serialises")
+    }
+
+    fn validate(&self) -> Result<Validated> {
+        let positive = |field: &str, v: usize| {
+            if v == 0 {
+                Err(Error::Config {
+                    field: field.into(),
+                    message: "must be at least 1".into(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        positive("epochs", self.epochs)?;
+        positive("batch-size", self.batch_size)?;
+        positive("source-train-size", self.source_train_size.unwrap_or(1))?;
+        positive("target-train-size", self.target_train_size.unwrap_or(1))?;
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(Error::Config {
+                field: "lr".into(),
+                message: format!("{} is not a positive number", self.lr),
+            });
+        }
+        self.optimizer.validate()?;
+        Ok(Validated {
+            source: self.source.parse().map_err(|e| field_err("source", e))?,
+            target: self.target.parse().map_err(|e| field_err("target", e))?,
+            backbone: self.backbone.parse()?,
+            placement: self.placement.parse().map_err(|e| field_err("placement", e))?,
+            device: parse_device(&self.device)?,
+        })
+    }
+}
+
+fn field_err(field: &str, e: dtl_data::Error) -> Error {
+    Error::Config {
+        field: field.into(),
+        message: match e {
+            dtl_data::Error::Config { message, .. } => message,
+            other => other.to_string(),
+        },
+    }
+}
+
+/// Parses a device name: `cpu`, `cuda`, `cuda:N`, `metal`.
+pub fn parse_device(name: &str) -> Result<Device> {
+    let bad = |m: String| Error::Config {
+        field: "device".into(),
+        message: m,
+    };
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "metal" => Device::new_metal(0).map_err(|e| bad(format!("metal: {e}"))),
+        _ => {
+            let ordinal = match name.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(rest) => rest
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| bad(format!("`{name}` is not cuda or cuda:N")))?,
+                None => return Err(bad(format!("`{name}` is not one of cpu, cuda, cuda:N, metal"))),
+            };
+            Device::new_cuda(ordinal).map_err(|e| bad(format!("{name}: {e}")))
+        }
+    }
+}
+
+/// The data a run read from one domain.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DataRecord {
+    /// Files read, with their sha256.
+    pub files: Vec<FileRecord>,
+    /// Training samples used (after the cap).
+    pub train_size: usize,
+    /// Training samples available before the cap.
+    pub full_train_size: usize,
+    /// Test samples.
+    pub test_size: usize,
+    /// How images were placed on the canvas (`fill` or `box`).
+    pub placement: String,
+}
+
+impl DataRecord {
+    fn of(d: &Domain) -> Self {
+        Self {
+            files: d.files.clone(),
+            train_size: d.train.len(),
+            full_train_size: d.full_train_size,
+            test_size: d.test.len(),
+            placement: d.placement.as_str().into(),
+        }
+    }
+}
+
+/// The host a run was made on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostRecord {
+    /// Operating system.
+    pub os: String,
+    /// CPU architecture.
+    pub arch: String,
+    /// Logical CPUs available.
+    pub cpus: usize,
+    /// The device trained on.
+    pub device: String,
+}
+
+/// `metrics.json`: what a run measured. The schema is documented in README.md.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Metrics {
+    /// dtl's version.
+    pub dtl_version: String,
+    /// Strategy name.
+    pub strategy: String,
+    /// Source domain.
+    pub source: String,
+    /// Target domain.
+    pub target: String,
+    /// Backbone.
+    pub backbone: String,
+    /// Run seed.
+    pub seed: u64,
+    /// Epochs trained.
+    pub epochs: usize,
+    /// Seconds spent in training steps (evaluation and loading excluded).
+    pub train_seconds: f64,
+    /// `train_seconds / epochs`.
+    pub seconds_per_epoch: f64,
+    /// Per domain: files, sizes and placement.
+    pub data: BTreeMap<String, DataRecord>,
+    /// Evaluation on the source test split.
+    pub source_test: Evaluation,
+    /// Evaluation on the target test split.
+    pub target_test: Evaluation,
+    /// `source_test.accuracy - target_test.accuracy`: the drop caused by the domain shift.
+    pub drop: f64,
+    /// Per-epoch means of the strategy's logged scalars.
+    pub history: Vec<EpochLog>,
+    /// Where it ran.
+    pub host: HostRecord,
+}
+
+/// How [`run`] treats its output directory and terminal.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Replace a previous run's files in the output directory.
+    pub overwrite: bool,
+    /// Draw a progress bar.
+    pub progress: bool,
+}
+
+/// Checks that `out` can receive a run: refuses a directory holding a previous run's files unless
+/// `overwrite`.
+pub fn prepare_output(out: &Path, overwrite: bool) -> Result<()> {
+    if out.exists() && !out.is_dir() {
+        return Err(Error::Output {
+            path: out.to_path_buf(),
+            message: "exists and is not a directory".into(),
+        });
+    }
+    let previous: Vec<&str> = RUN_FILES.iter().copied().filter(|f| out.join(f).exists()).collect();
+    if !previous.is_empty() && !overwrite {
+        return Err(Error::Output {
+            path: out.to_path_buf(),
+            message: format!(
+                "holds a previous run ({}); choose another --out or pass --overwrite",
+                previous.join(", ")
+            ),
+        });
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::Io {
+        path: out.to_path_buf(),
+        source: e,
+    })
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    dtl_core::write_atomic(path, bytes).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })
+}
+
+/// Runs `cfg` and writes its results into `out`.
+pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
+    let v = cfg.validate()?;
+    prepare_output(out, opts.overwrite)?;
+    let data_dir = DataDir::resolve(cfg.data_dir.as_deref())?;
+    let mut written = cfg.clone();
+    written.data_dir = Some(data_dir.path().to_path_buf());
+    write_file(&out.join("config.toml"), written.to_toml().as_bytes())?;
+
+    let load = |id: DomainId, cap: Option<usize>, salt: u64| {
+        Domain::load(
+            id,
+            Some(&data_dir),
+            &LoadOptions {
+                image_size: cfg.image_size,
+                placement: v.placement,
+                train_size: cap,
+                seed: cfg.seed.wrapping_add(salt),
+            },
+        )
+    };
+    let source = load(v.source, cfg.source_train_size, 0)?;
+    let target = if v.target == v.source && cfg.target_train_size == cfg.source_train_size {
+        source.clone()
+    } else {
+        load(v.target, cfg.target_train_size, 1)?
+    };
+    if target.class_names != source.class_names {
+        return Err(Error::Config {
+            field: "target".into(),
+            message: format!("{} has other classes than {}", v.target, v.source),
+        });
+    }
+
+    let spec = ModelSpec {
+        backbone: v.backbone,
+        input_shape: source.train.image_shape(),
+        class_names: source.class_names.clone(),
+    };
+    let model = Classifier::new(spec, cfg.seed, &v.device)?;
+    let optim = OptimSettings {
+        kind: cfg.optimizer,
+        lr: cfg.lr,
+        weight_decay: cfg.weight_decay,
+    };
+    let mut strategy = dtl_strategies::build(&cfg.strategy, model, &optim)?;
+    let loop_cfg = LoopConfig {
+        epochs: cfg.epochs,
+        batch_size: cfg.batch_size,
+        seed: cfg.seed,
+        progress: opts.progress,
+    };
+    tracing::info!(
+        "training {} on {} ({} images) -> {} ({} images), {} epochs",
+        cfg.strategy.name(),
+        v.source,
+        source.train.len(),
+        v.target,
+        target.train.len(),
+        cfg.epochs
+    );
+    let started = Instant::now();
+    let report = dtl_strategies::train(strategy.as_mut(), &source.train, Some(&target.train), &loop_cfg, &v.device)?;
+    tracing::info!("trained in {:.1} s", started.elapsed().as_secs_f64());
+
+    let predict = |xs: &candle_core::Tensor| strategy.predict(xs);
+    let source_test = dtl_strategies::evaluate(predict, &source.test, 500, &v.device)?;
+    let target_test = dtl_strategies::evaluate(predict, &target.test, 500, &v.device)?;
+
+    strategy.model().save(
+        &out.join("model.safetensors"),
+        &[
+            ("dtl.strategy", cfg.strategy.name().to_string()),
+            ("dtl.source", v.source.to_string()),
+            ("dtl.target", v.target.to_string()),
+            ("dtl.placement", v.placement.as_str().to_string()),
+            ("dtl.seed", cfg.seed.to_string()),
+        ],
+    )?;
+
+    let mut data = BTreeMap::new();
+    data.insert(v.source.to_string(), DataRecord::of(&source));
+    data.insert(v.target.to_string(), DataRecord::of(&target));
+    let metrics = Metrics {
+        dtl_version: env!("CARGO_PKG_VERSION").into(),
+        strategy: cfg.strategy.name().into(),
+        source: v.source.to_string(),
+        target: v.target.to_string(),
+        backbone: v.backbone.as_str().into(),
+        seed: cfg.seed,
+        epochs: cfg.epochs,
+        train_seconds: report.seconds,
+        seconds_per_epoch: report.seconds / cfg.epochs as f64,
+        data,
+        drop: source_test.accuracy - target_test.accuracy,
+        source_test,
+        target_test,
+        history: report.epochs,
+        host: HostRecord {
+            os: std::env::consts::OS.into(),
+            arch: std::env::consts::ARCH.into(),
+            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            device: cfg.device.clone(),
+        },
+    };
+    let json = serde_json::to_string_pretty(&metrics).expect("metrics always serialise");
+    write_file(&out.join("metrics.json"), json.as_bytes())?;
+    Ok(metrics)
+}
+
+/// The result of evaluating a checkpoint on one domain's test split (`dtl eval`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalReport {
+    /// The checkpoint.
+    pub checkpoint: String,
+    /// The domain.
+    pub domain: String,
+    /// Its data.
+    pub data: DataRecord,
+    /// Evaluation on the test split.
+    pub test: Evaluation,
+}
+
+/// Evaluates a checkpoint on the test split of `domain`. The canvas size comes from the
+/// checkpoint; the placement too unless `placement` is given.
+pub fn evaluate_checkpoint(
+    checkpoint: &Path,
+    domain: &str,
+    data_dir: Option<&Path>,
+    placement: Option<&str>,
+    device: &Device,
+) -> Result<EvalReport> {
+    let id: DomainId = domain.parse().map_err(|e| field_err("domain", e))?;
+    let (model, meta) = Classifier::load(checkpoint, device)?;
+    let placement: Placement = match placement.or(meta.get("dtl.placement").map(String::as_str)) {
+        Some(p) => p.parse().map_err(|e| field_err("placement", e))?,
+        None => Placement::Fill,
+    };
+    let (c, h, _) = model.spec().input_shape;
+    let data_dir = DataDir::resolve(data_dir)?;
+    let d = Domain::load(
+        id,
+        Some(&data_dir),
+        &LoadOptions {
+            image_size: h,
+            placement,
+            ..Default::default()
+        },
+    )?;
+    if d.test.image_shape().0 != c {
+        return Err(Error::Config {
+            field: "domain".into(),
+            message: format!("{id} has {} channels, the checkpoint takes {c}", d.test.image_shape().0),
+        });
+    }
+    if d.class_names != model.spec().class_names {
+        return Err(Error::Config {
+            field: "domain".into(),
+            message: format!("{id}'s classes differ from the checkpoint's"),
+        });
+    }
+    let test = dtl_strategies::evaluate(
+        |xs| model.forward(xs, false).map_err(dtl_backbones::Error::into_core),
+        &d.test,
+        500,
+        device,
+    )?;
+    Ok(EvalReport {
+        checkpoint: checkpoint.display().to_string(),
+        domain: id.to_string(),
+        data: DataRecord::of(&d),
+        test,
+    })
+}

@@ -12,7 +12,10 @@ pub fn shared_data_dir() -> Option<PathBuf> {
     if p.join("mnist").is_dir() && p.join("usps").is_dir() {
         Some(p)
     } else {
-        eprintln!("skipped: no shared data folder at {} (set DTL_DATA_DIR)", p.display());
+        eprintln!(
+            "skipped: no shared data folder at {} (set DTL_DATA_DIR)",
+            p.display()
+        );
         None
     }
 }

@@ -25,22 +25,42 @@ fn bundled_run_shows_a_domain_shift_and_its_checkpoint_reevaluates() {
     let out = tmp.path().join("run");
     let m = run(&quick("mnist-small", "optdigits"), &out, RunOptions::default()).unwrap();
     // MNIST digits are learnt well beyond chance (0.10) ...
-    assert!(m.source_test.accuracy > 0.7, "source accuracy {}", m.source_test.accuracy);
+    assert!(
+        m.source_test.accuracy > 0.7,
+        "source accuracy {}",
+        m.source_test.accuracy
+    );
     // ... and the upsampled 8x8 optdigits are a shifted domain: accuracy drops.
     assert!(m.drop > 0.05, "drop {}", m.drop);
     assert!((m.drop - (m.source_test.accuracy - m.target_test.accuracy)).abs() < 1e-12);
     for f in dtl::experiment::RUN_FILES {
         assert!(out.join(f).is_file(), "{f} missing");
     }
-    let e = evaluate_checkpoint(&out.join("model.safetensors"), "optdigits", None, None, &Device::Cpu).unwrap();
+    let e = evaluate_checkpoint(
+        &out.join("model.safetensors"),
+        "optdigits",
+        None,
+        None,
+        &Device::Cpu,
+    )
+    .unwrap();
     assert_eq!(e.test, m.target_test);
-    let e = evaluate_checkpoint(&out.join("model.safetensors"), "mnist-small", None, None, &Device::Cpu).unwrap();
+    let e = evaluate_checkpoint(
+        &out.join("model.safetensors"),
+        "mnist-small",
+        None,
+        None,
+        &Device::Cpu,
+    )
+    .unwrap();
     assert_eq!(e.test, m.source_test);
 }
 
 #[test]
 fn real_mnist_to_usps_when_the_data_is_there() {
-    let Some(dir) = dtl_e2e::shared_data_dir() else { return };
+    let Some(dir) = dtl_e2e::shared_data_dir() else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let cfg = RunConfig {
         data_dir: Some(dir.clone()),
@@ -52,7 +72,9 @@ fn real_mnist_to_usps_when_the_data_is_there() {
     assert_eq!(m.data["mnist"].full_train_size, 60000);
     assert_eq!(m.data["usps"].test_size, 2007);
     assert_eq!(m.data["usps"].train_size, 500);
-    assert!(m.data["usps"].files[0].path.starts_with(&dir.display().to_string()));
+    assert!(m.data["usps"].files[0]
+        .path
+        .starts_with(&dir.display().to_string()));
     assert!(m.source_test.accuracy > 0.7, "{}", m.source_test.accuracy);
     assert_eq!(m.target_test.n, 2007);
     assert!(Path::new(&m.data["usps"].files[1].path).is_file());

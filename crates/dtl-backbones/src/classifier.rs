@@ -138,7 +138,10 @@ impl Classifier {
         if spec.class_names.len() < 2 {
             return Err(Error::Core(dtl_core::Error::config(
                 "classes",
-                format!("a classifier needs at least 2 classes, got {}", spec.class_names.len()),
+                format!(
+                    "a classifier needs at least 2 classes, got {}",
+                    spec.class_names.len()
+                ),
             )));
         }
         let varmap = VarMap::new();
@@ -157,10 +160,22 @@ impl Classifier {
                     input_size: h,
                     ..Default::default()
                 };
-                Box::new(LeNet::new(cfg, &varmap, &mut rng, seed.wrapping_add(0x0d50_0d50), device)?)
+                Box::new(LeNet::new(
+                    cfg,
+                    &varmap,
+                    &mut rng,
+                    seed.wrapping_add(0x0d50_0d50),
+                    device,
+                )?)
             }
         };
-        let head = uniform_param(&varmap, "head", &[spec.num_classes(), backbone.feature_dim()], &mut rng, device)?;
+        let head = uniform_param(
+            &varmap,
+            "head",
+            &[spec.num_classes(), backbone.feature_dim()],
+            &mut rng,
+            device,
+        )?;
         let mut layers = backbone.layers().to_vec();
         layers.push("head".into());
         Ok(Self {
@@ -265,7 +280,10 @@ impl Classifier {
             let Some(t) = tensors.get(name) else {
                 return Err(Error::Checkpoint {
                     path: origin.to_path_buf(),
-                    message: format!("tensor `{name}` is missing (a {} needs it)", self.spec.backbone.as_str()),
+                    message: format!(
+                        "tensor `{name}` is missing (a {} needs it)",
+                        self.spec.backbone.as_str()
+                    ),
                 });
             };
             if t.dims() != var.dims() {
@@ -277,7 +295,10 @@ impl Classifier {
                 });
             }
         }
-        let mut extra: Vec<&String> = tensors.keys().filter(|k| !vars.iter().any(|(n, _)| n == *k)).collect();
+        let mut extra: Vec<&String> = tensors
+            .keys()
+            .filter(|k| !vars.iter().any(|(n, _)| n == *k))
+            .collect();
         extra.sort();
         if let Some(name) = extra.first() {
             return Err(Error::Checkpoint {

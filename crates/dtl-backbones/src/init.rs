@@ -25,8 +25,7 @@ impl Param {
     /// A stride-1, unpadded convolution plus bias, for `xs` of shape `(B, C, H, W)`.
     pub fn conv2d(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let out = self.weight.dim(0)?;
-        dtl_ops::conv2d(xs, &self.weight, 1, 0)?
-            .broadcast_add(&self.bias.reshape((1, out, 1, 1))?)
+        dtl_ops::conv2d(xs, &self.weight, 1, 0)?.broadcast_add(&self.bias.reshape((1, out, 1, 1))?)
     }
 }
 
@@ -34,7 +33,13 @@ impl Param {
 /// `+-1/sqrt(fan_in)` with `fan_in = shape[1..].product()`: PyTorch's default initialisation of
 /// `nn.Linear` and `nn.Conv2d` (Kaiming uniform with `a = sqrt(5)`), drawn from `rng` so that a run
 /// repeats exactly.
-pub fn uniform_param(vm: &VarMap, layer: &str, shape: &[usize], rng: &mut ChaCha8Rng, device: &Device) -> Result<Param> {
+pub fn uniform_param(
+    vm: &VarMap,
+    layer: &str,
+    shape: &[usize],
+    rng: &mut ChaCha8Rng,
+    device: &Device,
+) -> Result<Param> {
     let fan_in: usize = shape[1..].iter().product();
     let bound = 1.0 / (fan_in as f32).sqrt();
     let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-bound..bound)).collect() };

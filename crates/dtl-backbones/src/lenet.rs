@@ -59,16 +59,31 @@ pub struct LeNet {
 impl LeNet {
     /// Creates a LeNet with parameters in `vm`, initialised as PyTorch initialises `Conv2d` and
     /// `Linear` (uniform in `+-1/sqrt(fan_in)`) from `rng`; `dropout_seed` drives the dropout masks.
-    pub fn new(cfg: LeNetConfig, vm: &VarMap, rng: &mut ChaCha8Rng, dropout_seed: u64, device: &Device) -> Result<Self> {
+    pub fn new(
+        cfg: LeNetConfig,
+        vm: &VarMap,
+        rng: &mut ChaCha8Rng,
+        dropout_seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
         if !(0.0..1.0).contains(&cfg.dropout) {
-            return Err(Error::Core(dtl_core::Error::config("dropout", format!("{} is not in [0, 1)", cfg.dropout))));
+            return Err(Error::Core(dtl_core::Error::config(
+                "dropout",
+                format!("{} is not in [0, 1)", cfg.dropout),
+            )));
         }
         let s1 = cfg.input_size.checked_sub(4).map(|s| s / 2);
-        let s2 = s1.and_then(|s| s.checked_sub(4)).map(|s| s / 2).filter(|&s| s > 0);
+        let s2 = s1
+            .and_then(|s| s.checked_sub(4))
+            .map(|s| s / 2)
+            .filter(|&s| s > 0);
         let Some(s2) = s2 else {
             return Err(Error::Core(dtl_core::Error::config(
                 "image-size",
-                format!("LeNet needs inputs of at least 12x12, got {0}x{0}", cfg.input_size),
+                format!(
+                    "LeNet needs inputs of at least 12x12, got {0}x{0}",
+                    cfg.input_size
+                ),
             )));
         };
         let conv1 = uniform_param(vm, "conv1", &[cfg.conv1, cfg.in_channels, 5, 5], rng, device)?;
@@ -101,7 +116,9 @@ impl LeNet {
         let keep = 1.0 / (1.0 - p);
         let mask: Vec<f32> = {
             let mut rng = self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner());
-            (0..b * c).map(|_| if rng.random::<f32>() < p { 0.0 } else { keep }).collect()
+            (0..b * c)
+                .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
+                .collect()
         };
         let mask = Tensor::from_vec(mask, (b, c, 1, 1), xs.device())?;
         Ok(xs.broadcast_mul(&mask)?)

@@ -37,7 +37,10 @@ fn lenet_matches_pytorch() -> anyhow::Result<()> {
     let fx = fixture();
     let order: Vec<String> = serde_json::from_value(fx["param_order"].clone())?;
     let model = Classifier::new(ModelSpec::lenet_digits(28), 0, &Device::Cpu)?;
-    let mut names: Vec<String> = dtl_core::params::all(model.varmap()).into_iter().map(|(n, _)| n).collect();
+    let mut names: Vec<String> = dtl_core::params::all(model.varmap())
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     names.sort();
     assert_eq!(names, order, "parameter names follow PyTorch's module names");
     model.load_tensors(&formula_weights(&model, &order), std::path::Path::new("formula"))?;
@@ -59,11 +62,19 @@ fn lenet_matches_pytorch() -> anyhow::Result<()> {
 
     let grads = loss.backward()?;
     for (name, var) in dtl_core::params::all(model.varmap()) {
-        let g = grads.get(&var).unwrap().flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let g = grads
+            .get(&var)
+            .unwrap()
+            .flatten_all()?
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()?;
         let entry = &fx["grads"][&name];
         let sum_sq: f64 = g.iter().map(|v| v * v).sum();
         let want_sq = entry["sum_sq"].as_f64().unwrap();
-        assert!((sum_sq - want_sq).abs() <= 1e-4 * want_sq.max(1e-8), "{name}: sum of squares {sum_sq} vs {want_sq}");
+        assert!(
+            (sum_sq - want_sq).abs() <= 1e-4 * want_sq.max(1e-8),
+            "{name}: sum of squares {sum_sq} vs {want_sq}"
+        );
         let values: Vec<f64> = serde_json::from_value(entry["values"].clone())?;
         let indices: Vec<usize> = match entry.get("indices") {
             Some(i) => serde_json::from_value(i.clone())?,
@@ -71,7 +82,11 @@ fn lenet_matches_pytorch() -> anyhow::Result<()> {
         };
         let scale = values.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-6);
         for (&i, w) in indices.iter().zip(&values) {
-            assert!((g[i] - w).abs() < 1e-4 * scale + 1e-7, "{name}[{i}]: {} vs PyTorch {w}", g[i]);
+            assert!(
+                (g[i] - w).abs() < 1e-4 * scale + 1e-7,
+                "{name}[{i}]: {} vs PyTorch {w}",
+                g[i]
+            );
         }
     }
     Ok(())
@@ -95,7 +110,14 @@ fn checkpoints_round_trip_exactly() -> anyhow::Result<()> {
     // Different seeds give different weights, the same seed the same.
     let c = Classifier::new(ModelSpec::lenet_digits(28), 7, &Device::Cpu)?;
     let d = Classifier::new(ModelSpec::lenet_digits(28), 8, &Device::Cpu)?;
-    let first = |m: &Classifier| dtl_core::params::snapshot(m.varmap()).unwrap()[0].1.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let first = |m: &Classifier| {
+        dtl_core::params::snapshot(m.varmap()).unwrap()[0]
+            .1
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
     assert_eq!(first(&a), first(&c));
     assert_ne!(first(&a), first(&d));
     Ok(())
@@ -105,20 +127,28 @@ fn checkpoints_round_trip_exactly() -> anyhow::Result<()> {
 fn checkpoints_that_do_not_fit_are_named_errors() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let model = Classifier::new(ModelSpec::lenet_digits(28), 1, &Device::Cpu)?;
-    let mut tensors: HashMap<String, Tensor> = dtl_core::params::snapshot(model.varmap())?.into_iter().collect();
+    let mut tensors: HashMap<String, Tensor> =
+        dtl_core::params::snapshot(model.varmap())?.into_iter().collect();
     let origin = dir.path().join("x.safetensors");
 
-    tensors.insert("fc1.weight".into(), Tensor::zeros((500, 801), DType::F32, &Device::Cpu)?);
+    tensors.insert(
+        "fc1.weight".into(),
+        Tensor::zeros((500, 801), DType::F32, &Device::Cpu)?,
+    );
     let err = model.load_tensors(&tensors, &origin).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::TensorShape { .. }), "{msg}");
-    assert!(msg.contains("fc1.weight") && msg.contains("[500, 800]") && msg.contains("[500, 801]"), "{msg}");
+    assert!(
+        msg.contains("fc1.weight") && msg.contains("[500, 800]") && msg.contains("[500, 801]"),
+        "{msg}"
+    );
 
     tensors.remove("fc1.weight");
     let msg = model.load_tensors(&tensors, &origin).unwrap_err().to_string();
     assert!(msg.contains("`fc1.weight` is missing"), "{msg}");
 
-    let mut extra: HashMap<String, Tensor> = dtl_core::params::snapshot(model.varmap())?.into_iter().collect();
+    let mut extra: HashMap<String, Tensor> =
+        dtl_core::params::snapshot(model.varmap())?.into_iter().collect();
     extra.insert("fc9.weight".into(), Tensor::zeros(3, DType::F32, &Device::Cpu)?);
     let msg = model.load_tensors(&extra, &origin).unwrap_err().to_string();
     assert!(msg.contains("unexpected tensor `fc9.weight`"), "{msg}");
@@ -127,13 +157,19 @@ fn checkpoints_that_do_not_fit_are_named_errors() -> anyhow::Result<()> {
     let junk = dir.path().join("junk.safetensors");
     std::fs::write(&junk, b"hello")?;
     let msg = Classifier::load(&junk, &Device::Cpu).err().unwrap().to_string();
-    assert!(msg.contains("junk.safetensors") && msg.contains("not a safetensors file"), "{msg}");
+    assert!(
+        msg.contains("junk.safetensors") && msg.contains("not a safetensors file"),
+        "{msg}"
+    );
     let plain = dir.path().join("plain.safetensors");
     candle_core::safetensors::save(&extra, &plain)?;
     let msg = Classifier::load(&plain, &Device::Cpu).err().unwrap().to_string();
     assert!(msg.contains("dtl.format"), "{msg}");
     let missing = dir.path().join("absent.safetensors");
-    let msg = Classifier::load(&missing, &Device::Cpu).err().unwrap().to_string();
+    let msg = Classifier::load(&missing, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(msg.contains("absent.safetensors"), "{msg}");
     Ok(())
 }

@@ -86,7 +86,10 @@ mod tests {
         for n in ["fc2.w", "conv1.w", "fc1.b", "fc1.w", "conv10.w"] {
             insert(&vm, n, Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap()).unwrap();
         }
-        let names: Vec<String> = select(&vm, &["fc1", "conv1"]).into_iter().map(|(n, _)| n).collect();
+        let names: Vec<String> = select(&vm, &["fc1", "conv1"])
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         assert_eq!(names, ["conv1.w", "fc1.b", "fc1.w"]);
     }
 }

@@ -19,7 +19,10 @@ impl Batcher {
     /// Batches of `batch_size` over `n` samples, shuffled by `seed`. `n` and `batch_size` must be
     /// positive (the training loop validates them first).
     pub fn new(n: usize, batch_size: usize, seed: u64) -> Self {
-        assert!(n > 0 && batch_size > 0, "Batcher needs samples and a positive batch size");
+        assert!(
+            n > 0 && batch_size > 0,
+            "Batcher needs samples and a positive batch size"
+        );
         Self {
             n,
             batch_size,
@@ -77,7 +80,11 @@ mod tests {
         all.sort();
         assert_eq!(all, (0..10).collect::<Vec<_>>());
         assert_ne!(a.epoch(), ea, "a second epoch is shuffled again");
-        assert_ne!(Batcher::new(10, 4, 8).epoch(), ea, "another seed shuffles differently");
+        assert_ne!(
+            Batcher::new(10, 4, 8).epoch(),
+            ea,
+            "another seed shuffles differently"
+        );
     }
 
     #[test]

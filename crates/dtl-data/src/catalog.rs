@@ -32,7 +32,12 @@ pub struct FileSpec {
 
 impl DomainId {
     /// Every domain, in the order help texts list them.
-    pub const ALL: [DomainId; 4] = [DomainId::Mnist, DomainId::Usps, DomainId::Optdigits, DomainId::MnistSmall];
+    pub const ALL: [DomainId; 4] = [
+        DomainId::Mnist,
+        DomainId::Usps,
+        DomainId::Optdigits,
+        DomainId::MnistSmall,
+    ];
 
     /// The name used on the command line and as the folder name in the data directory.
     pub fn as_str(&self) -> &'static str {
@@ -98,7 +103,11 @@ impl FromStr for DomainId {
             .find(|d| d.as_str() == s)
             .ok_or_else(|| Error::UnknownDomain {
                 name: s.to_string(),
-                known: DomainId::ALL.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(", "),
+                known: DomainId::ALL
+                    .iter()
+                    .map(|d| d.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             })
     }
 }

@@ -16,7 +16,12 @@ pub struct Dataset {
 
 impl Dataset {
     /// Builds a data set, checking that pixels, labels and shape agree.
-    pub fn new(pixels: Vec<f32>, labels: Vec<u32>, shape: (usize, usize, usize), num_classes: usize) -> Result<Self> {
+    pub fn new(
+        pixels: Vec<f32>,
+        labels: Vec<u32>,
+        shape: (usize, usize, usize),
+        num_classes: usize,
+    ) -> Result<Self> {
         let per = shape.0 * shape.1 * shape.2;
         if per == 0 || pixels.len() != labels.len() * per {
             return Err(Error::Msg(format!(
@@ -26,7 +31,9 @@ impl Dataset {
             )));
         }
         if let Some(&bad) = labels.iter().find(|&&l| l as usize >= num_classes) {
-            return Err(Error::Msg(format!("data set: label {bad} outside 0..{num_classes}")));
+            return Err(Error::Msg(format!(
+                "data set: label {bad} outside 0..{num_classes}"
+            )));
         }
         Ok(Self {
             pixels,
@@ -39,7 +46,11 @@ impl Dataset {
     /// A one-channel data set from decoded images and their labels.
     pub fn from_raw(raw: RawImages, labels: Vec<u32>, num_classes: usize) -> Result<Self> {
         if raw.n != labels.len() {
-            return Err(Error::Msg(format!("{} images but {} labels", raw.n, labels.len())));
+            return Err(Error::Msg(format!(
+                "{} images but {} labels",
+                raw.n,
+                labels.len()
+            )));
         }
         Self::new(raw.pixels, labels, (1, raw.height, raw.width), num_classes)
     }
@@ -113,7 +124,10 @@ impl Dataset {
         let mut labels = Vec::with_capacity(indices.len());
         for &i in indices {
             if i >= self.len() {
-                return Err(Error::Msg(format!("sample index {i} outside a data set of {}", self.len())));
+                return Err(Error::Msg(format!(
+                    "sample index {i} outside a data set of {}",
+                    self.len()
+                )));
             }
             pixels.extend_from_slice(self.image(i));
             labels.push(self.labels[i]);
@@ -144,7 +158,14 @@ impl Dataset {
         for i in 0..self.len() {
             let img = self.image(i);
             for ch in 0..c {
-                resize_bilinear(&img[ch * h * w..(ch + 1) * h * w], h, w, &mut plane, inner_h, inner_w);
+                resize_bilinear(
+                    &img[ch * h * w..(ch + 1) * h * w],
+                    h,
+                    w,
+                    &mut plane,
+                    inner_h,
+                    inner_w,
+                );
                 let start = pixels.len();
                 pixels.resize(start + size * size, 0.0);
                 for y in 0..inner_h {
@@ -266,7 +287,9 @@ mod tests {
     #[test]
     fn bad_shapes_and_labels_are_errors() {
         assert!(Dataset::new(vec![0.0; 5], vec![0], (1, 2, 2), 10).is_err());
-        let err = Dataset::new(vec![0.0; 4], vec![10], (1, 2, 2), 10).unwrap_err().to_string();
+        let err = Dataset::new(vec![0.0; 4], vec![10], (1, 2, 2), 10)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("label 10"), "{err}");
     }
 }

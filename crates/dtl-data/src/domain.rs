@@ -41,7 +41,9 @@ impl DataDir {
         }
         let cache = dirs::cache_dir().ok_or_else(|| Error::Config {
             field: "data-dir".into(),
-            message: format!("no per-user cache directory on this system: pass --data-dir or set {DATA_DIR_ENV}"),
+            message: format!(
+                "no per-user cache directory on this system: pass --data-dir or set {DATA_DIR_ENV}"
+            ),
         })?;
         Ok(Self {
             path: cache.join("dtl").join("data"),
@@ -174,7 +176,11 @@ impl Domain {
                 let (images, labels) = parse_csv_digits(&text, 8, 16.0, &p)?;
                 let all = Dataset::from_raw(images, labels, 10)?;
                 if all.len() <= OPTDIGITS_TRAIN_ROWS {
-                    return Err(Error::format(&p, None, format!("{} rows, expected 1797", all.len())));
+                    return Err(Error::format(
+                        &p,
+                        None,
+                        format!("{} rows, expected 1797", all.len()),
+                    ));
                 }
                 let train: Vec<usize> = (0..OPTDIGITS_TRAIN_ROWS).collect();
                 let test: Vec<usize> = (OPTDIGITS_TRAIN_ROWS..all.len()).collect();
@@ -226,7 +232,10 @@ fn placement_for(id: DomainId, p: Placement) -> Placement {
 fn locate(id: DomainId, dir: Option<&DataDir>, spec: &FileSpec) -> Result<(PathBuf, Vec<u8>)> {
     if id == DomainId::MnistSmall {
         let bytes = crate::bundled::mnist_small(spec.name).expect("every mnist-small file is bundled");
-        return Ok((PathBuf::from(format!("bundled:mnist-small/{}", spec.name)), bytes.to_vec()));
+        return Ok((
+            PathBuf::from(format!("bundled:mnist-small/{}", spec.name)),
+            bytes.to_vec(),
+        ));
     }
     let on_disk = dir.map(|d| d.domain_dir(id).join(spec.name));
     if let Some(path) = &on_disk {

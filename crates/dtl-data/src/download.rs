@@ -74,7 +74,10 @@ pub fn download(id: DomainId, dir: &DataDir, source: &Source) -> Result<Vec<Path
                 out.push(dest);
                 continue;
             }
-            tracing::warn!("{} is present but does not verify: downloading it again", dest.display());
+            tracing::warn!(
+                "{} is present but does not verify: downloading it again",
+                dest.display()
+            );
         }
         let url = format!("{}{}", source.base, remote_name(id, spec));
         tracing::info!("downloading {url}");
@@ -153,9 +156,14 @@ pub fn esl_to_libsvm(text: &[u8], name: &str) -> Result<Vec<u8>> {
         }
         let bad = |m: String| Error::format(Path::new(name), Some(i + 1), m);
         if fields.len() != 257 {
-            return Err(bad(format!("{} fields, expected a digit and 256 values", fields.len())));
+            return Err(bad(format!(
+                "{} fields, expected a digit and 256 values",
+                fields.len()
+            )));
         }
-        let digit: f64 = fields[0].parse().map_err(|_| bad(format!("bad digit `{}`", fields[0])))?;
+        let digit: f64 = fields[0]
+            .parse()
+            .map_err(|_| bad(format!("bad digit `{}`", fields[0])))?;
         if digit.fract() != 0.0 || !(0.0..=9.0).contains(&digit) {
             return Err(bad(format!("digit {digit} outside 0..=9")));
         }

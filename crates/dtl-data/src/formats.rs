@@ -134,7 +134,11 @@ pub fn parse_libsvm_digits(text: &[u8], side: usize, name: &Path) -> Result<(Raw
             .parse()
             .map_err(|_| Error::format(name, line_no, format!("label `{label_txt}` is not a number")))?;
         if label.fract() != 0.0 || !(1.0..=10.0).contains(&label) {
-            return Err(Error::format(name, line_no, format!("label {label} is not a digit + 1 in 1..=10")));
+            return Err(Error::format(
+                name,
+                line_no,
+                format!("label {label} is not a digit + 1 in 1..=10"),
+            ));
         }
         labels.push(label as u32 - 1);
         let start = pixels.len();
@@ -150,10 +154,18 @@ pub fn parse_libsvm_digits(text: &[u8], side: usize, name: &Path) -> Result<(Raw
                 .parse()
                 .map_err(|_| Error::format(name, line_no, format!("bad value in `{item}`")))?;
             if idx == 0 || idx > dim {
-                return Err(Error::format(name, line_no, format!("index {idx} outside 1..={dim}")));
+                return Err(Error::format(
+                    name,
+                    line_no,
+                    format!("index {idx} outside 1..={dim}"),
+                ));
             }
             if !(-1.0..=1.0).contains(&val) {
-                return Err(Error::format(name, line_no, format!("value {val} outside [-1, 1]")));
+                return Err(Error::format(
+                    name,
+                    line_no,
+                    format!("value {val} outside [-1, 1]"),
+                ));
             }
             pixels[start + idx - 1] = (val + 1.0) / 2.0;
         }
@@ -198,7 +210,11 @@ pub fn parse_csv_digits(text: &[u8], side: usize, max: f32, name: &Path) -> Resu
                 .parse()
                 .map_err(|_| Error::format(name, line_no, format!("pixel `{f}` is not a number")))?;
             if !(0.0..=max).contains(&v) {
-                return Err(Error::format(name, line_no, format!("pixel {v} outside 0..={max}")));
+                return Err(Error::format(
+                    name,
+                    line_no,
+                    format!("pixel {v} outside 0..={max}"),
+                ));
             }
             pixels.push(v / max);
         }
@@ -238,7 +254,10 @@ mod tests {
         assert_eq!((img.n, img.height, img.width), (2, 1, 2));
         assert_eq!(img.pixels, vec![0.0, 1.0, 0.2, 0.4]);
         let err = parse_idx_images(&bytes[..18], p()).unwrap_err().to_string();
-        assert!(err.contains("test-input") && err.contains("body has 2 bytes"), "{err}");
+        assert!(
+            err.contains("test-input") && err.contains("body has 2 bytes"),
+            "{err}"
+        );
         let err = parse_idx_labels(&bytes, p()).unwrap_err().to_string();
         assert!(err.contains("magic"), "{err}");
     }
@@ -259,7 +278,9 @@ mod tests {
         let (img, labels) = parse_csv_digits(b"0,16,8,4,7\n", 2, 16.0, p()).unwrap();
         assert_eq!(labels, vec![7]);
         assert_eq!(img.pixels, vec![0.0, 1.0, 0.5, 0.25]);
-        let err = parse_csv_digits(b"0,16,8,7\n", 2, 16.0, p()).unwrap_err().to_string();
+        let err = parse_csv_digits(b"0,16,8,7\n", 2, 16.0, p())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("4 fields"), "{err}");
     }
 }

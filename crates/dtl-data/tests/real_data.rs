@@ -15,7 +15,10 @@ fn shared_data() -> Option<PathBuf> {
     if p.join("mnist").is_dir() {
         Some(p)
     } else {
-        eprintln!("skipped: no shared data folder at {} (set DTL_DATA_DIR)", p.display());
+        eprintln!(
+            "skipped: no shared data folder at {} (set DTL_DATA_DIR)",
+            p.display()
+        );
         None
     }
 }
@@ -31,14 +34,37 @@ fn counts(labels: &[u32]) -> Vec<usize> {
 #[test]
 fn mnist_matches_published_counts_and_checksums() {
     let Some(dir) = shared_data() else { return };
-    let d = Domain::load(DomainId::Mnist, Some(&DataDir::new(&dir)), &LoadOptions::default()).unwrap();
-    assert_eq!(counts(d.train.labels()), [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]);
-    assert_eq!(counts(d.test.labels()), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]);
+    let d = Domain::load(
+        DomainId::Mnist,
+        Some(&DataDir::new(&dir)),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        counts(d.train.labels()),
+        [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    );
+    assert_eq!(
+        counts(d.test.labels()),
+        [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    );
     let expected_files = [
-        ("train-images-idx3-ubyte.gz", "0b367032e93c5d0cea0925647cfdb18614af8ee15f83e6f2fc2ad904a6835971"),
-        ("train-labels-idx1-ubyte.gz", "1787548bbe0bff1ec2ecdc0ef292b02df999e2d1a6002d27500982c652b17203"),
-        ("t10k-images-idx3-ubyte.gz", "1a1a05eab793c14bb050b398624a11b0ffd1a2953baed553b1b9bd079e2a20be"),
-        ("t10k-labels-idx1-ubyte.gz", "b91679a0acfe4ba0e50a2437a903084cba1f5f92592b016a25a7dfd00455798b"),
+        (
+            "train-images-idx3-ubyte.gz",
+            "0b367032e93c5d0cea0925647cfdb18614af8ee15f83e6f2fc2ad904a6835971",
+        ),
+        (
+            "train-labels-idx1-ubyte.gz",
+            "1787548bbe0bff1ec2ecdc0ef292b02df999e2d1a6002d27500982c652b17203",
+        ),
+        (
+            "t10k-images-idx3-ubyte.gz",
+            "1a1a05eab793c14bb050b398624a11b0ffd1a2953baed553b1b9bd079e2a20be",
+        ),
+        (
+            "t10k-labels-idx1-ubyte.gz",
+            "b91679a0acfe4ba0e50a2437a903084cba1f5f92592b016a25a7dfd00455798b",
+        ),
     ];
     for (rec, (name, sha)) in d.files.iter().zip(expected_files) {
         assert!(rec.path.ends_with(name), "{}", rec.path);
@@ -48,17 +74,29 @@ fn mnist_matches_published_counts_and_checksums() {
     let img = d.train.image(0);
     assert!(img.iter().all(|&v| (0.0..=1.0).contains(&v)));
     assert!(img[..28].iter().all(|&v| v == 0.0));
-    assert!(img.iter().any(|&v| v == 1.0));
+    assert!(img.contains(&1.0));
 }
 
 #[test]
 fn usps_matches_published_counts_and_polarity() {
     let Some(dir) = shared_data() else { return };
     let d = Domain::load(DomainId::Usps, Some(&DataDir::new(&dir)), &LoadOptions::default()).unwrap();
-    assert_eq!(counts(d.train.labels()), [1194, 1005, 731, 658, 652, 556, 664, 645, 542, 644]);
-    assert_eq!(counts(d.test.labels()), [359, 264, 198, 166, 200, 160, 170, 147, 166, 177]);
-    assert_eq!(d.files[0].sha256, "17dda8723042004b3fe6512c8769022bf7cec5322be1fb98a623d5de13b70666");
-    assert_eq!(d.files[1].sha256, "22bb89593ed8a6c80fbd69e16bc34c935f462e7c8531a812fc3d2a141d17c298");
+    assert_eq!(
+        counts(d.train.labels()),
+        [1194, 1005, 731, 658, 652, 556, 664, 645, 542, 644]
+    );
+    assert_eq!(
+        counts(d.test.labels()),
+        [359, 264, 198, 166, 200, 160, 170, 147, 166, 177]
+    );
+    assert_eq!(
+        d.files[0].sha256,
+        "17dda8723042004b3fe6512c8769022bf7cec5322be1fb98a623d5de13b70666"
+    );
+    assert_eq!(
+        d.files[1].sha256,
+        "22bb89593ed8a6c80fbd69e16bc34c935f462e7c8531a812fc3d2a141d17c298"
+    );
     // Background (-1 in the file) maps to 0: the corner of every image is paper, and the mean
     // intensity is well below one half (digits are thin strokes).
     let mean = d.train.pixels().iter().map(|&v| v as f64).sum::<f64>() / d.train.pixels().len() as f64;
@@ -95,9 +133,15 @@ fn bundled_data_match_their_published_counts() {
     let mut all = o.train.labels().to_vec();
     all.extend_from_slice(o.test.labels());
     assert_eq!(counts(&all), [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]);
-    assert_eq!(o.files[0].sha256, "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22");
+    assert_eq!(
+        o.files[0].sha256,
+        "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22"
+    );
     let m = Domain::load(DomainId::MnistSmall, None, &LoadOptions::default()).unwrap();
-    assert_eq!(counts(m.train.labels()), [191, 220, 198, 191, 214, 180, 200, 224, 172, 210]);
+    assert_eq!(
+        counts(m.train.labels()),
+        [191, 220, 198, 191, 214, 180, 200, 224, 172, 210]
+    );
     assert_eq!(counts(m.test.labels()), [42, 67, 55, 45, 55, 50, 43, 49, 40, 54]);
     // MNIST's first training image is a 5, its first test image a 7.
     assert_eq!((m.train.labels()[0], m.test.labels()[0]), (5, 7));
@@ -106,7 +150,12 @@ fn bundled_data_match_their_published_counts() {
 #[test]
 fn mnist_small_is_a_prefix_of_mnist() {
     let Some(dir) = shared_data() else { return };
-    let full = Domain::load(DomainId::Mnist, Some(&DataDir::new(&dir)), &LoadOptions::default()).unwrap();
+    let full = Domain::load(
+        DomainId::Mnist,
+        Some(&DataDir::new(&dir)),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     let small = Domain::load(DomainId::MnistSmall, None, &LoadOptions::default()).unwrap();
     let idx: Vec<usize> = (0..2000).collect();
     assert_eq!(full.train.subset(&idx), small.train);
@@ -127,8 +176,15 @@ fn train_size_cap_is_a_seeded_subset() {
     assert_eq!(a.test.len(), 500, "the test split is never capped");
     assert_eq!(a.train, b.train);
     assert_ne!(a.train, c.train);
-    let err = Domain::load(DomainId::MnistSmall, None, &LoadOptions { train_size: Some(0), ..Default::default() })
-        .unwrap_err();
+    let err = Domain::load(
+        DomainId::MnistSmall,
+        None,
+        &LoadOptions {
+            train_size: Some(0),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("train-size"), "{err}");
 }
 
@@ -145,20 +201,37 @@ fn box_placement_keeps_a_margin() {
     .unwrap();
     for i in 0..o.train.len() {
         let img = o.train.image(i);
-        assert!(img[..4 * 28].iter().all(|&v| v == 0.0), "image {i} has ink in the top margin");
+        assert!(
+            img[..4 * 28].iter().all(|&v| v == 0.0),
+            "image {i} has ink in the top margin"
+        );
     }
 }
 
 #[test]
 fn missing_files_name_the_path_the_files_and_the_source() {
     let tmp = tempfile::tempdir().unwrap();
-    let err = Domain::load(DomainId::Usps, Some(&DataDir::new(tmp.path())), &LoadOptions::default()).unwrap_err();
+    let err = Domain::load(
+        DomainId::Usps,
+        Some(&DataDir::new(tmp.path())),
+        &LoadOptions::default(),
+    )
+    .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::MissingFile { .. }));
-    assert!(msg.contains(&tmp.path().join("usps").join("usps.bz2").display().to_string()), "{msg}");
-    assert!(msg.contains("usps.t.bz2") && msg.contains("hastie.su.domains"), "{msg}");
+    assert!(
+        msg.contains(&tmp.path().join("usps").join("usps.bz2").display().to_string()),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("usps.t.bz2") && msg.contains("hastie.su.domains"),
+        "{msg}"
+    );
     let err = "svhn".parse::<DomainId>().unwrap_err().to_string();
-    assert!(err.contains("svhn") && err.contains("mnist, usps, optdigits"), "{err}");
+    assert!(
+        err.contains("svhn") && err.contains("mnist, usps, optdigits"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -167,10 +240,17 @@ fn corrupt_files_are_errors_naming_the_file() {
     std::fs::create_dir_all(tmp.path().join("usps")).unwrap();
     let p = tmp.path().join("usps/usps.bz2");
     std::fs::write(&p, b"not bzip2 at all").unwrap();
-    let msg = Domain::load(DomainId::Usps, Some(&DataDir::new(tmp.path())), &LoadOptions::default())
-        .unwrap_err()
-        .to_string();
-    assert!(msg.contains(&p.display().to_string()) && msg.contains("decompress"), "{msg}");
+    let msg = Domain::load(
+        DomainId::Usps,
+        Some(&DataDir::new(tmp.path())),
+        &LoadOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        msg.contains(&p.display().to_string()) && msg.contains("decompress"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -182,10 +262,18 @@ fn download_verifies_content_from_a_mirror_and_writes_atomically() {
     };
     let written = download::download(DomainId::Mnist, &DataDir::new(dest.path()), &source).unwrap();
     assert_eq!(written.len(), 4);
-    let loaded = Domain::load(DomainId::Mnist, Some(&DataDir::new(dest.path())), &LoadOptions::default()).unwrap();
+    let loaded = Domain::load(
+        DomainId::Mnist,
+        Some(&DataDir::new(dest.path())),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     assert_eq!(loaded.train.len(), 60000);
     // No temporary files are left behind.
-    let names: Vec<_> = std::fs::read_dir(dest.path().join("mnist")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dest.path().join("mnist"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 4, "{names:?}");
 }
 
@@ -211,8 +299,14 @@ fn download_refuses_content_with_the_wrong_checksum() {
     let err = download::download(DomainId::Mnist, &DataDir::new(&dest), &source).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::Checksum { .. }), "{msg}");
-    assert!(msg.contains("train-images-idx3-ubyte.gz") && msg.contains("ba891046"), "{msg}");
-    assert!(!dest.join("mnist/train-images-idx3-ubyte.gz").exists(), "nothing unverified is written");
+    assert!(
+        msg.contains("train-images-idx3-ubyte.gz") && msg.contains("ba891046"),
+        "{msg}"
+    );
+    assert!(
+        !dest.join("mnist/train-images-idx3-ubyte.gz").exists(),
+        "nothing unverified is written"
+    );
 }
 
 #[test]

@@ -132,7 +132,13 @@ impl CustomOp2 for PoolBackward {
         "dtl-max-pool2d-backward"
     }
 
-    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, gs: &CpuStorage, gl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let p = self.0;
         let (b, c, h, w) = dims4(xl, "input")?;
         let x = contiguous_f32(xs, xl, "input")?;
@@ -170,7 +176,11 @@ impl CustomOp2 for PoolBackward {
 /// reduction when `k == stride` and there is no padding; the gradient is then shared between tied
 /// maxima).
 pub fn max_pool2d(xs: &Tensor, k: usize, stride: usize, padding: usize) -> Result<Tensor> {
-    let pool = Pool { k, stride, pad: padding };
+    let pool = Pool {
+        k,
+        stride,
+        pad: padding,
+    };
     if xs.device().is_cpu() && xs.dtype() == DType::F32 {
         return xs.contiguous()?.apply_op1(pool);
     }
@@ -224,7 +234,9 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         for &(h, w, k, s, p) in &[(6, 6, 2, 2, 0), (7, 5, 3, 2, 1), (8, 8, 3, 1, 1), (5, 5, 2, 1, 0)] {
             // Quantised values create ties, which must go to the first maximum.
-            let x: Vec<f32> = (0..2 * h * w).map(|_| (rng.random_range(0..6) as f32) / 2.0).collect();
+            let x: Vec<f32> = (0..2 * h * w)
+                .map(|_| (rng.random_range(0..6) as f32) / 2.0)
+                .collect();
             let var = Var::from_vec(x.clone(), (1, 2, h, w), &Device::Cpu)?;
             let y = max_pool2d(var.as_tensor(), k, s, p)?;
             let (_, _, oh, ow) = y.dims4()?;
@@ -309,7 +321,11 @@ impl Patches {
                         } else {
                             for (dx, d) in dst.iter_mut().enumerate() {
                                 let x = x0 + dx as isize;
-                                *d = if x < 0 || x >= self.w as isize { 0.0 } else { line[x as usize] };
+                                *d = if x < 0 || x >= self.w as isize {
+                                    0.0
+                                } else {
+                                    line[x as usize]
+                                };
                             }
                         }
                     }
@@ -430,7 +446,10 @@ pub fn conv2d(xs: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<
     let cols = xs.contiguous()?.apply_op1(p)?; // (B, L, C k k)
     let cols = cols.reshape((b * oh * ow, c * kh * kw))?;
     let y = cols.matmul(&w.reshape((o, c * kh * kw))?.t()?)?; // (B L, O)
-    y.reshape((b, oh * ow, o))?.transpose(1, 2)?.contiguous()?.reshape((b, o, oh, ow))
+    y.reshape((b, oh * ow, o))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((b, o, oh, ow))
 }
 
 #[cfg(test)]
@@ -447,7 +466,11 @@ mod conv_tests {
     #[test]
     fn conv2d_matches_direct_loops() -> Result<()> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-        for &(b, c, h, w, o, k, s, p) in &[(2, 3, 7, 6, 4, 3, 1, 1), (1, 2, 9, 9, 3, 5, 2, 2), (3, 1, 8, 8, 2, 5, 1, 0)] {
+        for &(b, c, h, w, o, k, s, p) in &[
+            (2, 3, 7, 6, 4, 3, 1, 1),
+            (1, 2, 9, 9, 3, 5, 2, 2),
+            (3, 1, 8, 8, 2, 5, 1, 0),
+        ] {
             let xv = rand_vec(&mut rng, b * c * h * w);
             let wv = rand_vec(&mut rng, o * c * k * k);
             let x = Var::from_vec(xv.clone(), (b, c, h, w), &Device::Cpu)?;
@@ -456,7 +479,8 @@ mod conv_tests {
             let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
             assert_eq!(y.dims(), &[b, o, oh, ow]);
             let gy = rand_vec(&mut rng, b * o * oh * ow);
-            let loss = (y.clone() * Tensor::from_vec(gy.clone(), (b, o, oh, ow), &Device::Cpu)?)?.sum_all()?;
+            let loss =
+                (y.clone() * Tensor::from_vec(gy.clone(), (b, o, oh, ow), &Device::Cpu)?)?.sum_all()?;
             let grads = loss.backward()?;
             let yv = y.flatten_all()?.to_vec1::<f32>()?;
             let gx = grads.get(&x).unwrap().flatten_all()?.to_vec1::<f32>()?;
@@ -491,7 +515,10 @@ mod conv_tests {
             }
             for (name, got, want) in [("y", &yv, &ey), ("dx", &gx, &egx), ("dw", &gw, &egw)] {
                 for (i, (g, e)) in got.iter().zip(want.iter()).enumerate() {
-                    assert!((g - e).abs() < 1e-4, "{name}[{i}]: {g} vs {e} (case b{b} c{c} {h}x{w} o{o} k{k} s{s} p{p})");
+                    assert!(
+                        (g - e).abs() < 1e-4,
+                        "{name}[{i}]: {g} vs {e} (case b{b} c{c} {h}x{w} o{o} k{k} s{s} p{p})"
+                    );
                 }
             }
         }
@@ -503,6 +530,9 @@ mod conv_tests {
         let x = Tensor::zeros((1, 2, 5, 5), DType::F32, &Device::Cpu).unwrap();
         let w = Tensor::zeros((3, 1, 3, 3), DType::F32, &Device::Cpu).unwrap();
         let err = conv2d(&x, &w, 1, 0).unwrap_err().to_string();
-        assert!(err.contains("[3, 1, 3, 3]") && err.contains("[1, 2, 5, 5]"), "{err}");
+        assert!(
+            err.contains("[3, 1, 3, 3]") && err.contains("[1, 2, 5, 5]"),
+            "{err}"
+        );
     }
 }

@@ -39,7 +39,11 @@ impl Evaluation {
             })
             .collect();
         Self {
-            accuracy: if truth.is_empty() { 0.0 } else { correct as f64 / truth.len() as f64 },
+            accuracy: if truth.is_empty() {
+                0.0
+            } else {
+                correct as f64 / truth.len() as f64
+            },
             n: truth.len(),
             per_class,
             confusion,
@@ -60,7 +64,11 @@ where
         let logits = predict(&xs)?.detach();
         predicted.extend(logits.argmax(1)?.to_vec1::<u32>()?);
     }
-    Ok(Evaluation::from_predictions(data.labels(), &predicted, data.num_classes()))
+    Ok(Evaluation::from_predictions(
+        data.labels(),
+        &predicted,
+        data.num_classes(),
+    ))
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ pub mod source_only;
 pub mod trainer;
 
 pub use eval::{evaluate, Evaluation};
-pub use optim::{OptimizerKind, Optimizer, ParamGroup};
+pub use optim::{Optimizer, OptimizerKind, ParamGroup};
 pub use source_only::SourceOnly;
 pub use trainer::{train, EpochLog, LoopConfig, TrainReport};
 
@@ -43,9 +43,9 @@ pub enum Error {
     /// An error of the core crate.
     #[error(transparent)]
     Core(#[from] dtl_core::Error),
-    /// An error of the data crate.
+    /// An error of the data crate (boxed: its messages carry paths and provenance).
     #[error(transparent)]
-    Data(#[from] dtl_data::Error),
+    Data(Box<dtl_data::Error>),
     /// An error of the backbones crate.
     #[error(transparent)]
     Backbone(#[from] dtl_backbones::Error),
@@ -75,6 +75,12 @@ impl Error {
             Error::Backbone(e) => e.into_core(),
             other => dtl_core::Error::Msg(other.to_string()),
         }
+    }
+}
+
+impl From<dtl_data::Error> for Error {
+    fn from(e: dtl_data::Error) -> Self {
+        Error::Data(Box::new(e))
     }
 }
 
@@ -134,14 +140,21 @@ impl StrategyConfig {
             "source-only" => Ok(StrategyConfig::SourceOnly),
             _ => Err(Error::Core(dtl_core::Error::config(
                 "strategy",
-                format!("`{name}` is not a known strategy (known: {})", Self::NAMES.join(", ")),
+                format!(
+                    "`{name}` is not a known strategy (known: {})",
+                    Self::NAMES.join(", ")
+                ),
             ))),
         }
     }
 }
 
 /// Builds the strategy `cfg` around `model`.
-pub fn build(cfg: &StrategyConfig, model: Classifier, optim: &OptimSettings) -> Result<Box<dyn TransferStrategy>> {
+pub fn build(
+    cfg: &StrategyConfig,
+    model: Classifier,
+    optim: &OptimSettings,
+) -> Result<Box<dyn TransferStrategy>> {
     Ok(match cfg {
         StrategyConfig::SourceOnly => Box::new(SourceOnly::new(model, optim)?),
     })

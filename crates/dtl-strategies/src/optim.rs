@@ -108,7 +108,10 @@ impl Optimizer {
     pub fn new(kind: OptimizerKind, lr: f64, weight_decay: f64, groups: Vec<ParamGroup>) -> Result<Self> {
         kind.validate()?;
         if !(lr > 0.0 && lr.is_finite()) {
-            return Err(Error::Core(dtl_core::Error::config("lr", format!("{lr} is not positive"))));
+            return Err(Error::Core(dtl_core::Error::config(
+                "lr",
+                format!("{lr} is not positive"),
+            )));
         }
         if !(weight_decay >= 0.0 && weight_decay.is_finite()) {
             return Err(Error::Core(dtl_core::Error::config(
@@ -170,7 +173,11 @@ impl Optimizer {
                                 Some(b) => ((b * momentum)? + &g)?,
                                 None => g.clone(),
                             };
-                            let u = if nesterov { (&g + (&buf * momentum)?)? } else { buf.clone() };
+                            let u = if nesterov {
+                                (&g + (&buf * momentum)?)?
+                            } else {
+                                buf.clone()
+                            };
                             *s1 = Some(buf.detach());
                             u
                         }
@@ -208,18 +215,37 @@ mod tests {
     fn run(kind: OptimizerKind, lr: f64, wd: f64, steps: usize) -> Vec<f64> {
         let var = Var::new(&[2.0f32, -1.0], &Device::Cpu).unwrap();
         let a = Tensor::new(&[1.5f32, 0.5], &Device::Cpu).unwrap();
-        let mut opt = Optimizer::new(kind, lr, wd, vec![ParamGroup::new(vec![("p".into(), var.clone())])]).unwrap();
+        let mut opt = Optimizer::new(
+            kind,
+            lr,
+            wd,
+            vec![ParamGroup::new(vec![("p".into(), var.clone())])],
+        )
+        .unwrap();
         for _ in 0..steps {
             let loss = ((var.as_tensor().sqr().unwrap() * &a).unwrap().sum_all().unwrap() * 0.5).unwrap();
             opt.backward_step(&loss).unwrap();
         }
-        var.as_tensor().to_vec1::<f32>().unwrap().iter().map(|&v| v as f64).collect()
+        var.as_tensor()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|&v| v as f64)
+            .collect()
     }
 
     #[test]
     fn sgd_momentum_follows_pytorch_recurrence() {
         let (lr, m, wd) = (0.1, 0.9, 0.01);
-        let got = run(OptimizerKind::Sgd { momentum: m, nesterov: false }, lr, wd, 5);
+        let got = run(
+            OptimizerKind::Sgd {
+                momentum: m,
+                nesterov: false,
+            },
+            lr,
+            wd,
+            5,
+        );
         for (i, (&p0, &a)) in [2.0, -1.0].iter().zip(&[1.5, 0.5]).enumerate() {
             let (mut p, mut b): (f64, Option<f64>) = (p0, None);
             for _ in 0..5 {
@@ -235,7 +261,16 @@ mod tests {
     #[test]
     fn adam_follows_its_definition() {
         let (lr, b1, b2, eps) = (0.05, 0.9, 0.999, 1e-8);
-        let got = run(OptimizerKind::Adam { beta1: b1, beta2: b2, eps }, lr, 0.0, 4);
+        let got = run(
+            OptimizerKind::Adam {
+                beta1: b1,
+                beta2: b2,
+                eps,
+            },
+            lr,
+            0.0,
+            4,
+        );
         for (i, (&p0, &a)) in [2.0, -1.0].iter().zip(&[1.5, 0.5]).enumerate() {
             let (mut p, mut m, mut v) = (p0, 0.0, 0.0);
             for t in 1..=4 {
@@ -252,12 +287,23 @@ mod tests {
 
     #[test]
     fn bad_settings_are_refused() {
-        let err = Optimizer::new(OptimizerKind::sgd(), -1.0, 0.0, vec![]).err().unwrap().to_string();
-        assert!(err.contains("lr"), "{err}");
-        let err = Optimizer::new(OptimizerKind::Sgd { momentum: 1.5, nesterov: false }, 0.1, 0.0, vec![])
+        let err = Optimizer::new(OptimizerKind::sgd(), -1.0, 0.0, vec![])
             .err()
             .unwrap()
             .to_string();
+        assert!(err.contains("lr"), "{err}");
+        let err = Optimizer::new(
+            OptimizerKind::Sgd {
+                momentum: 1.5,
+                nesterov: false,
+            },
+            0.1,
+            0.0,
+            vec![],
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(err.contains("momentum"), "{err}");
     }
 }

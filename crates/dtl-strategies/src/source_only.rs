@@ -24,7 +24,10 @@ impl SourceOnly {
 }
 
 /// Mean cross-entropy of `logits` against `labels` and the batch accuracy.
-pub(crate) fn cross_entropy_with_accuracy(logits: &Tensor, labels: &Tensor) -> candle_core::Result<(Tensor, f64)> {
+pub(crate) fn cross_entropy_with_accuracy(
+    logits: &Tensor,
+    labels: &Tensor,
+) -> candle_core::Result<(Tensor, f64)> {
     let loss = candle_nn::loss::cross_entropy(logits, labels)?;
     let hits = logits
         .detach()
@@ -56,7 +59,9 @@ impl Strategy for SourceOnly {
     }
 
     fn predict(&self, xs: &Tensor) -> dtl_core::Result<Tensor> {
-        self.model.forward(xs, false).map_err(dtl_backbones::Error::into_core)
+        self.model
+            .forward(xs, false)
+            .map_err(dtl_backbones::Error::into_core)
     }
 }
 

@@ -58,13 +58,22 @@ pub fn train(
     device: &Device,
 ) -> Result<TrainReport> {
     if cfg.epochs == 0 {
-        return Err(Error::Core(dtl_core::Error::config("epochs", "must be at least 1")));
+        return Err(Error::Core(dtl_core::Error::config(
+            "epochs",
+            "must be at least 1",
+        )));
     }
     if cfg.batch_size == 0 {
-        return Err(Error::Core(dtl_core::Error::config("batch-size", "must be at least 1")));
+        return Err(Error::Core(dtl_core::Error::config(
+            "batch-size",
+            "must be at least 1",
+        )));
     }
     if source.is_empty() {
-        return Err(Error::Core(dtl_core::Error::config("source", "the training split is empty")));
+        return Err(Error::Core(dtl_core::Error::config(
+            "source",
+            "the training split is empty",
+        )));
     }
     let needs = strategy.needs();
     let target = if needs.target_batches || needs.target_labels {
@@ -81,17 +90,22 @@ pub fn train(
         None
     };
     let mut source_batches = Batcher::new(source.len(), cfg.batch_size, cfg.seed);
-    let mut target_batches = target.map(|t| Batcher::new(t.len(), cfg.batch_size, cfg.seed ^ 0x7a59_e7));
+    let mut target_batches = target.map(|t| Batcher::new(t.len(), cfg.batch_size, cfg.seed ^ 0x007a_59e7));
     let steps_per_epoch = source_batches.batches_per_epoch();
     let bar = if cfg.progress {
         ProgressBar::new((steps_per_epoch * cfg.epochs) as u64)
     } else {
-        ProgressBar::with_draw_target(Some((steps_per_epoch * cfg.epochs) as u64), ProgressDrawTarget::hidden())
+        ProgressBar::with_draw_target(
+            Some((steps_per_epoch * cfg.epochs) as u64),
+            ProgressDrawTarget::hidden(),
+        )
     };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})")
-            .expect("static template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
     );
     let mut report = TrainReport {
         epochs: Vec::new(),
@@ -144,7 +158,11 @@ pub fn train(
             "epoch {}/{}: {}",
             epoch + 1,
             cfg.epochs,
-            means.iter().map(|(k, v)| format!("{k} {v:.4}")).collect::<Vec<_>>().join(", ")
+            means
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.4}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         report.epochs.push(EpochLog {
             epoch: epoch + 1,

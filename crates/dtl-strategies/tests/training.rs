@@ -32,9 +32,18 @@ fn run(data: &Domain, seed: u64, epochs: usize) -> (f64, Vec<(String, candle_cor
         progress: false,
     };
     let report = train(s.as_mut(), &data.train, None, &cfg, &dev).unwrap();
-    let acc = evaluate(|xs| s.predict(xs), &data.test, 200, &dev).unwrap().accuracy;
-    let losses = (report.epochs[0].means["loss_cls"], report.epochs.last().unwrap().means["loss_cls"]);
-    (acc, dtl_core::params::snapshot(s.model().varmap()).unwrap(), losses)
+    let acc = evaluate(|xs| s.predict(xs), &data.test, 200, &dev)
+        .unwrap()
+        .accuracy;
+    let losses = (
+        report.epochs[0].means["loss_cls"],
+        report.epochs.last().unwrap().means["loss_cls"],
+    );
+    (
+        acc,
+        dtl_core::params::snapshot(s.model().varmap()).unwrap(),
+        losses,
+    )
 }
 
 #[test]
@@ -43,7 +52,10 @@ fn source_only_learns_optdigits_far_beyond_chance() {
     let (acc, _, (first, last)) = run(&data, 0, 6);
     // Ten balanced classes: chance is 0.10 and the untrained loss ln 10 = 2.30.
     assert!(acc > 0.85, "test accuracy {acc}");
-    assert!(last < first / 2.0, "mean loss went from {first} (epoch 1) to {last} (epoch 6)");
+    assert!(
+        last < first / 2.0,
+        "mean loss went from {first} (epoch 1) to {last} (epoch 6)"
+    );
 }
 
 #[test]
@@ -54,10 +66,24 @@ fn same_seed_same_weights_other_seed_other_weights() {
     let (_, wc, _) = run(&data, 4, 1);
     assert_eq!(acc_a, acc_b);
     for ((n, a), (_, b)) in wa.iter().zip(&wb) {
-        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let d = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert_eq!(d, 0.0, "{n} differs between two runs with the same seed");
     }
-    let d = (&wa[0].1 - &wc[0].1).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let d = (&wa[0].1 - &wc[0].1)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert!(d > 0.0);
 }
 
@@ -72,7 +98,9 @@ fn loop_settings_are_validated() {
         seed: 0,
         progress: false,
     };
-    let err = train(s.as_mut(), &data.train, None, &cfg, &Device::Cpu).unwrap_err().to_string();
+    let err = train(s.as_mut(), &data.train, None, &cfg, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("epochs"), "{err}");
     let err = StrategyConfig::from_name("dann-typo").unwrap_err().to_string();
     assert!(err.contains("dann-typo") && err.contains("source-only"), "{err}");

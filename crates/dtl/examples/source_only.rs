@@ -24,7 +24,14 @@ fn main() -> anyhow::Result<()> {
         epochs: 10,
         ..Default::default()
     };
-    let m = run(&cfg, &out, RunOptions { overwrite: true, progress: false })?;
+    let m = run(
+        &cfg,
+        &out,
+        RunOptions {
+            overwrite: true,
+            progress: false,
+        },
+    )?;
     println!(
         "run():   {source} test {:.4} -> {target} test {:.4} (drop {:.4})",
         m.source_test.accuracy, m.target_test.accuracy, m.drop
@@ -38,10 +45,20 @@ fn main() -> anyhow::Result<()> {
     let tgt = Domain::load(target, Some(&data_dir), &opts)?;
     let model = Classifier::new(ModelSpec::lenet_digits(28), cfg.seed, &dev)?;
     let mut strategy = dtl::strategies::build(&StrategyConfig::SourceOnly, model, &OptimSettings::default())?;
-    let loop_cfg = LoopConfig { epochs: 10, batch_size: 128, seed: cfg.seed, progress: false };
+    let loop_cfg = LoopConfig {
+        epochs: 10,
+        batch_size: 128,
+        seed: cfg.seed,
+        progress: false,
+    };
     train(strategy.as_mut(), &src.train, Some(&tgt.train), &loop_cfg, &dev)?;
     let s = evaluate(|xs| strategy.predict(xs), &src.test, 500, &dev)?;
     let t = evaluate(|xs| strategy.predict(xs), &tgt.test, 500, &dev)?;
-    println!("pieces:  {source} test {:.4} -> {target} test {:.4} (drop {:.4})", s.accuracy, t.accuracy, s.accuracy - t.accuracy);
+    println!(
+        "pieces:  {source} test {:.4} -> {target} test {:.4} (drop {:.4})",
+        s.accuracy,
+        t.accuracy,
+        s.accuracy - t.accuracy
+    );
     Ok(())
 }

@@ -104,7 +104,9 @@ mod size_cap {
         match Cap::deserialize(d)? {
             Cap::N(n) => Ok(Some(n)),
             Cap::S(s) if s == "all" => Ok(None),
-            Cap::S(s) => Err(serde::de::Error::custom(format!("`{s}` is neither a number nor \"all\""))),
+            Cap::S(s) => Err(serde::de::Error::custom(format!(
+                "`{s}` is neither a number nor \"all\""
+            ))),
         }
     }
 }
@@ -294,7 +296,11 @@ pub fn prepare_output(out: &Path, overwrite: bool) -> Result<()> {
             message: "exists and is not a directory".into(),
         });
     }
-    let previous: Vec<&str> = RUN_FILES.iter().copied().filter(|f| out.join(f).exists()).collect();
+    let previous: Vec<&str> = RUN_FILES
+        .iter()
+        .copied()
+        .filter(|f| out.join(f).exists())
+        .collect();
     if !previous.is_empty() && !overwrite {
         return Err(Error::Output {
             path: out.to_path_buf(),
@@ -337,6 +343,7 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
                 seed: cfg.seed.wrapping_add(salt),
             },
         )
+        .map_err(Error::from)
     };
     let source = load(v.source, cfg.source_train_size, 0)?;
     let target = if v.target == v.source && cfg.target_train_size == cfg.source_train_size {
@@ -379,7 +386,13 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
         cfg.epochs
     );
     let started = Instant::now();
-    let report = dtl_strategies::train(strategy.as_mut(), &source.train, Some(&target.train), &loop_cfg, &v.device)?;
+    let report = dtl_strategies::train(
+        strategy.as_mut(),
+        &source.train,
+        Some(&target.train),
+        &loop_cfg,
+        &v.device,
+    )?;
     tracing::info!("trained in {:.1} s", started.elapsed().as_secs_f64());
 
     let predict = |xs: &candle_core::Tensor| strategy.predict(xs);
@@ -469,7 +482,10 @@ pub fn evaluate_checkpoint(
     if d.test.image_shape().0 != c {
         return Err(Error::Config {
             field: "domain".into(),
-            message: format!("{id} has {} channels, the checkpoint takes {c}", d.test.image_shape().0),
+            message: format!(
+                "{id} has {} channels, the checkpoint takes {c}",
+                d.test.image_shape().0
+            ),
         });
     }
     if d.class_names != model.spec().class_names {

@@ -46,9 +46,9 @@ pub enum Error {
     /// An error of the core crate.
     #[error(transparent)]
     Core(#[from] dtl_core::Error),
-    /// An error of the data crate.
+    /// An error of the data crate (boxed: its messages carry paths and provenance).
     #[error(transparent)]
-    Data(#[from] dtl_data::Error),
+    Data(Box<dtl_data::Error>),
     /// An error of the backbones crate.
     #[error(transparent)]
     Backbone(#[from] dtl_backbones::Error),
@@ -87,6 +87,12 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+}
+
+impl From<dtl_data::Error> for Error {
+    fn from(e: dtl_data::Error) -> Self {
+        Error::Data(Box::new(e))
+    }
 }
 
 /// Result type of the facade.

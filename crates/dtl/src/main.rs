@@ -14,7 +14,11 @@ use dtl::strategies::{OptimizerKind, StrategyConfig};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "dtl", version, about = "Deep transfer learning and domain adaptation on candle")]
+#[command(
+    name = "dtl",
+    version,
+    about = "Deep transfer learning and domain adaptation on candle"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a strategy on a source domain and measure it on the source and target test splits.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Evaluate a checkpoint on one domain's test split; prints JSON.
     Eval(EvalArgs),
     /// Download a data set into the data directory, verifying its checksums.
@@ -135,7 +139,7 @@ fn main() -> Result<()> {
         .with_target(false)
         .init();
     match Cli::parse().command {
-        Command::Train(a) => train(a),
+        Command::Train(a) => train(*a),
         Command::Eval(a) => eval(a),
         Command::Fetch(a) => fetch(a),
     }
@@ -149,7 +153,19 @@ fn train(a: TrainArgs) -> Result<()> {
     macro_rules! set {
         ($($field:ident),*) => { $( if let Some(v) = a.$field.clone() { cfg.$field = v; } )* };
     }
-    set!(source, target, backbone, epochs, batch_size, lr, weight_decay, seed, image_size, placement, device);
+    set!(
+        source,
+        target,
+        backbone,
+        epochs,
+        batch_size,
+        lr,
+        weight_decay,
+        seed,
+        image_size,
+        placement,
+        device
+    );
     if a.source_train_size.is_some() {
         cfg.source_train_size = a.source_train_size;
     }
@@ -198,8 +214,13 @@ fn train(a: TrainArgs) -> Result<()> {
 
 fn eval(a: EvalArgs) -> Result<()> {
     let device = experiment::parse_device(&a.device)?;
-    let report =
-        experiment::evaluate_checkpoint(&a.checkpoint, &a.domain, a.data_dir.as_deref(), a.placement.as_deref(), &device)?;
+    let report = experiment::evaluate_checkpoint(
+        &a.checkpoint,
+        &a.domain,
+        a.data_dir.as_deref(),
+        a.placement.as_deref(),
+        &device,
+    )?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

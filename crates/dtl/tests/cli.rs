@@ -50,8 +50,19 @@ fn train_writes_config_model_and_metrics_and_eval_agrees() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("target optdigits test accuracy"), "{stdout}");
 
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
-    for key in ["strategy", "source", "target", "seed", "epochs", "train_seconds", "data", "source_test", "target_test"] {
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    for key in [
+        "strategy",
+        "source",
+        "target",
+        "seed",
+        "epochs",
+        "train_seconds",
+        "data",
+        "source_test",
+        "target_test",
+    ] {
         assert!(m.get(key).is_some(), "metrics.json lacks `{key}`");
     }
     assert_eq!(m["strategy"], "source-only");
@@ -64,24 +75,41 @@ fn train_writes_config_model_and_metrics_and_eval_agrees() {
         "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22"
     );
     let confusion = m["target_test"]["confusion"].as_array().unwrap();
-    let total: u64 = confusion.iter().flat_map(|r| r.as_array().unwrap()).map(|v| v.as_u64().unwrap()).sum();
+    let total: u64 = confusion
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(total, 450);
     assert_eq!(m["source_test"]["per_class"].as_array().unwrap().len(), 10);
     assert_eq!(m["history"].as_array().unwrap().len(), 2);
 
     // config.toml holds every setting, defaults included, and reads back.
-    let cfg: dtl::experiment::RunConfig = toml::from_str(&std::fs::read_to_string(out.join("config.toml")).unwrap()).unwrap();
+    let cfg: dtl::experiment::RunConfig =
+        toml::from_str(&std::fs::read_to_string(out.join("config.toml")).unwrap()).unwrap();
     assert_eq!(cfg.source_train_size, Some(512));
     assert_eq!(cfg.target_train_size, None);
     assert!(cfg.data_dir.is_some());
     let text = std::fs::read_to_string(out.join("config.toml")).unwrap();
-    for key in ["weight_decay", "momentum", "placement", "target_train_size = \"all\"", "[strategy]"] {
+    for key in [
+        "weight_decay",
+        "momentum",
+        "placement",
+        "target_train_size = \"all\"",
+        "[strategy]",
+    ] {
         assert!(text.contains(key), "config.toml lacks {key}:\n{text}");
     }
 
     // eval on the target reproduces the run's own target accuracy.
     let ckpt = out.join("model.safetensors");
-    let o = dtl(&["eval", "--checkpoint", ckpt.to_str().unwrap(), "--domain", "optdigits"]);
+    let o = dtl(&[
+        "eval",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--domain",
+        "optdigits",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(e["domain"], "optdigits");
@@ -90,9 +118,16 @@ fn train_writes_config_model_and_metrics_and_eval_agrees() {
 
     // The same config replayed through --config gives the same numbers.
     let again = tmp.path().join("again");
-    let o = dtl(&["train", "--config", out.join("config.toml").to_str().unwrap(), "--out", again.to_str().unwrap()]);
+    let o = dtl(&[
+        "train",
+        "--config",
+        out.join("config.toml").to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let m2: serde_json::Value = serde_json::from_slice(&std::fs::read(again.join("metrics.json")).unwrap()).unwrap();
+    let m2: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(again.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(m2["target_test"], m["target_test"]);
 }
 
@@ -105,8 +140,14 @@ fn a_previous_run_is_kept_unless_overwrite() {
     let o = quick_train(&out, &[]);
     assert!(!o.status.success());
     let err = stderr(&o);
-    assert!(err.contains("previous run") && err.contains("--overwrite"), "{err}");
-    assert_eq!(std::fs::read(out.join("metrics.json")).unwrap(), b"{\"keep\": true}");
+    assert!(
+        err.contains("previous run") && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("metrics.json")).unwrap(),
+        b"{\"keep\": true}"
+    );
     let o = quick_train(&out, &["--overwrite"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(out.join("model.safetensors").is_file());
@@ -126,21 +167,48 @@ fn bad_input_is_a_clear_error_with_a_nonzero_exit() {
     assert_eq!(o.status.code(), Some(2), "clap rejects unknown flags");
     assert!(stderr(&o).contains("--epochz"));
 
-    let o = dtl(&["train", "--source", "mnist-small", "--target", "optdigits", "--epochs", "0", "--out", out]);
+    let o = dtl(&[
+        "train",
+        "--source",
+        "mnist-small",
+        "--target",
+        "optdigits",
+        "--epochs",
+        "0",
+        "--out",
+        out,
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("epochs"), "{}", stderr(&o));
 
     let o = dtl(&["train", "--strategy", "magic", "--out", out]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("`magic` is not a known strategy"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("`magic` is not a known strategy"),
+        "{}",
+        stderr(&o)
+    );
 
     // Missing data names the path looked for and where the files come from.
     let empty = tmp.path().join("empty-data");
     std::fs::create_dir_all(&empty).unwrap();
-    let o = dtl(&["train", "--source", "usps", "--target", "mnist", "--data-dir", empty.to_str().unwrap(), "--out", out]);
+    let o = dtl(&[
+        "train",
+        "--source",
+        "usps",
+        "--target",
+        "mnist",
+        "--data-dir",
+        empty.to_str().unwrap(),
+        "--out",
+        out,
+    ]);
     assert!(!o.status.success());
     let err = stderr(&o);
-    assert!(err.contains(&empty.join("usps").join("usps.bz2").display().to_string()), "{err}");
+    assert!(
+        err.contains(&empty.join("usps").join("usps.bz2").display().to_string()),
+        "{err}"
+    );
     assert!(err.contains("dtl fetch usps"), "{err}");
 
     // A config file with an unknown key names the file and the key.
@@ -154,7 +222,13 @@ fn bad_input_is_a_clear_error_with_a_nonzero_exit() {
     // eval of a file that is not a checkpoint.
     let junk = tmp.path().join("junk.safetensors");
     std::fs::write(&junk, b"junk").unwrap();
-    let o = dtl(&["eval", "--checkpoint", junk.to_str().unwrap(), "--domain", "optdigits"]);
+    let o = dtl(&[
+        "eval",
+        "--checkpoint",
+        junk.to_str().unwrap(),
+        "--domain",
+        "optdigits",
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("junk.safetensors"), "{}", stderr(&o));
 }

@@ -13,7 +13,8 @@ fn committed_configs_parse_and_name_known_domains() {
         }
         let cfg = RunConfig::from_toml_file(&path).unwrap_or_else(|e| panic!("{e}"));
         for d in [&cfg.source, &cfg.target] {
-            d.parse::<dtl::data::DomainId>().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            d.parse::<dtl::data::DomainId>()
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         }
         // Every field is written out: re-serialising gives the same settings.
         let again: RunConfig = toml::from_str(&cfg.to_toml()).unwrap();

@@ -1,0 +1,234 @@
+//! Max-pooling with argmax routing of the gradient.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::{contiguous_f32, dims4};
+
+/// Geometry of a square 2-d pooling window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pool {
+    k: usize,
+    stride: usize,
+    pad: usize,
+}
+
+impl Pool {
+    fn out_size(&self, n: usize) -> Result<usize> {
+        let padded = n + 2 * self.pad;
+        if self.k == 0 || self.stride == 0 || padded < self.k || self.pad >= self.k {
+            candle_core::bail!(
+                "max_pool2d: kernel {} stride {} padding {} does not fit an input side of {n}",
+                self.k,
+                self.stride,
+                self.pad
+            );
+        }
+        Ok((padded - self.k) / self.stride + 1)
+    }
+
+    /// Index (within the plane) of the first maximum of output cell `(oy, ox)`.
+    #[inline]
+    fn argmax(&self, plane: &[f32], h: usize, w: usize, oy: usize, ox: usize) -> (usize, f32) {
+        let y0 = (oy * self.stride) as isize - self.pad as isize;
+        let x0 = (ox * self.stride) as isize - self.pad as isize;
+        let mut best = f32::NEG_INFINITY;
+        let mut at = usize::MAX;
+        for dy in 0..self.k as isize {
+            let y = y0 + dy;
+            if y < 0 || y >= h as isize {
+                continue;
+            }
+            for dx in 0..self.k as isize {
+                let x = x0 + dx;
+                if x < 0 || x >= w as isize {
+                    continue;
+                }
+                let i = y as usize * w + x as usize;
+                let v = plane[i];
+                // `>` keeps the first maximum; NaN propagates as PyTorch does.
+                if v > best || at == usize::MAX || v.is_nan() {
+                    best = v;
+                    at = i;
+                    if v.is_nan() {
+                        return (at, best);
+                    }
+                }
+            }
+        }
+        (at, best)
+    }
+}
+
+impl CustomOp1 for Pool {
+    fn name(&self) -> &'static str {
+        "dtl-max-pool2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, c, h, w) = dims4(layout, "max_pool2d input")?;
+        let x = contiguous_f32(s, layout, "max_pool2d input")?;
+        let (oh, ow) = (self.out_size(h)?, self.out_size(w)?);
+        let mut out = vec![0f32; b * c * oh * ow];
+        out.par_chunks_mut(oh * ow)
+            .zip(x.par_chunks(h * w))
+            .for_each(|(o, plane)| {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        o[oy * ow + ox] = self.argmax(plane, h, w, oy, ox).1;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((b, c, oh, ow))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        Ok(Some(arg.apply_op2_no_bwd(&grad, &PoolBackward(*self))?))
+    }
+}
+
+/// Gradient of [`Pool`] with respect to its input: each output gradient goes to its window's
+/// first maximum (recomputed from the input, so nothing is stored between passes).
+struct PoolBackward(Pool);
+
+impl CustomOp2 for PoolBackward {
+    fn name(&self) -> &'static str {
+        "dtl-max-pool2d-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let p = self.0;
+        let (b, c, h, w) = dims4(xl, "max_pool2d input")?;
+        let x = contiguous_f32(xs, xl, "max_pool2d input")?;
+        let g = contiguous_f32(gs, gl, "max_pool2d output gradient")?;
+        let (oh, ow) = (p.out_size(h)?, p.out_size(w)?);
+        if gl.shape().dims() != [b, c, oh, ow] {
+            candle_core::bail!(
+                "max_pool2d backward: gradient shape {:?}, expected {:?}",
+                gl.shape().dims(),
+                [b, c, oh, ow]
+            );
+        }
+        let mut out = vec![0f32; b * c * h * w];
+        out.par_chunks_mut(h * w)
+            .zip(x.par_chunks(h * w).zip(g.par_chunks(oh * ow)))
+            .for_each(|(o, (plane, gp))| {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let (at, _) = p.argmax(plane, h, w, oy, ox);
+                        if at != usize::MAX {
+                            o[at] += gp[oy * ow + ox];
+                        }
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((b, c, h, w))))
+    }
+}
+
+/// 2-d max pooling of `xs` `(B, C, H, W)` with a square `k x k` window, `stride` and symmetric
+/// zero-cost padding (`-inf`), as PyTorch's `max_pool2d(xs, k, stride, padding)`.
+///
+/// On the CPU (f32) the forward and backward are dtl's kernels: the gradient goes to the first
+/// maximum of each window. On other devices it defers to candle's tensor ops (a reshape and a max
+/// reduction when `k == stride` and there is no padding; the gradient is then shared between tied
+/// maxima).
+pub fn max_pool2d(xs: &Tensor, k: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    let pool = Pool {
+        k,
+        stride,
+        pad: padding,
+    };
+    if xs.device().is_cpu() && xs.dtype() == DType::F32 {
+        return xs.contiguous()?.apply_op1(pool);
+    }
+    let (b, c, h, w) = xs.dims4()?;
+    if k != stride || padding != 0 || h % k != 0 || w % k != 0 {
+        candle_core::bail!(
+            "max_pool2d: on {:?} with {:?} only non-overlapping windows without padding are supported \
+             (k {k}, stride {stride}, padding {padding}, input {h}x{w})",
+            xs.device().location(),
+            xs.dtype()
+        );
+    }
+    xs.reshape((b, c, h / k, k, w / k, k))?.max(5)?.max(3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+    use rand::{Rng, SeedableRng};
+
+    /// Direct reference of PyTorch's semantics, written independently of the kernel.
+    fn reference(x: &[f32], h: usize, w: usize, k: usize, s: usize, p: usize) -> (Vec<f32>, Vec<usize>) {
+        let oh = (h + 2 * p - k) / s + 1;
+        let ow = (w + 2 * p - k) / s + 1;
+        let mut vals = Vec::new();
+        let mut idx = Vec::new();
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut cands = Vec::new();
+                for dy in 0..k {
+                    for dx in 0..k {
+                        let y = (oy * s + dy) as isize - p as isize;
+                        let xx = (ox * s + dx) as isize - p as isize;
+                        if y >= 0 && xx >= 0 && (y as usize) < h && (xx as usize) < w {
+                            cands.push(y as usize * w + xx as usize);
+                        }
+                    }
+                }
+                let m = cands.iter().map(|&i| x[i]).fold(f32::NEG_INFINITY, f32::max);
+                let first = *cands.iter().find(|&&i| x[i] == m).unwrap();
+                vals.push(m);
+                idx.push(first);
+            }
+        }
+        (vals, idx)
+    }
+
+    #[test]
+    fn forward_and_gradient_match_reference() -> Result<()> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for &(h, w, k, s, p) in &[(6, 6, 2, 2, 0), (7, 5, 3, 2, 1), (8, 8, 3, 1, 1), (5, 5, 2, 1, 0)] {
+            // Quantised values create ties, which must go to the first maximum.
+            let x: Vec<f32> = (0..2 * h * w)
+                .map(|_| (rng.random_range(0..6) as f32) / 2.0)
+                .collect();
+            let var = Var::from_vec(x.clone(), (1, 2, h, w), &Device::Cpu)?;
+            let y = max_pool2d(var.as_tensor(), k, s, p)?;
+            let (_, _, oh, ow) = y.dims4()?;
+            let gy: Vec<f32> = (0..2 * oh * ow).map(|i| i as f32 + 1.0).collect();
+            let gy_t = Tensor::from_vec(gy.clone(), (1, 2, oh, ow), &Device::Cpu)?;
+            let grads = (y.clone() * gy_t)?.sum_all()?.backward()?;
+            let g = grads.get(&var).unwrap().flatten_all()?.to_vec1::<f32>()?;
+            let yv = y.flatten_all()?.to_vec1::<f32>()?;
+            let mut expect_g = vec![0f32; 2 * h * w];
+            for ch in 0..2 {
+                let (vals, idx) = reference(&x[ch * h * w..(ch + 1) * h * w], h, w, k, s, p);
+                assert_eq!(&yv[ch * oh * ow..(ch + 1) * oh * ow], &vals[..]);
+                for (o, &i) in idx.iter().enumerate() {
+                    expect_g[ch * h * w + i] += gy[ch * oh * ow + o];
+                }
+            }
+            assert_eq!(g, expect_g, "case {h}x{w} k{k} s{s} p{p}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn bad_geometry_is_an_error() {
+        let x = Tensor::zeros((1, 1, 2, 2), DType::F32, &Device::Cpu).unwrap();
+        let err = max_pool2d(&x, 3, 1, 0).unwrap_err().to_string();
+        assert!(err.contains("does not fit"), "{err}");
+        let x3 = Tensor::zeros((1, 2, 2), DType::F32, &Device::Cpu).unwrap();
+        assert!(max_pool2d(&x3, 2, 2, 0).is_err());
+    }
+}

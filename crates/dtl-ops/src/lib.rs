@@ -22,9 +22,11 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Result};
 
 mod conv;
+mod norm;
 mod pool;
 
 pub use conv::conv2d;
+pub use norm::{batch_norm_composed, batch_norm_eval, batch_norm_train};
 pub use pool::max_pool2d;
 
 pub(crate) fn dims4(layout: &Layout, what: &str) -> Result<(usize, usize, usize, usize)> {

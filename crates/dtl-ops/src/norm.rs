@@ -1,0 +1,365 @@
+//! Batch normalisation (Ioffe & Szegedy 2015) in training mode, with its backward pass.
+
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
+use rayon::prelude::*;
+
+use crate::contiguous_f32;
+
+/// `(B, C, S)` view of a `(B, C, ...)` layout: batch, channels, spatial size.
+fn bcs(layout: &Layout, what: &str) -> Result<(usize, usize, usize)> {
+    let d = layout.shape().dims();
+    if d.len() < 2 {
+        candle_core::bail!("{what} must be (B, C, ...), found shape {d:?}");
+    }
+    Ok((d[0], d[1], d[2..].iter().product()))
+}
+
+/// Per-channel mean and `1 / sqrt(var + eps)` (biased variance), two-pass for accuracy.
+fn channel_stats(x: &[f32], b: usize, c: usize, s: usize, eps: f64) -> Vec<(f64, f64)> {
+    let n = (b * s) as f64;
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let planes = || (0..b).map(move |i| &x[(i * c + ch) * s..(i * c + ch + 1) * s]);
+            let mean = planes()
+                .map(|p| p.iter().map(|&v| v as f64).sum::<f64>())
+                .sum::<f64>()
+                / n;
+            let var = planes()
+                .map(|p| p.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+                .sum::<f64>()
+                / n;
+            (mean, 1.0 / (var + eps).sqrt())
+        })
+        .collect()
+}
+
+struct BatchNorm {
+    eps: f64,
+}
+
+impl CustomOp3 for BatchNorm {
+    fn name(&self) -> &'static str {
+        "dtl-batch-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (b, c, s) = bcs(xl, "batch_norm input")?;
+        let x = contiguous_f32(xs, xl, "batch_norm input")?;
+        let gamma = contiguous_f32(gs, gl, "batch_norm weight")?;
+        let beta = contiguous_f32(bs, bl, "batch_norm bias")?;
+        if gamma.len() != c || beta.len() != c {
+            candle_core::bail!(
+                "batch_norm: weight and bias need {c} entries, found {} and {}",
+                gamma.len(),
+                beta.len()
+            );
+        }
+        let stats = channel_stats(x, b, c, s, self.eps);
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(s)
+            .zip(x.par_chunks(s))
+            .enumerate()
+            .for_each(|(p, (yp, xp))| {
+                let ch = p % c;
+                let (mean, inv) = stats[ch];
+                let scale = (gamma[ch] as f64 * inv) as f32;
+                let shift = (beta[ch] as f64 - mean * gamma[ch] as f64 * inv) as f32;
+                for (o, &v) in yp.iter_mut().zip(xp) {
+                    *o = v * scale + shift;
+                }
+            });
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let c = gamma.elem_count();
+        let n = x.elem_count();
+        let packed = x.apply_op3_no_bwd(gamma, &grad, &BatchNormBackward { eps: self.eps })?;
+        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+        let dgamma = packed.narrow(0, n, c)?.reshape(gamma.shape())?;
+        let dbeta = packed.narrow(0, n + c, c)?.reshape(gamma.shape())?;
+        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+    }
+}
+
+/// Gradients of [`BatchNorm`]: `dx`, `dgamma`, `dbeta` packed into one flat tensor.
+struct BatchNormBackward {
+    eps: f64,
+}
+
+impl CustomOp3 for BatchNormBackward {
+    fn name(&self) -> &'static str {
+        "dtl-batch-norm-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+        dys: &CpuStorage,
+        dyl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (b, c, s) = bcs(xl, "batch_norm input")?;
+        let x = contiguous_f32(xs, xl, "batch_norm input")?;
+        let gamma = contiguous_f32(gs, gl, "batch_norm weight")?;
+        let dy = contiguous_f32(dys, dyl, "batch_norm output gradient")?;
+        let stats = channel_stats(x, b, c, s, self.eps);
+        let n = (b * s) as f64;
+        // Per channel: sum(dy) and sum(dy * xhat).
+        let sums: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (mean, inv) = stats[ch];
+                let (mut sd, mut sdx) = (0f64, 0f64);
+                for i in 0..b {
+                    let r = (i * c + ch) * s..(i * c + ch + 1) * s;
+                    for (&g, &v) in dy[r.clone()].iter().zip(&x[r]) {
+                        sd += g as f64;
+                        sdx += g as f64 * (v as f64 - mean) * inv;
+                    }
+                }
+                (sd, sdx)
+            })
+            .collect();
+        let mut out = vec![0f32; x.len() + 2 * c];
+        let (dx, rest) = out.split_at_mut(x.len());
+        dx.par_chunks_mut(s)
+            .zip(x.par_chunks(s).zip(dy.par_chunks(s)))
+            .enumerate()
+            .for_each(|(p, (dxp, (xp, dyp)))| {
+                let ch = p % c;
+                let (mean, inv) = stats[ch];
+                let (sd, sdx) = sums[ch];
+                let k = gamma[ch] as f64 * inv;
+                for ((o, &v), &g) in dxp.iter_mut().zip(xp).zip(dyp) {
+                    let xhat = (v as f64 - mean) * inv;
+                    *o = (k * (g as f64 - sd / n - xhat * sdx / n)) as f32;
+                }
+            });
+        for ch in 0..c {
+            rest[ch] = sums[ch].1 as f32;
+            rest[c + ch] = sums[ch].0 as f32;
+        }
+        Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * c)))
+    }
+}
+
+/// Batch normalisation in training mode (Ioffe & Szegedy 2015, "Batch normalization: accelerating
+/// deep network training by reducing internal covariate shift"): normalise each channel of `xs`
+/// `(B, C, ...)` with the batch's mean and biased variance, then scale by `gamma` and shift by
+/// `beta` (both `(C,)`), as PyTorch's `batch_norm(training=True)`.
+///
+/// Returns the output and the batch's per-channel mean and *unbiased* variance (detached, for the
+/// running statistics, as PyTorch updates them). On the CPU (f32) forward and backward are dtl's
+/// kernels (one statistics pass, one normalisation pass; the backward recomputes the statistics
+/// instead of storing them); elsewhere the same formula in candle's differentiable tensor ops.
+pub fn batch_norm_train(
+    xs: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let dims = xs.dims().to_vec();
+    if dims.len() < 2 || gamma.dims() != [dims[1]] || beta.dims() != [dims[1]] {
+        candle_core::bail!(
+            "batch_norm: input {:?} needs weight and bias of shape [{}], found {:?} and {:?}",
+            dims,
+            dims.get(1).copied().unwrap_or(0),
+            gamma.dims(),
+            beta.dims()
+        );
+    }
+    let (b, c) = (dims[0], dims[1]);
+    let n = xs.elem_count() / c;
+    if n < 2 {
+        candle_core::bail!(
+            "batch_norm in training mode needs more than one value per channel, input {dims:?}"
+        );
+    }
+    // Statistics for the running averages, detached from the graph.
+    let flat = xs
+        .detach()
+        .reshape((b, c, n / b))?
+        .transpose(0, 1)?
+        .reshape((c, n))?;
+    let mean = flat.mean(D::Minus1)?;
+    let var_unbiased = (flat.broadcast_sub(&mean.unsqueeze(1)?)?.sqr()?.sum(D::Minus1)? / (n as f64 - 1.0))?;
+    let y = if xs.device().is_cpu() && xs.dtype() == DType::F32 {
+        xs.contiguous()?
+            .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, BatchNorm { eps })?
+    } else {
+        batch_norm_composed(xs, gamma, beta, eps)?
+    };
+    Ok((y, mean, var_unbiased))
+}
+
+/// Batch normalisation in training mode written in candle's differentiable tensor ops (the path
+/// for non-CPU devices, and the reference the CPU kernel is tested against).
+pub fn batch_norm_composed(xs: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
+    let dims = xs.dims().to_vec();
+    let c = dims[1];
+    let mut bshape = vec![1usize; dims.len()];
+    bshape[1] = c;
+    let reduce: Vec<usize> = (0..dims.len()).filter(|&d| d != 1).collect();
+    let mean = xs.mean_keepdim(reduce.as_slice())?;
+    let centred = xs.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(reduce.as_slice())?;
+    let xhat = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
+    xhat.broadcast_mul(&gamma.reshape(bshape.as_slice())?)?
+        .broadcast_add(&beta.reshape(bshape.as_slice())?)
+}
+
+/// Batch normalisation in evaluation mode: `(x - mean) / sqrt(var + eps) * gamma + beta` with the
+/// running statistics `mean` and `var` (`(C,)` each), in differentiable tensor ops.
+pub fn batch_norm_eval(
+    xs: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    let dims = xs.dims();
+    let mut bshape = vec![1usize; dims.len()];
+    bshape[1] = dims[1];
+    let scale = (gamma / (var + eps)?.sqrt()?)?;
+    let shift = (beta - (mean * &scale)?)?;
+    xs.broadcast_mul(&scale.reshape(bshape.as_slice())?)?
+        .broadcast_add(&shift.reshape(bshape.as_slice())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+    use rand::{Rng, SeedableRng};
+
+    fn rand_vec(rng: &mut rand_chacha::ChaCha8Rng, n: usize, scale: f32, shift: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| rng.random_range(-1.0f32..1.0) * scale + shift)
+            .collect()
+    }
+
+    fn max_rel(a: &[f32], b: &[f32]) -> f32 {
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / scale
+    }
+
+    /// The kernel against the composed formula (candle's autograd through primitive ops).
+    #[test]
+    fn kernel_matches_composed_ops_forward_and_backward() -> Result<()> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for dims in [vec![4usize, 3, 5, 5], vec![8, 6], vec![2, 4, 3, 1]] {
+            let c = dims[1];
+            let n: usize = dims.iter().product();
+            let xv = rand_vec(&mut rng, n, 2.0, 0.7);
+            let x = Var::from_vec(xv, dims.as_slice(), &Device::Cpu)?;
+            let g = Var::from_vec(rand_vec(&mut rng, c, 1.0, 1.0), c, &Device::Cpu)?;
+            let bt = Var::from_vec(rand_vec(&mut rng, c, 1.0, 0.0), c, &Device::Cpu)?;
+            let w = Tensor::from_vec(rand_vec(&mut rng, n, 1.0, 0.0), dims.as_slice(), &Device::Cpu)?;
+            let (y1, mean, var) = batch_norm_train(x.as_tensor(), g.as_tensor(), bt.as_tensor(), 1e-5)?;
+            let y2 = batch_norm_composed(x.as_tensor(), g.as_tensor(), bt.as_tensor(), 1e-5)?;
+            let f = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(max_rel(&f(&y1), &f(&y2)) < 1e-5, "forward {dims:?}");
+            let g1 = (y1 * &w)?.sum_all()?.backward()?;
+            let g2 = (y2 * &w)?.sum_all()?.backward()?;
+            for (name, v) in [("x", &x), ("gamma", &g), ("beta", &bt)] {
+                let a = f(g1.get(v).unwrap());
+                let b = f(g2.get(v).unwrap());
+                assert!(max_rel(&a, &b) < 1e-4, "d{name} {dims:?}: {a:?} vs {b:?}");
+            }
+            // Running statistics: channel mean and unbiased variance.
+            let xs = f(x.as_tensor());
+            let s: usize = dims[2..].iter().product();
+            for ch in 0..c {
+                let vals: Vec<f64> = (0..dims[0])
+                    .flat_map(|i| xs[(i * c + ch) * s..(i * c + ch + 1) * s].to_vec())
+                    .map(|v| v as f64)
+                    .collect();
+                let m = vals.iter().sum::<f64>() / vals.len() as f64;
+                let v = vals.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (vals.len() - 1) as f64;
+                assert!((mean.to_vec1::<f32>()?[ch] as f64 - m).abs() < 1e-5);
+                assert!((var.to_vec1::<f32>()?[ch] as f64 - v).abs() < 1e-4);
+            }
+        }
+        Ok(())
+    }
+
+    /// Central finite differences in f64 of the loss `sum(w * bn(x))` against the kernel's gradient.
+    #[test]
+    fn gradient_matches_finite_differences() -> Result<()> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let dims = [3usize, 2, 2, 2];
+        let n = 24;
+        let xv = rand_vec(&mut rng, n, 1.0, 0.3);
+        let gv = rand_vec(&mut rng, 2, 0.5, 1.0);
+        let bv = rand_vec(&mut rng, 2, 0.5, 0.0);
+        let wv = rand_vec(&mut rng, n, 1.0, 0.0);
+        let loss64 = |xv: &[f64]| -> f64 {
+            let mut total = 0.0;
+            for ch in 0..2 {
+                let idx: Vec<usize> = (0..3)
+                    .flat_map(|i| ((i * 2 + ch) * 4)..((i * 2 + ch) * 4 + 4))
+                    .collect();
+                let m = idx.iter().map(|&i| xv[i]).sum::<f64>() / 12.0;
+                let v = idx.iter().map(|&i| (xv[i] - m).powi(2)).sum::<f64>() / 12.0;
+                for &i in &idx {
+                    total += wv[i] as f64 * ((xv[i] - m) / (v + 1e-5).sqrt() * gv[ch] as f64 + bv[ch] as f64);
+                }
+            }
+            total
+        };
+        let x = Var::from_vec(xv.clone(), &dims, &Device::Cpu)?;
+        let g = Tensor::from_vec(gv.clone(), 2, &Device::Cpu)?;
+        let b = Tensor::from_vec(bv.clone(), 2, &Device::Cpu)?;
+        let w = Tensor::from_vec(wv.clone(), &dims, &Device::Cpu)?;
+        let (y, _, _) = batch_norm_train(x.as_tensor(), &g, &b, 1e-5)?;
+        let grads = (y * w)?.sum_all()?.backward()?;
+        let dx = grads.get(&x).unwrap().flatten_all()?.to_vec1::<f32>()?;
+        let x64: Vec<f64> = xv.iter().map(|&v| v as f64).collect();
+        let h = 1e-6;
+        for i in 0..n {
+            let mut p = x64.clone();
+            p[i] += h;
+            let mut m = x64.clone();
+            m[i] -= h;
+            let fd = (loss64(&p) - loss64(&m)) / (2.0 * h);
+            assert!(
+                (dx[i] as f64 - fd).abs() < 1e-3 * fd.abs().max(1.0),
+                "dx[{i}] {} vs {fd}",
+                dx[i]
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let x = Tensor::zeros((2, 3, 4, 4), DType::F32, &Device::Cpu).unwrap();
+        let g = Tensor::ones(4, DType::F32, &Device::Cpu).unwrap();
+        let err = batch_norm_train(&x, &g, &g, 1e-5).unwrap_err().to_string();
+        assert!(err.contains("[2, 3, 4, 4]") && err.contains("[4]"), "{err}");
+        let one = Tensor::zeros((1, 3), DType::F32, &Device::Cpu).unwrap();
+        let g3 = Tensor::ones(3, DType::F32, &Device::Cpu).unwrap();
+        assert!(batch_norm_train(&one, &g3, &g3, 1e-5).is_err());
+    }
+}

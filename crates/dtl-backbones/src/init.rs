@@ -5,6 +5,8 @@ use candle_nn::VarMap;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use dtl_ops::Kernels;
+
 use crate::Result;
 
 /// A layer's weight and bias, stored in a [`VarMap`] as `{layer}.weight` and `{layer}.bias`.
@@ -23,9 +25,11 @@ impl Param {
     }
 
     /// A stride-1, unpadded convolution plus bias, for `xs` of shape `(B, C, H, W)`.
-    pub fn conv2d(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+    pub fn conv2d(&self, xs: &Tensor, kernels: Kernels) -> candle_core::Result<Tensor> {
         let out = self.weight.dim(0)?;
-        dtl_ops::conv2d(xs, &self.weight, 1, 0)?.broadcast_add(&self.bias.reshape((1, out, 1, 1))?)
+        kernels
+            .conv2d(xs, &self.weight, 1, 0)?
+            .broadcast_add(&self.bias.reshape((1, out, 1, 1))?)
     }
 }
 
@@ -51,4 +55,22 @@ pub fn uniform_param(
         weight: weight.as_tensor().clone(),
         bias: bias.as_tensor().clone(),
     })
+}
+
+/// Creates a tensor of `shape` uniform in `+-1/sqrt(fan_in)` (PyTorch's default for convolution
+/// weights) as parameter `name` in `vm`.
+pub fn uniform_weight(
+    vm: &VarMap,
+    name: &str,
+    shape: &[usize],
+    rng: &mut ChaCha8Rng,
+    device: &Device,
+) -> Result<Tensor> {
+    let fan_in: usize = shape[1..].iter().product();
+    let bound = 1.0 / (fan_in as f32).sqrt();
+    let v: Vec<f32> = (0..shape.iter().product())
+        .map(|_| rng.random_range(-bound..bound))
+        .collect();
+    let var = dtl_core::params::insert(vm, name, Tensor::from_vec(v, shape, device)?)?;
+    Ok(var.as_tensor().clone())
 }

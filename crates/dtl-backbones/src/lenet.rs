@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use dtl_core::Backbone;
+use dtl_ops::Kernels;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -29,6 +30,8 @@ pub struct LeNetConfig {
     /// Probability of zeroing a channel after the second convolution in training (as
     /// `torch.nn.Dropout2d`).
     pub dropout: f32,
+    /// dtl's kernels or candle's native ops.
+    pub kernels: Kernels,
 }
 
 impl Default for LeNetConfig {
@@ -40,6 +43,7 @@ impl Default for LeNetConfig {
             conv2: 50,
             fc: 500,
             dropout: 0.5,
+            kernels: Kernels::Dtl,
         }
     }
 }
@@ -137,11 +141,12 @@ impl Backbone for LeNet {
             });
         }
         let run = || -> Result<Tensor> {
-            let x = self.conv1.conv2d(xs)?;
-            let x = dtl_ops::max_pool2d(&x, 2, 2, 0)?.relu()?;
-            let x = self.conv2.conv2d(&x)?;
+            let k = self.cfg.kernels;
+            let x = self.conv1.conv2d(xs, k)?;
+            let x = k.max_pool2d(&x, 2, 2, 0)?.relu()?;
+            let x = self.conv2.conv2d(&x, k)?;
             let x = if train { self.dropout2d(&x)? } else { x };
-            let x = dtl_ops::max_pool2d(&x, 2, 2, 0)?.relu()?;
+            let x = k.max_pool2d(&x, 2, 2, 0)?.relu()?;
             let x = x.flatten_from(1)?;
             debug_assert_eq!(x.dim(1)?, self.flat);
             Ok(self.fc1.linear(&x)?.relu()?)

@@ -28,9 +28,12 @@ use std::path::PathBuf;
 pub mod classifier;
 pub mod init;
 pub mod lenet;
+pub mod resnet;
 
 pub use classifier::{BackboneKind, Classifier, ModelSpec};
+pub use dtl_ops::Kernels;
 pub use lenet::{LeNet, LeNetConfig};
+pub use resnet::{ResNet, ResNetConfig};
 
 /// Errors of the backbones crate.
 #[derive(Debug, thiserror::Error)]

@@ -22,10 +22,10 @@ pub fn insert(vm: &VarMap, name: &str, value: Tensor) -> Result<Var> {
     Ok(var)
 }
 
-/// The parameters of `vm` whose layer is one of `layers` (a parameter `conv1.weight` belongs to
-/// layer `conv1`), sorted by name.
+/// The trainable parameters of `vm` whose layer is one of `layers` (a parameter `conv1.weight`
+/// belongs to layer `conv1`), sorted by name.
 pub fn select(vm: &VarMap, layers: &[&str]) -> Vec<(String, Var)> {
-    all(vm)
+    trainable(vm)
         .into_iter()
         .filter(|(name, _)| layers.iter().any(|l| belongs_to(name, l)))
         .collect()
@@ -37,6 +37,20 @@ pub fn all(vm: &VarMap) -> Vec<(String, Var)> {
     let mut out: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
+}
+
+/// Suffixes of non-trainable state stored beside the parameters (batch-norm running statistics,
+/// named as PyTorch names them so that checkpoints load both ways).
+pub const BUFFER_SUFFIXES: [&str; 3] = [".running_mean", ".running_var", ".num_batches_tracked"];
+
+/// Whether `name` is a buffer (updated by the forward pass, never by an optimizer).
+pub fn is_buffer(name: &str) -> bool {
+    BUFFER_SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
+/// Every trainable parameter of `vm` (buffers excluded), sorted by name.
+pub fn trainable(vm: &VarMap) -> Vec<(String, Var)> {
+    all(vm).into_iter().filter(|(n, _)| !is_buffer(n)).collect()
 }
 
 /// Whether parameter `name` belongs to `layer`: `name` is `layer` itself or starts with `layer.`.
@@ -78,6 +92,18 @@ mod tests {
         insert(&vm, "a.w", t.clone()).unwrap();
         let err = insert(&vm, "a.w", t).unwrap_err().to_string();
         assert!(err.contains("a.w"), "{err}");
+    }
+
+    #[test]
+    fn buffers_are_not_trainable() {
+        let vm = VarMap::new();
+        for n in ["bn1.weight", "bn1.running_mean", "bn1.running_var", "bn1.bias"] {
+            insert(&vm, n, Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap()).unwrap();
+        }
+        let names: Vec<String> = trainable(&vm).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["bn1.bias", "bn1.weight"]);
+        assert_eq!(select(&vm, &["bn1"]).len(), 2);
+        assert_eq!(all(&vm).len(), 4);
     }
 
     #[test]

@@ -22,10 +22,12 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Result};
 
 mod conv;
+mod kernels;
 mod norm;
 mod pool;
 
 pub use conv::conv2d;
+pub use kernels::Kernels;
 pub use norm::{batch_norm_composed, batch_norm_eval, batch_norm_train};
 pub use pool::max_pool2d;
 

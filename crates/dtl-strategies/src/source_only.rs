@@ -17,7 +17,7 @@ pub struct SourceOnly {
 impl SourceOnly {
     /// A source-only strategy training every parameter of `model`.
     pub fn new(model: Classifier, optim: &OptimSettings) -> Result<Self> {
-        let group = ParamGroup::new(params::all(model.varmap()));
+        let group = ParamGroup::new(params::trainable(model.varmap()));
         let opt = Optimizer::new(optim.kind, optim.lr, optim.weight_decay, vec![group])?;
         Ok(Self { model, opt })
     }

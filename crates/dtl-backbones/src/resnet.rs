@@ -1,0 +1,268 @@
+//! ResNet with basic blocks (He et al. 2016, "Deep residual learning for image recognition"), in
+//! torchvision's layout and parameter names (`conv1`, `bn1`, `layer1.0.conv1`, ...,
+//! `layer2.0.downsample.0`), with configurable widths.
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::VarMap;
+use dtl_core::Backbone;
+use dtl_ops::Kernels;
+use rand_chacha::ChaCha8Rng;
+
+use crate::init::uniform_weight;
+use crate::{Error, Result};
+
+/// Settings of a [`ResNet`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResNetConfig {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Input side (square images).
+    pub input_size: usize,
+    /// Channels of the four stages (torchvision's ResNet-18: 64, 128, 256, 512).
+    pub widths: [usize; 4],
+    /// Basic blocks per stage (ResNet-18: 2, 2, 2, 2; ResNet-34: 3, 4, 6, 3).
+    pub blocks: [usize; 4],
+    /// dtl's kernels or candle's native ops.
+    pub kernels: Kernels,
+}
+
+impl ResNetConfig {
+    /// ResNet-18's topology with stage widths `widths`.
+    pub fn resnet18(widths: [usize; 4], in_channels: usize, input_size: usize) -> Self {
+        Self {
+            in_channels,
+            input_size,
+            widths,
+            blocks: [2, 2, 2, 2],
+            kernels: Kernels::Dtl,
+        }
+    }
+}
+
+/// Batch normalisation with running statistics (momentum 0.1, eps 1e-5, as PyTorch).
+struct BatchNorm {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+}
+
+impl BatchNorm {
+    fn new(vm: &VarMap, name: &str, c: usize, device: &Device) -> Result<Self> {
+        let ins = |suffix: &str, t: Tensor| dtl_core::params::insert(vm, &format!("{name}.{suffix}"), t);
+        Ok(Self {
+            weight: ins("weight", Tensor::ones(c, DType::F32, device)?)?
+                .as_tensor()
+                .clone(),
+            bias: ins("bias", Tensor::zeros(c, DType::F32, device)?)?
+                .as_tensor()
+                .clone(),
+            running_mean: ins("running_mean", Tensor::zeros(c, DType::F32, device)?)?,
+            running_var: ins("running_var", Tensor::ones(c, DType::F32, device)?)?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor, train: bool, k: Kernels) -> candle_core::Result<Tensor> {
+        const EPS: f64 = 1e-5;
+        const MOMENTUM: f64 = 0.1;
+        if train {
+            let (y, mean, var) = k.batch_norm_train(xs, &self.weight, &self.bias, EPS)?;
+            let rm = self.running_mean.as_tensor().detach();
+            let rv = self.running_var.as_tensor().detach();
+            self.running_mean
+                .set(&((rm * (1.0 - MOMENTUM))? + (mean * MOMENTUM)?)?)?;
+            self.running_var
+                .set(&((rv * (1.0 - MOMENTUM))? + (var * MOMENTUM)?)?)?;
+            Ok(y)
+        } else {
+            dtl_ops::batch_norm_eval(
+                xs,
+                &self.running_mean.as_tensor().detach(),
+                &self.running_var.as_tensor().detach(),
+                &self.weight,
+                &self.bias,
+                EPS,
+            )
+        }
+    }
+}
+
+struct ConvBn {
+    weight: Tensor,
+    bn: BatchNorm,
+    stride: usize,
+    padding: usize,
+}
+
+impl ConvBn {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        vm: &VarMap,
+        conv: &str,
+        bn: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        rng: &mut ChaCha8Rng,
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(Self {
+            weight: uniform_weight(vm, &format!("{conv}.weight"), &[cout, cin, k, k], rng, device)?,
+            bn: BatchNorm::new(vm, bn, cout, device)?,
+            stride,
+            padding: k / 2,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor, train: bool, k: Kernels) -> candle_core::Result<Tensor> {
+        let y = k.conv2d(xs, &self.weight, self.stride, self.padding)?;
+        self.bn.forward(&y, train, k)
+    }
+}
+
+struct BasicBlock {
+    a: ConvBn,
+    b: ConvBn,
+    downsample: Option<ConvBn>,
+}
+
+impl BasicBlock {
+    fn forward(&self, xs: &Tensor, train: bool, k: Kernels) -> candle_core::Result<Tensor> {
+        let y = self.a.forward(xs, train, k)?.relu()?;
+        let y = self.b.forward(&y, train, k)?;
+        let identity = match &self.downsample {
+            Some(d) => d.forward(xs, train, k)?,
+            None => xs.clone(),
+        };
+        (y + identity)?.relu()
+    }
+}
+
+/// A ResNet with basic blocks: 7x7/2 stem convolution, batch norm, ReLU, 3x3/2 max-pool with
+/// padding 1, four stages, global average pooling. Layers: `conv1`, `bn1`, `layer1` .. `layer4`.
+pub struct ResNet {
+    cfg: ResNetConfig,
+    stem: ConvBn,
+    stages: Vec<Vec<BasicBlock>>,
+    layers: Vec<String>,
+}
+
+impl ResNet {
+    /// Creates a ResNet with parameters in `vm`: convolutions uniform in `+-1/sqrt(fan_in)` from
+    /// `rng`, batch-norm scales 1 and shifts 0.
+    pub fn new(cfg: ResNetConfig, vm: &VarMap, rng: &mut ChaCha8Rng, device: &Device) -> Result<Self> {
+        if cfg.input_size < 32 {
+            return Err(Error::Core(dtl_core::Error::config(
+                "image-size",
+                format!(
+                    "ResNet needs inputs of at least 32x32, got {0}x{0}",
+                    cfg.input_size
+                ),
+            )));
+        }
+        let stem = ConvBn::new(
+            vm,
+            "conv1",
+            "bn1",
+            cfg.in_channels,
+            cfg.widths[0],
+            7,
+            2,
+            rng,
+            device,
+        )?;
+        let mut cin = cfg.widths[0];
+        let mut stages = Vec::new();
+        for (s, (&w, &n)) in cfg.widths.iter().zip(&cfg.blocks).enumerate() {
+            let mut blocks = Vec::new();
+            for i in 0..n {
+                let stride = if s > 0 && i == 0 { 2 } else { 1 };
+                let p = format!("layer{}.{i}", s + 1);
+                let a = ConvBn::new(
+                    vm,
+                    &format!("{p}.conv1"),
+                    &format!("{p}.bn1"),
+                    cin,
+                    w,
+                    3,
+                    stride,
+                    rng,
+                    device,
+                )?;
+                let b = ConvBn::new(
+                    vm,
+                    &format!("{p}.conv2"),
+                    &format!("{p}.bn2"),
+                    w,
+                    w,
+                    3,
+                    1,
+                    rng,
+                    device,
+                )?;
+                let downsample = if stride != 1 || cin != w {
+                    let d = format!("{p}.downsample");
+                    Some(ConvBn::new(
+                        vm,
+                        &format!("{d}.0"),
+                        &format!("{d}.1"),
+                        cin,
+                        w,
+                        1,
+                        stride,
+                        rng,
+                        device,
+                    )?)
+                } else {
+                    None
+                };
+                blocks.push(BasicBlock { a, b, downsample });
+                cin = w;
+            }
+            stages.push(blocks);
+        }
+        let layers = ["conv1", "bn1", "layer1", "layer2", "layer3", "layer4"]
+            .map(String::from)
+            .to_vec();
+        Ok(Self {
+            cfg,
+            stem,
+            stages,
+            layers,
+        })
+    }
+}
+
+impl Backbone for ResNet {
+    fn features(&self, xs: &Tensor, train: bool) -> dtl_core::Result<Tensor> {
+        let k = self.cfg.kernels;
+        let run = || -> candle_core::Result<Tensor> {
+            let mut x = self.stem.forward(xs, train, k)?.relu()?;
+            x = k.max_pool2d(&x, 3, 2, 1)?;
+            for stage in &self.stages {
+                for block in stage {
+                    x = block.forward(&x, train, k)?;
+                }
+            }
+            x.flatten_from(2)?.mean(D::Minus1)
+        };
+        Ok(run()?)
+    }
+
+    fn feature_dim(&self) -> usize {
+        self.cfg.widths[3]
+    }
+
+    fn layers(&self) -> &[String] {
+        &self.layers
+    }
+
+    fn input_shape(&self) -> (usize, usize, usize) {
+        (self.cfg.in_channels, self.cfg.input_size, self.cfg.input_size)
+    }
+
+    fn name(&self) -> &str {
+        "resnet"
+    }
+}

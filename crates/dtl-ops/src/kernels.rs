@@ -1,0 +1,152 @@
+//! A switch between dtl's CPU kernels and candle's own ops, so that a model can be run (and
+//! benchmarked, and checked) both ways with the same weights.
+
+use candle_core::{Result, Tensor};
+
+/// Which implementation of the convolution, pooling and normalisation layers a model uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kernels {
+    /// dtl's kernels ([`crate::conv2d`], [`crate::max_pool2d`], [`crate::batch_norm_train`]); on
+    /// non-CPU devices these defer to candle themselves.
+    #[default]
+    Dtl,
+    /// candle's native ops: `Tensor::conv2d` (its CPU backward goes through `conv_transpose2d`),
+    /// max-pooling as a reshape and max reduction (candle's `max_pool2d` backward mis-scales the
+    /// gradient, see the crate docs) or shifted slices with `-inf` padding, and batch norm in
+    /// differentiable tensor ops.
+    Candle,
+}
+
+impl Kernels {
+    /// `conv2d(xs, w, stride, padding)` without bias.
+    pub fn conv2d(&self, xs: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+        match self {
+            Kernels::Dtl => crate::conv2d(xs, w, stride, padding),
+            Kernels::Candle => xs.conv2d(w, padding, stride, 1, 1),
+        }
+    }
+
+    /// Square max-pooling.
+    pub fn max_pool2d(&self, xs: &Tensor, k: usize, stride: usize, padding: usize) -> Result<Tensor> {
+        match self {
+            Kernels::Dtl => crate::max_pool2d(xs, k, stride, padding),
+            Kernels::Candle => candle_max_pool2d(xs, k, stride, padding),
+        }
+    }
+
+    /// Batch norm in training mode: output, batch mean, unbiased batch variance.
+    pub fn batch_norm_train(
+        &self,
+        xs: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        eps: f64,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        match self {
+            Kernels::Dtl => crate::batch_norm_train(xs, gamma, beta, eps),
+            Kernels::Candle => {
+                let (_, mean, var) = crate::batch_norm_train(&xs.detach(), gamma, beta, eps)?;
+                Ok((crate::batch_norm_composed(xs, gamma, beta, eps)?, mean, var))
+            }
+        }
+    }
+}
+
+/// Max-pooling in candle's differentiable tensor ops.
+fn candle_max_pool2d(xs: &Tensor, k: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    let (b, c, h, w) = xs.dims4()?;
+    if k == stride && padding == 0 && h % k == 0 && w % k == 0 {
+        return xs.reshape((b, c, h / k, k, w / k, k))?.max(5)?.max(3);
+    }
+    let xs = if padding > 0 {
+        let fill = |dims: (usize, usize, usize, usize)| {
+            Tensor::full(f32::NEG_INFINITY, dims, xs.device())?.to_dtype(xs.dtype())
+        };
+        let side = fill((b, c, h, padding))?;
+        let mid = Tensor::cat(&[&side, xs, &side], 3)?;
+        let top = fill((b, c, padding, w + 2 * padding))?;
+        Tensor::cat(&[&top, &mid, &top], 2)?
+    } else {
+        xs.clone()
+    };
+    let (hp, wp) = (h + 2 * padding, w + 2 * padding);
+    if hp < k || wp < k {
+        candle_core::bail!("max_pool2d: kernel {k} does not fit an input of {h}x{w} with padding {padding}");
+    }
+    let (oh, ow) = ((hp - k) / stride + 1, (wp - k) / stride + 1);
+    let mut out: Option<Tensor> = None;
+    for dy in 0..k {
+        for dx in 0..k {
+            // Rows dy, dy + stride, ...: a strided view through reshape of a narrowed tensor.
+            let rows = xs.narrow(2, dy, (oh - 1) * stride + 1)?;
+            let cols = rows.narrow(3, dx, (ow - 1) * stride + 1)?;
+            let picked = if stride == 1 {
+                cols
+            } else {
+                let idx_h =
+                    Tensor::arange_step(0u32, ((oh - 1) * stride + 1) as u32, stride as u32, xs.device())?;
+                let idx_w =
+                    Tensor::arange_step(0u32, ((ow - 1) * stride + 1) as u32, stride as u32, xs.device())?;
+                cols.contiguous()?
+                    .index_select(&idx_h, 2)?
+                    .index_select(&idx_w, 3)?
+            };
+            out = Some(match out {
+                None => picked,
+                Some(m) => m.maximum(&picked)?,
+            });
+        }
+    }
+    Ok(out.expect("k >= 1"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+    use rand::{Rng, SeedableRng};
+
+    /// On inputs without ties both implementations give the same outputs and gradients.
+    #[test]
+    fn both_kernel_sets_agree() -> Result<()> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let xv: Vec<f32> = (0..2 * 3 * 9 * 9)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let wv: Vec<f32> = (0..4 * 3 * 3 * 3)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let mut results = Vec::new();
+        for k in [Kernels::Dtl, Kernels::Candle] {
+            let x = Var::from_vec(xv.clone(), (2, 3, 9, 9), &Device::Cpu)?;
+            let w = Var::from_vec(wv.clone(), (4, 3, 3, 3), &Device::Cpu)?;
+            let g = Var::from_vec(vec![1.0f32, 0.5, 2.0, 1.5], 4, &Device::Cpu)?;
+            let b = Var::from_vec(vec![0.1f32, -0.2, 0.0, 0.3], 4, &Device::Cpu)?;
+            let y = k.conv2d(x.as_tensor(), w.as_tensor(), 2, 1)?;
+            let (y, _, _) = k.batch_norm_train(&y, g.as_tensor(), b.as_tensor(), 1e-5)?;
+            let y = k.max_pool2d(&y.relu()?, 3, 2, 1)?;
+            let loss = (y.sqr()?.sum_all()? + y.sum_all()?)?;
+            let grads = loss.backward()?;
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            results.push((
+                flat(&y),
+                flat(grads.get(&x).unwrap()),
+                flat(grads.get(&w).unwrap()),
+                flat(grads.get(&g).unwrap()),
+            ));
+        }
+        let (a, b) = (&results[0], &results[1]);
+        for (name, u, v) in [
+            ("y", &a.0, &b.0),
+            ("dx", &a.1, &b.1),
+            ("dw", &a.2, &b.2),
+            ("dgamma", &a.3, &b.3),
+        ] {
+            let scale = v.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
+            for (p, q) in u.iter().zip(v.iter()) {
+                assert!((p - q).abs() <= 1e-4 * scale, "{name}: {p} vs {q}");
+            }
+        }
+        Ok(())
+    }
+}

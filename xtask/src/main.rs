@@ -4,6 +4,9 @@
 //! Tasks:
 //! - `ci`: format check, clippy with `-D warnings` on every target, documentation with warnings
 //!   denied (broken intra-doc links included), and the whole test suite.
+//! - `bench [--torch PYTHON] [--out FILE] [--rounds R] [--steps N]`: the training-step workloads
+//!   W1-W4 with dtl's kernels, candle's native ops and (given a Python with PyTorch) PyTorch, each in
+//!   its own process, alternating A B C A B C; prints a table and writes JSON. Never fails on speed.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -14,12 +17,15 @@ use anyhow::{bail, Context, Result};
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  ci    cargo fmt --check, clippy -D warnings (all targets), cargo doc -D warnings, cargo test --workspace";
+  ci     cargo fmt --check, clippy -D warnings (all targets), cargo doc -D warnings, cargo test --workspace
+  bench  [--torch PYTHON] [--out FILE] [--rounds R] [--steps N]
+         W1-W4 step times and peak RSS: dtl kernels, candle native ops, PyTorch (with --torch)";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") if args.len() == 1 => ci(),
+        Some("bench") => bench(&args[1..]),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             Ok(())
@@ -71,5 +77,230 @@ fn ci() -> Result<()> {
     )?;
     cargo(&["test", "--workspace"], &[])?;
     eprintln!("ci: all checks passed");
+    Ok(())
+}
+
+/// One measurement: median step time (ms) and peak RSS (MB) of one process.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    ms: f64,
+    rss: f64,
+}
+
+fn parse_result(stdout: &str) -> Option<Sample> {
+    let line = stdout.lines().rev().find(|l| l.starts_with("RESULT "))?;
+    let field = |k: &str| -> Option<f64> {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .and_then(|v| v.parse().ok())
+    };
+    Some(Sample {
+        ms: field("median_ms")?,
+        rss: field("rss_mb").unwrap_or(f64::NAN),
+    })
+}
+
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    Some(v[v.len() / 2])
+}
+
+fn json_num(v: Option<f64>) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x:.3}"),
+        _ => "null".into(),
+    }
+}
+
+fn capture(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("starting {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    for (i, a) in args.iter().enumerate() {
+        let is_value = i > 0 && ["--torch", "--out", "--rounds", "--steps"].contains(&args[i - 1].as_str());
+        if !is_value && !["--torch", "--out", "--rounds", "--steps"].contains(&a.as_str()) {
+            bail!("bench: unknown argument `{a}`\n\n{USAGE}");
+        }
+    }
+    let torch = flag("--torch");
+    let out = flag("--out").map(PathBuf::from);
+    let rounds: usize = flag("--rounds").map(|r| r.parse()).transpose()?.unwrap_or(2);
+    let steps: usize = flag("--steps").map(|r| r.parse()).transpose()?.unwrap_or(10);
+    let root = root();
+    let dir = root.join("target").join("bench");
+    let dir_s = dir.display().to_string();
+    let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let bench_cmd = |extra: &[&str]| {
+        let mut c = Command::new(&cargo_bin);
+        c.args(["bench", "-q", "-p", "dtl", "--bench", "workloads", "--"])
+            .args(extra)
+            .current_dir(&root);
+        c
+    };
+    eprintln!("==> building and preparing inputs in {dir_s}");
+    capture(&mut bench_cmd(&["prepare", "--dir", &dir_s]), "bench prepare")?;
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let workloads = ["W1", "W2", "W3", "W4"];
+    let impls: Vec<&str> = if torch.is_some() {
+        vec!["dtl", "candle", "torch"]
+    } else {
+        vec!["dtl", "candle"]
+    };
+    let mut samples: std::collections::BTreeMap<(&str, &str), Vec<Sample>> = Default::default();
+    let steps_s = steps.to_string();
+    for round in 0..rounds {
+        for w in workloads {
+            for imp in &impls {
+                let stdout = if *imp == "torch" {
+                    let py = torch.as_deref().expect("torch given");
+                    let script = root.join("scripts").join("bench_torch.py");
+                    capture(
+                        Command::new(py).arg(script).args([
+                            "--workload",
+                            w,
+                            "--dir",
+                            &dir_s,
+                            "--steps",
+                            &steps_s,
+                            "--threads",
+                            &threads.to_string(),
+                        ]),
+                        "the PyTorch benchmark",
+                    )?
+                } else {
+                    capture(
+                        &mut bench_cmd(&[
+                            "run",
+                            "--workload",
+                            w,
+                            "--impl",
+                            imp,
+                            "--dir",
+                            &dir_s,
+                            "--steps",
+                            &steps_s,
+                        ]),
+                        "the dtl benchmark",
+                    )?
+                };
+                let s = parse_result(&stdout)
+                    .with_context(|| format!("no RESULT line from {imp} {w}:\n{stdout}"))?;
+                eprintln!(
+                    "round {} {w} {imp}: {:.1} ms, peak RSS {:.0} MB",
+                    round + 1,
+                    s.ms,
+                    s.rss
+                );
+                samples.entry((w, imp)).or_default().push(s);
+            }
+        }
+    }
+    let stat = |w: &str, imp: &str, f: fn(&Sample) -> f64| -> Option<f64> {
+        let mut v: Vec<f64> = samples.get(&(w, imp))?.iter().map(f).collect();
+        median(&mut v)
+    };
+    println!(
+        "| workload | dtl | candle | torch | dtl / torch | candle / dtl | RSS MB dtl / candle / torch |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let mut rows = Vec::new();
+    for w in workloads {
+        let (d, c, t) = (
+            stat(w, "dtl", |s| s.ms),
+            stat(w, "candle", |s| s.ms),
+            stat(w, "torch", |s| s.ms),
+        );
+        let (dr, cr, tr) = (
+            stat(w, "dtl", |s| s.rss),
+            stat(w, "candle", |s| s.rss),
+            stat(w, "torch", |s| s.rss),
+        );
+        let fmt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.1}"));
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => format!("{:.2}", a / b),
+            _ => "-".into(),
+        };
+        let unit = if w == "W4" { "ms/batch of 256" } else { "ms/step" };
+        println!(
+            "| {w} ({unit}) | {} | {} | {} | {} | {} | {} / {} / {} |",
+            fmt(d),
+            fmt(c),
+            fmt(t),
+            ratio(d, t),
+            ratio(c, d),
+            fmt(dr),
+            fmt(cr),
+            fmt(tr)
+        );
+        let rss = format!(
+            "\"dtl_rss_mb\": {}, \"candle_rss_mb\": {}, \"torch_rss_mb\": {}",
+            json_num(dr),
+            json_num(cr),
+            json_num(tr)
+        );
+        rows.push(if w == "W4" {
+            let ips = |v: Option<f64>| v.map(|ms| 256.0 / (ms / 1e3));
+            format!(
+                "{{\"name\": \"{w}\", \"dtl_img_s\": {}, \"candle_img_s\": {}, \"torch_img_s\": {}, {rss}}}",
+                json_num(ips(d)),
+                json_num(ips(c)),
+                json_num(ips(t))
+            )
+        } else {
+            format!(
+                "{{\"name\": \"{w}\", \"dtl_ms\": {}, \"candle_ms\": {}, \"torch_ms\": {}, {rss}}}",
+                json_num(d),
+                json_num(c),
+                json_num(t)
+            )
+        });
+    }
+    let git_rev = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(&root)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let json = format!(
+        "{{\n  \"host\": {{\"os\": \"{}\", \"arch\": \"{}\", \"cpu\": \"{}\", \"cpus\": {threads}}},\n  \"git_rev\": \"{git_rev}\",\n  \"threads\": {threads},\n  \"rounds\": {rounds},\n  \"steps\": {steps},\n  \"workloads\": [\n    {}\n  ]\n}}\n",
+        std::env::consts::OS,
+        std::env::consts::ARCH,
+        cpu.replace('"', "'"),
+        rows.join(",\n    ")
+    );
+    match out {
+        Some(p) => {
+            std::fs::write(&p, &json).with_context(|| format!("writing {}", p.display()))?;
+            eprintln!("wrote {}", p.display());
+        }
+        None => print!("{json}"),
+    }
     Ok(())
 }

@@ -26,10 +26,7 @@ impl Param {
 
     /// A stride-1, unpadded convolution plus bias, for `xs` of shape `(B, C, H, W)`.
     pub fn conv2d(&self, xs: &Tensor, kernels: Kernels) -> candle_core::Result<Tensor> {
-        let out = self.weight.dim(0)?;
-        kernels
-            .conv2d(xs, &self.weight, 1, 0)?
-            .broadcast_add(&self.bias.reshape((1, out, 1, 1))?)
+        kernels.conv2d(xs, &self.weight, Some(&self.bias), 1, 0)
     }
 }
 

@@ -116,7 +116,7 @@ impl ConvBn {
     }
 
     fn forward(&self, xs: &Tensor, train: bool, k: Kernels) -> candle_core::Result<Tensor> {
-        let y = k.conv2d(xs, &self.weight, self.stride, self.padding)?;
+        let y = k.conv2d(xs, &self.weight, None, self.stride, self.padding)?;
         self.bn.forward(&y, train, k)
     }
 }

@@ -1,63 +1,98 @@
-//! 2-d convolution as im2col plus one matrix product, with a col2im backward.
+//! 2-d convolution on the CPU: per image, im2col and one GEMM straight into the `(O, OH*OW)`
+//! output plane (bias folded in); the backward pass computes the weight and bias gradients (and the
+//! input gradient only when the input needs one) in a single pass over the batch.
+//!
+//! candle 0.11's CPU convolution computes its input gradient through `conv_transpose2d` (8-33x
+//! slower than a GEMM), always computes it, and adds the bias as a separate broadcast op whose
+//! gradient costs two more passes over the output.
 
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::{contiguous_f32, dims4};
 
-/// Geometry of a 2-d convolution's patches: square kernel `k`, stride, symmetric padding.
+/// Geometry of a convolution: square kernel `k`, stride, symmetric padding, input `(C, H, W)`,
+/// `O` filters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Patches {
+struct Geometry {
     k: usize,
     stride: usize,
     pad: usize,
-    /// Input `(C, H, W)`.
     c: usize,
     h: usize,
     w: usize,
+    o: usize,
+    oh: usize,
+    ow: usize,
 }
 
-impl Patches {
-    fn out(&self) -> Result<(usize, usize)> {
+impl Geometry {
+    fn new(
+        x: (usize, usize, usize, usize),
+        w: (usize, usize, usize, usize),
+        stride: usize,
+        pad: usize,
+    ) -> Result<Self> {
+        let (_, c, h, wd) = x;
+        let (o, wc, kh, kw) = w;
+        if wc != c || kh != kw || kh == 0 || stride == 0 {
+            candle_core::bail!(
+                "conv2d: weight of shape {:?} does not fit input of shape {:?} (square kernels, same channels)",
+                [o, wc, kh, kw],
+                [x.0, c, h, wd]
+            );
+        }
         let side = |n: usize| -> Result<usize> {
-            let padded = n + 2 * self.pad;
-            if self.k == 0 || self.stride == 0 || padded < self.k {
+            if n + 2 * pad < kh {
                 candle_core::bail!(
-                    "conv2d: kernel {} stride {} padding {} does not fit an input side of {n}",
-                    self.k,
-                    self.stride,
-                    self.pad
+                    "conv2d: kernel {kh} with padding {pad} does not fit an input side of {n}"
                 );
             }
-            Ok((padded - self.k) / self.stride + 1)
+            Ok((n + 2 * pad - kh) / stride + 1)
         };
-        Ok((side(self.h)?, side(self.w)?))
+        Ok(Self {
+            k: kh,
+            stride,
+            pad,
+            c,
+            h,
+            w: wd,
+            o,
+            oh: side(h)?,
+            ow: side(wd)?,
+        })
     }
 
-    /// Columns of one image: row `oy * OW + ox` holds the `C * k * k` inputs of that output cell
-    /// (channel-major, then kernel row, then kernel column: the order of a `(O, C, k, k)` weight).
-    fn im2col(&self, img: &[f32], cols: &mut [f32], oh: usize, ow: usize) {
-        let (k, ckk) = (self.k, self.c * self.k * self.k);
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let row = &mut cols[(oy * ow + ox) * ckk..(oy * ow + ox + 1) * ckk];
-                let y0 = (oy * self.stride) as isize - self.pad as isize;
-                let x0 = (ox * self.stride) as isize - self.pad as isize;
-                for ch in 0..self.c {
-                    let plane = &img[ch * self.h * self.w..(ch + 1) * self.h * self.w];
-                    for dy in 0..k {
-                        let y = y0 + dy as isize;
-                        let dst = &mut row[(ch * k + dy) * k..(ch * k + dy + 1) * k];
+    fn ckk(&self) -> usize {
+        self.c * self.k * self.k
+    }
+
+    fn l(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    /// `(C k k, L)` columns of one image: row `(ch, dy, dx)`, column `(oy, ox)` holds
+    /// `x[ch, oy * s + dy - p, ox * s + dx - p]` (0 outside the image).
+    fn im2col(&self, img: &[f32], cols: &mut [f32]) {
+        let (k, l) = (self.k, self.l());
+        for ch in 0..self.c {
+            let plane = &img[ch * self.h * self.w..(ch + 1) * self.h * self.w];
+            for dy in 0..k {
+                for dx in 0..k {
+                    let row = &mut cols[((ch * k + dy) * k + dx) * l..((ch * k + dy) * k + dx + 1) * l];
+                    for oy in 0..self.oh {
+                        let y = (oy * self.stride + dy) as isize - self.pad as isize;
+                        let dst = &mut row[oy * self.ow..(oy + 1) * self.ow];
                         if y < 0 || y >= self.h as isize {
                             dst.fill(0.0);
                             continue;
                         }
                         let line = &plane[y as usize * self.w..(y as usize + 1) * self.w];
-                        if x0 >= 0 && x0 as usize + k <= self.w {
-                            dst.copy_from_slice(&line[x0 as usize..x0 as usize + k]);
+                        if self.stride == 1 && self.pad == 0 {
+                            dst.copy_from_slice(&line[dx..dx + self.ow]);
                         } else {
-                            for (dx, d) in dst.iter_mut().enumerate() {
-                                let x = x0 + dx as isize;
+                            for (ox, d) in dst.iter_mut().enumerate() {
+                                let x = (ox * self.stride + dx) as isize - self.pad as isize;
                                 *d = if x < 0 || x >= self.w as isize {
                                     0.0
                                 } else {
@@ -71,26 +106,31 @@ impl Patches {
         }
     }
 
-    /// Adjoint of [`Patches::im2col`]: adds each column entry back to the input cell it came from.
-    fn col2im(&self, cols: &[f32], img: &mut [f32], oh: usize, ow: usize) {
-        let (k, ckk) = (self.k, self.c * self.k * self.k);
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let row = &cols[(oy * ow + ox) * ckk..(oy * ow + ox + 1) * ckk];
-                let y0 = (oy * self.stride) as isize - self.pad as isize;
-                let x0 = (ox * self.stride) as isize - self.pad as isize;
-                for ch in 0..self.c {
-                    for dy in 0..k {
-                        let y = y0 + dy as isize;
+    /// Adjoint of [`Geometry::im2col`]: adds every column entry into the input cell it came from.
+    fn col2im(&self, cols: &[f32], img: &mut [f32]) {
+        let (k, l) = (self.k, self.l());
+        for ch in 0..self.c {
+            let plane = &mut img[ch * self.h * self.w..(ch + 1) * self.h * self.w];
+            for dy in 0..k {
+                for dx in 0..k {
+                    let row = &cols[((ch * k + dy) * k + dx) * l..((ch * k + dy) * k + dx + 1) * l];
+                    for oy in 0..self.oh {
+                        let y = (oy * self.stride + dy) as isize - self.pad as isize;
                         if y < 0 || y >= self.h as isize {
                             continue;
                         }
-                        let base = ch * self.h * self.w + y as usize * self.w;
-                        let src = &row[(ch * k + dy) * k..(ch * k + dy + 1) * k];
-                        for (dx, &v) in src.iter().enumerate() {
-                            let x = x0 + dx as isize;
-                            if x >= 0 && x < self.w as isize {
-                                img[base + x as usize] += v;
+                        let line = &mut plane[y as usize * self.w..(y as usize + 1) * self.w];
+                        let src = &row[oy * self.ow..(oy + 1) * self.ow];
+                        if self.stride == 1 && self.pad == 0 {
+                            for (d, &v) in line[dx..dx + self.ow].iter_mut().zip(src) {
+                                *d += v;
+                            }
+                        } else {
+                            for (ox, &v) in src.iter().enumerate() {
+                                let x = (ox * self.stride + dx) as isize - self.pad as isize;
+                                if x >= 0 && x < self.w as isize {
+                                    line[x as usize] += v;
+                                }
                             }
                         }
                     }
@@ -100,93 +140,359 @@ impl Patches {
     }
 }
 
-impl CustomOp1 for Patches {
-    fn name(&self) -> &'static str {
-        "dtl-im2col"
+/// A row-major matrix view for [`matmul`]: `rows x cols` with the given strides.
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Mat<'a> {
+    fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (b, _, _, _) = dims4(layout, "conv2d input")?;
-        let x = contiguous_f32(s, layout, "conv2d input")?;
-        let (oh, ow) = self.out()?;
-        let ckk = self.c * self.k * self.k;
-        let mut cols = vec![0f32; b * oh * ow * ckk];
-        cols.par_chunks_mut(oh * ow * ckk)
-            .zip(x.par_chunks(self.c * self.h * self.w))
-            .for_each(|(col, img)| self.im2col(img, col, oh, ow));
-        Ok((CpuStorage::F32(cols), Shape::from((b, oh * ow, ckk))))
+    fn t(self) -> Self {
+        Self {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&Col2Im(*self))?))
+    fn last_index(&self) -> usize {
+        (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
     }
 }
 
-/// The gradient of [`Patches`] (im2col) with respect to its input.
-struct Col2Im(Patches);
+/// `dst (m x n, row-major) = [dst +] a (m x k) b (k x n)`, single-threaded (callers parallelise
+/// over images).
+fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(b.rows == k && dst.len() >= m * n, "matmul: shapes do not chain");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    assert!(
+        a.last_index() < a.data.len() && b.last_index() < b.data.len(),
+        "matmul: view out of bounds"
+    );
+    // SAFETY: the asserts above check that every element gemm reads through the strides of `a`
+    // and `b` lies inside their slices and that `dst` holds the m x n row-major result; the three
+    // slices do not overlap because `dst` is borrowed mutably while `a` and `b` are shared.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
 
-impl CustomOp1 for Col2Im {
-    fn name(&self) -> &'static str {
-        "dtl-col2im"
+fn forward(g: Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, b: usize) -> Vec<f32> {
+    let (ckk, l, o) = (g.ckk(), g.l(), g.o);
+    let mut y = vec![0f32; b * o * l];
+    y.par_chunks_mut(o * l)
+        .zip(x.par_chunks(g.c * g.h * g.w))
+        .for_each_init(
+            || vec![0f32; ckk * l],
+            |cols, (yi, xi)| {
+                g.im2col(xi, cols);
+                if let Some(bias) = bias {
+                    for (row, &bv) in yi.chunks_mut(l).zip(bias) {
+                        row.fill(bv);
+                    }
+                }
+                matmul(yi, Mat::new(w, o, ckk), Mat::new(cols, ckk, l), bias.is_some());
+            },
+        );
+    y
+}
+
+/// Gradients `(dx, dw, db)` of the convolution for output gradient `dy`; `dx` only if asked.
+fn backward(
+    g: Geometry,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    b: usize,
+    want_dx: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (ckk, l, o) = (g.ckk(), g.l(), g.o);
+    let chw = g.c * g.h * g.w;
+    let mut dx = if want_dx { vec![0f32; b * chw] } else { Vec::new() };
+    let per_image = |acc: &mut (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>),
+                     xi: &[f32],
+                     dyi: &[f32],
+                     dxi: Option<&mut [f32]>| {
+        let (dw, db, cols, dcols) = acc;
+        g.im2col(xi, cols);
+        // dW += dY (O x L) cols^T (L x CKK)
+        matmul(dw, Mat::new(dyi, o, l), Mat::new(cols, ckk, l).t(), true);
+        for (d, row) in db.iter_mut().zip(dyi.chunks(l)) {
+            *d += row.iter().sum::<f32>();
+        }
+        if let Some(dxi) = dxi {
+            // dcols (CKK x L) = W^T (CKK x O) dY (O x L), then scattered back.
+            matmul(dcols, Mat::new(w, o, ckk).t(), Mat::new(dyi, o, l), false);
+            g.col2im(dcols, dxi);
+        }
+    };
+    let init = || {
+        (
+            vec![0f32; o * ckk],
+            vec![0f32; o],
+            vec![0f32; ckk * l],
+            vec![0f32; if want_dx { ckk * l } else { 0 }],
+        )
+    };
+    let merge = |mut a: (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>),
+                 b: (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)| {
+        a.0.iter_mut().zip(&b.0).for_each(|(p, q)| *p += q);
+        a.1.iter_mut().zip(&b.1).for_each(|(p, q)| *p += q);
+        a
+    };
+    let sums = if want_dx {
+        dx.par_chunks_mut(chw)
+            .zip(x.par_chunks(chw).zip(dy.par_chunks(o * l)))
+            .fold(init, |mut acc, (dxi, (xi, dyi))| {
+                per_image(&mut acc, xi, dyi, Some(dxi));
+                acc
+            })
+            .reduce(init, merge)
+    } else {
+        x.par_chunks(chw)
+            .zip(dy.par_chunks(o * l))
+            .fold(init, |mut acc, (xi, dyi)| {
+                per_image(&mut acc, xi, dyi, None);
+                acc
+            })
+            .reduce(init, merge)
+    };
+    (dx, sums.0, sums.1)
+}
+
+/// The convolution op; `Conv` is applied as a two-argument op without bias and a three-argument op
+/// with it.
+#[derive(Debug, Clone, Copy)]
+struct Conv {
+    stride: usize,
+    pad: usize,
+}
+
+impl Conv {
+    fn fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bias: Option<&[f32]>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let xd = dims4(xl, "conv2d input")?;
+        let wd = dims4(wl, "conv2d weight")?;
+        let g = Geometry::new(xd, wd, self.stride, self.pad)?;
+        let x = contiguous_f32(xs, xl, "conv2d input")?;
+        let w = contiguous_f32(ws, wl, "conv2d weight")?;
+        let y = forward(g, x, w, bias, xd.0);
+        Ok((CpuStorage::F32(y), Shape::from((xd.0, g.o, g.oh, g.ow))))
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let p = self.0;
-        let cols = match layout.contiguous_offsets() {
-            Some((a, z)) => match s {
-                CpuStorage::F32(d) => &d[a..z],
-                _ => candle_core::bail!("conv2d backward: gradient must be f32"),
-            },
-            None => candle_core::bail!("conv2d backward: gradient must be contiguous"),
+    fn grads(&self, x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Tensor, Tensor)> {
+        let want_dx = x.track_op();
+        let packed = x.apply_op3_no_bwd(w, &grad.contiguous()?, &ConvBackward { conv: *self, want_dx })?;
+        let (nx, nw, o) = (
+            if want_dx { x.elem_count() } else { 0 },
+            w.elem_count(),
+            w.dim(0)?,
+        );
+        let dx = if want_dx {
+            Some(packed.narrow(0, 0, nx)?.reshape(x.shape())?)
+        } else {
+            None
         };
-        let (oh, ow) = p.out()?;
-        let b = layout.shape().dims()[0];
-        let per_img = p.c * p.h * p.w;
-        let mut img = vec![0f32; b * per_img];
-        img.par_chunks_mut(per_img)
-            .zip(cols.par_chunks(oh * ow * p.c * p.k * p.k))
-            .for_each(|(im, col)| p.col2im(col, im, oh, ow));
-        Ok((CpuStorage::F32(img), Shape::from((b, p.c, p.h, p.w))))
+        let dw = packed.narrow(0, nx, nw)?.reshape(w.shape())?;
+        let db = packed.narrow(0, nx + nw, o)?;
+        Ok((dx, dw, db))
+    }
+}
+
+impl CustomOp2 for Conv {
+    fn name(&self) -> &'static str {
+        "dtl-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.fwd(xs, xl, ws, wl, None)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, _) = self.grads(x, w, grad)?;
+        Ok((dx, Some(dw)))
+    }
+}
+
+impl CustomOp3 for Conv {
+    fn name(&self) -> &'static str {
+        "dtl-conv2d-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let bias = contiguous_f32(bs, bl, "conv2d bias")?;
+        self.fwd(xs, xl, ws, wl, Some(bias))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, db) = self.grads(x, w, grad)?;
+        Ok((dx, Some(dw), Some(db)))
+    }
+}
+
+/// `(x, w, dy)` to `[dx (if wanted), dw, db]` packed into one flat tensor.
+struct ConvBackward {
+    conv: Conv,
+    want_dx: bool,
+}
+
+impl CustomOp3 for ConvBackward {
+    fn name(&self) -> &'static str {
+        "dtl-conv2d-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let xd = dims4(xl, "conv2d input")?;
+        let g = Geometry::new(xd, dims4(wl, "conv2d weight")?, self.conv.stride, self.conv.pad)?;
+        let x = contiguous_f32(xs, xl, "conv2d input")?;
+        let w = contiguous_f32(ws, wl, "conv2d weight")?;
+        let dy = contiguous_f32(gs, gl, "conv2d output gradient")?;
+        if dy.len() != xd.0 * g.o * g.l() {
+            candle_core::bail!(
+                "conv2d backward: gradient has {} values, expected {}",
+                dy.len(),
+                xd.0 * g.o * g.l()
+            );
+        }
+        let (mut dx, dw, db) = backward(g, x, w, dy, xd.0, self.want_dx);
+        dx.extend_from_slice(&dw);
+        dx.extend_from_slice(&db);
+        let n = dx.len();
+        Ok((CpuStorage::F32(dx), Shape::from(n)))
     }
 }
 
 /// 2-d convolution of `xs` `(B, C, H, W)` with a square kernel `w` `(O, C, k, k)`, stride and
-/// symmetric zero padding (no bias), as PyTorch's `conv2d(xs, w, stride=stride, padding=padding)`.
+/// symmetric zero padding, plus an optional `bias` `(O,)`: PyTorch's
+/// `conv2d(xs, w, bias, stride=stride, padding=padding)`.
 ///
-/// On the CPU (f32) it is an im2col custom op followed by one matrix product, so that both
-/// gradients are matrix products plus a col2im scatter: candle 0.11's own CPU backward goes through
-/// `conv_transpose2d` and is several times slower. The input gradient is only computed when the
-/// input needs one (not for the images entering the first layer). On other devices it is candle's
-/// `conv2d`.
+/// On the CPU (f32) this is dtl's kernel (see the module docs); the input gradient is computed only
+/// when `xs` needs one (not for the images entering the first layer). On other devices it is
+/// candle's `conv2d` plus a broadcast bias.
+pub fn conv2d_bias(
+    xs: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    let xd = xs.dims4()?;
+    let wd = w.dims4()?;
+    Geometry::new(xd, wd, stride, padding)?;
+    if let Some(b) = bias {
+        if b.dims() != [wd.0] {
+            candle_core::bail!(
+                "conv2d: bias of shape {:?} does not fit {} filters",
+                b.dims(),
+                wd.0
+            );
+        }
+    }
+    let on_cpu = xs.device().is_cpu() && xs.dtype() == DType::F32 && w.dtype() == DType::F32;
+    if !on_cpu {
+        let y = xs.conv2d(w, padding, stride, 1, 1)?;
+        return match bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, wd.0, 1, 1))?),
+            None => Ok(y),
+        };
+    }
+    let op = Conv { stride, pad: padding };
+    let (xs, w) = (xs.contiguous()?, w.contiguous()?);
+    match bias {
+        Some(b) => xs.apply_op3(&w, &b.contiguous()?, op),
+        None => xs.apply_op2(&w, op),
+    }
+}
+
+/// [`conv2d_bias`] without bias.
 pub fn conv2d(xs: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    let (b, c, h, wd) = xs.dims4()?;
-    let (o, wc, kh, kw) = w.dims4()?;
-    if wc != c || kh != kw {
-        candle_core::bail!(
-            "conv2d: weight of shape {:?} does not fit input of shape {:?} (square kernels, same channels)",
-            w.dims(),
-            xs.dims()
-        );
-    }
-    if !(xs.device().is_cpu() && xs.dtype() == DType::F32 && w.dtype() == DType::F32) {
-        return xs.conv2d(w, padding, stride, 1, 1);
-    }
-    let p = Patches {
-        k: kh,
-        stride,
-        pad: padding,
-        c,
-        h,
-        w: wd,
-    };
-    let (oh, ow) = p.out()?;
-    let cols = xs.contiguous()?.apply_op1(p)?; // (B, L, C k k)
-    let cols = cols.reshape((b * oh * ow, c * kh * kw))?;
-    let y = cols.matmul(&w.reshape((o, c * kh * kw))?.t()?)?; // (B L, O)
-    y.reshape((b, oh * ow, o))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((b, o, oh, ow))
+    conv2d_bias(xs, w, None, stride, padding)
 }
 
 #[cfg(test)]
@@ -199,7 +505,7 @@ mod tests {
         (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
     }
 
-    /// Forward and both gradients against a direct six-loop convolution written out here.
+    /// Forward and all gradients against a direct six-loop convolution written out here.
     #[test]
     fn conv2d_matches_direct_loops() -> Result<()> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
@@ -207,12 +513,15 @@ mod tests {
             (2, 3, 7, 6, 4, 3, 1, 1),
             (1, 2, 9, 9, 3, 5, 2, 2),
             (3, 1, 8, 8, 2, 5, 1, 0),
+            (2, 4, 6, 6, 3, 1, 2, 0),
         ] {
             let xv = rand_vec(&mut rng, b * c * h * w);
             let wv = rand_vec(&mut rng, o * c * k * k);
+            let bv = rand_vec(&mut rng, o);
             let x = Var::from_vec(xv.clone(), (b, c, h, w), &Device::Cpu)?;
             let wt = Var::from_vec(wv.clone(), (o, c, k, k), &Device::Cpu)?;
-            let y = conv2d(x.as_tensor(), wt.as_tensor(), s, p)?;
+            let bt = Var::from_vec(bv.clone(), o, &Device::Cpu)?;
+            let y = conv2d_bias(x.as_tensor(), wt.as_tensor(), Some(bt.as_tensor()), s, p)?;
             let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
             assert_eq!(y.dims(), &[b, o, oh, ow]);
             let gy = rand_vec(&mut rng, b * o * oh * ow);
@@ -222,14 +531,18 @@ mod tests {
             let yv = y.flatten_all()?.to_vec1::<f32>()?;
             let gx = grads.get(&x).unwrap().flatten_all()?.to_vec1::<f32>()?;
             let gw = grads.get(&wt).unwrap().flatten_all()?.to_vec1::<f32>()?;
+            let gb = grads.get(&bt).unwrap().flatten_all()?.to_vec1::<f32>()?;
             let mut ey = vec![0f32; yv.len()];
             let mut egx = vec![0f32; gx.len()];
             let mut egw = vec![0f32; gw.len()];
+            let mut egb = vec![0f32; o];
             for n in 0..b {
                 for f in 0..o {
                     for oy in 0..oh {
                         for ox in 0..ow {
                             let yi = ((n * o + f) * oh + oy) * ow + ox;
+                            ey[yi] += bv[f];
+                            egb[f] += gy[yi];
                             for ch in 0..c {
                                 for dy in 0..k {
                                     for dx in 0..k {
@@ -250,15 +563,47 @@ mod tests {
                     }
                 }
             }
-            for (name, got, want) in [("y", &yv, &ey), ("dx", &gx, &egx), ("dw", &gw, &egw)] {
+            for (name, got, want) in [
+                ("y", &yv, &ey),
+                ("dx", &gx, &egx),
+                ("dw", &gw, &egw),
+                ("db", &gb, &egb),
+            ] {
                 for (i, (g, e)) in got.iter().zip(want.iter()).enumerate() {
                     assert!(
-                        (g - e).abs() < 1e-4,
+                        (g - e).abs() < 1e-4 * e.abs().max(1.0),
                         "{name}[{i}]: {g} vs {e} (case b{b} c{c} {h}x{w} o{o} k{k} s{s} p{p})"
                     );
                 }
             }
+            // Without bias: the same as with a zero bias.
+            let y0 = conv2d(x.as_tensor(), wt.as_tensor(), s, p)?;
+            let yz = conv2d_bias(
+                x.as_tensor(),
+                wt.as_tensor(),
+                Some(&bt.as_tensor().zeros_like()?),
+                s,
+                p,
+            )?;
+            assert_eq!(
+                y0.flatten_all()?.to_vec1::<f32>()?,
+                yz.flatten_all()?.to_vec1::<f32>()?
+            );
         }
+        Ok(())
+    }
+
+    #[test]
+    fn no_input_gradient_for_plain_inputs() -> Result<()> {
+        let x = Tensor::ones((2, 1, 5, 5), DType::F32, &Device::Cpu)?;
+        let w = Var::ones((2, 1, 3, 3), DType::F32, &Device::Cpu)?;
+        let grads = conv2d(&x, w.as_tensor(), 1, 0)?.sum_all()?.backward()?;
+        assert!(grads.get(&x).is_none());
+        // Each weight sees 2 images x 9 output cells of ones.
+        assert_eq!(
+            grads.get(&w).unwrap().flatten_all()?.to_vec1::<f32>()?,
+            vec![18.0; 18]
+        );
         Ok(())
     }
 
@@ -271,5 +616,9 @@ mod tests {
             err.contains("[3, 1, 3, 3]") && err.contains("[1, 2, 5, 5]"),
             "{err}"
         );
+        let w = Tensor::zeros((3, 2, 3, 3), DType::F32, &Device::Cpu).unwrap();
+        let b = Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap();
+        let err = conv2d_bias(&x, &w, Some(&b), 1, 0).unwrap_err().to_string();
+        assert!(err.contains("bias"), "{err}");
     }
 }

@@ -18,11 +18,24 @@ pub enum Kernels {
 }
 
 impl Kernels {
-    /// `conv2d(xs, w, stride, padding)` without bias.
-    pub fn conv2d(&self, xs: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    /// `conv2d(xs, w, bias, stride, padding)`.
+    pub fn conv2d(
+        &self,
+        xs: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Tensor> {
         match self {
-            Kernels::Dtl => crate::conv2d(xs, w, stride, padding),
-            Kernels::Candle => xs.conv2d(w, padding, stride, 1, 1),
+            Kernels::Dtl => crate::conv2d_bias(xs, w, bias, stride, padding),
+            Kernels::Candle => {
+                let y = xs.conv2d(w, padding, stride, 1, 1)?;
+                match bias {
+                    Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?),
+                    None => Ok(y),
+                }
+            }
         }
     }
 
@@ -122,7 +135,7 @@ mod tests {
             let w = Var::from_vec(wv.clone(), (4, 3, 3, 3), &Device::Cpu)?;
             let g = Var::from_vec(vec![1.0f32, 0.5, 2.0, 1.5], 4, &Device::Cpu)?;
             let b = Var::from_vec(vec![0.1f32, -0.2, 0.0, 0.3], 4, &Device::Cpu)?;
-            let y = k.conv2d(x.as_tensor(), w.as_tensor(), 2, 1)?;
+            let y = k.conv2d(x.as_tensor(), w.as_tensor(), None, 2, 1)?;
             let (y, _, _) = k.batch_norm_train(&y, g.as_tensor(), b.as_tensor(), 1e-5)?;
             let y = k.max_pool2d(&y.relu()?, 3, 2, 1)?;
             let loss = (y.sqr()?.sum_all()? + y.sum_all()?)?;

@@ -26,7 +26,7 @@ mod kernels;
 mod norm;
 mod pool;
 
-pub use conv::conv2d;
+pub use conv::{conv2d, conv2d_bias};
 pub use kernels::Kernels;
 pub use norm::{batch_norm_composed, batch_norm_eval, batch_norm_train};
 pub use pool::max_pool2d;

@@ -1,0 +1,240 @@
+//! Training-step benchmarks W1-W4 (run by `cargo xtask bench`, which alternates implementations in
+//! separate processes and compares with PyTorch through `scripts/bench_torch.py`).
+//!
+//! ```text
+//! cargo bench -p dtl --bench workloads -- prepare --dir DIR
+//! cargo bench -p dtl --bench workloads -- run --workload W1 --impl dtl|candle --dir DIR [--steps N] [--warmup N]
+//! ```
+//!
+//! - W1: LeNet-style (conv 32 5x5, pool, conv 64 5x5, pool, fc 500, fc 10) on 1x28x28, batch 128,
+//!   one SGD-with-momentum training step.
+//! - W2: W1 plus a 5-bandwidth Gaussian MMD^2 between the 500-d features of a source and a target
+//!   batch (two forward passes).
+//! - W3: ResNet-18 topology at widths 16/32/64/128 on 3x32x32, batch 64, batch norm in training mode.
+//! - W4: W3 in evaluation mode, batch 256 (throughput).
+//!
+//! `prepare` writes one safetensors file per workload with the initial weights and the batches, so
+//! that every implementation starts from the same numbers. `run` prints one line
+//! `RESULT workload=W1 impl=dtl median_ms=.. rss_mb=.. loss0=.. loss_last=..`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use dtl::backbones::init::{uniform_param, Param};
+use dtl::backbones::{Kernels, LeNet, LeNetConfig, ResNet, ResNetConfig};
+use dtl::core::{params, Backbone};
+use dtl::strategies::{Optimizer, OptimizerKind, ParamGroup};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// The same allocator as the `dtl` binary (see `src/main.rs`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+struct Model {
+    backbone: Box<dyn Backbone>,
+    head: Param,
+    vm: VarMap,
+}
+
+fn build(workload: &str, kernels: Kernels) -> Result<Model> {
+    let vm = VarMap::new();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let dev = Device::Cpu;
+    let backbone: Box<dyn Backbone> = match workload {
+        "W1" | "W2" => Box::new(LeNet::new(
+            LeNetConfig {
+                conv1: 32,
+                conv2: 64,
+                fc: 500,
+                dropout: 0.0,
+                kernels,
+                ..Default::default()
+            },
+            &vm,
+            &mut rng,
+            0,
+            &dev,
+        )?),
+        "W3" | "W4" => {
+            let mut cfg = ResNetConfig::resnet18([16, 32, 64, 128], 3, 32);
+            cfg.kernels = kernels;
+            Box::new(ResNet::new(cfg, &vm, &mut rng, &dev)?)
+        }
+        other => bail!("unknown workload `{other}` (W1, W2, W3, W4)"),
+    };
+    let head = uniform_param(&vm, "head", &[10, backbone.feature_dim()], &mut rng, &dev)?;
+    Ok(Model { backbone, head, vm })
+}
+
+fn batch(workload: &str) -> (usize, (usize, usize, usize)) {
+    match workload {
+        "W1" | "W2" => (128, (1, 28, 28)),
+        "W3" => (64, (3, 32, 32)),
+        _ => (256, (3, 32, 32)),
+    }
+}
+
+fn prepare(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    for w in ["W1", "W2", "W3", "W4"] {
+        let model = build(w, Kernels::Dtl)?;
+        let mut tensors: HashMap<String, Tensor> = params::snapshot(&model.vm)?.into_iter().collect();
+        let (b, (c, h, wd)) = batch(w);
+        let mut images = |n: usize| -> Result<Tensor> {
+            let v: Vec<f32> = (0..n * c * h * wd).map(|_| rng.random::<f32>()).collect();
+            Ok(Tensor::from_vec(v, (n, c, h, wd), &Device::Cpu)?)
+        };
+        tensors.insert("input.x".into(), images(b)?);
+        if w == "W2" {
+            tensors.insert("input.xt".into(), (images(b)? * 0.5)?);
+        }
+        let y: Vec<i64> = (0..b).map(|_| rng.random_range(0..10)).collect();
+        tensors.insert("input.y".into(), Tensor::from_vec(y, b, &Device::Cpu)?);
+        candle_core::safetensors::save(&tensors, dir.join(format!("{w}.safetensors")))?;
+    }
+    println!("prepared {}", dir.display());
+    Ok(())
+}
+
+/// Biased MMD^2 with a sum of Gaussian kernels at 5 bandwidths around the mean pairwise squared
+/// distance (multipliers 1/4 .. 4, the bandwidth itself detached), as DAN (Long et al. 2015) uses.
+fn mmd2(xs: &Tensor, xt: &Tensor) -> candle_core::Result<Tensor> {
+    let n = xs.dim(0)?;
+    let z = Tensor::cat(&[xs, xt], 0)?;
+    let sq = z.sqr()?.sum_keepdim(1)?;
+    let d2 = (sq.broadcast_add(&sq.t()?)? - (z.matmul(&z.t()?)? * 2.0)?)?.relu()?;
+    let m = 2 * n;
+    let base = (d2.detach().sum_all()? / ((m * m - m) as f64))?;
+    let mut k: Option<Tensor> = None;
+    for mult in [0.25, 0.5, 1.0, 2.0, 4.0] {
+        let bw = (&base * (2.0 * mult))?;
+        let e = d2.broadcast_div(&bw)?.neg()?.exp()?;
+        k = Some(match k {
+            None => e,
+            Some(acc) => (acc + e)?,
+        });
+    }
+    let k = k.expect("five bandwidths");
+    let kss = k.narrow(0, 0, n)?.narrow(1, 0, n)?.mean_all()?;
+    let ktt = k.narrow(0, n, n)?.narrow(1, n, n)?.mean_all()?;
+    let kst = k.narrow(0, 0, n)?.narrow(1, n, n)?.mean_all()?;
+    (kss + ktt)? - (kst * 2.0)?
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn run(workload: &str, kernels: Kernels, dir: &Path, steps: usize, warmup: usize) -> Result<()> {
+    let file = dir.join(format!("{workload}.safetensors"));
+    let mut tensors = candle_core::safetensors::load(&file, &Device::Cpu)
+        .with_context(|| format!("{} (run `prepare` first)", file.display()))?;
+    let x = tensors.remove("input.x").context("input.x")?;
+    let y = tensors
+        .remove("input.y")
+        .context("input.y")?
+        .to_dtype(DType::U32)?;
+    let xt = tensors.remove("input.xt");
+    let model = build(workload, kernels)?;
+    for (name, var) in params::all(&model.vm) {
+        let t = tensors
+            .get(&name)
+            .with_context(|| format!("{}: no tensor `{name}`", file.display()))?;
+        var.set(t)?;
+    }
+    let mut times = Vec::new();
+    let mut losses = Vec::new();
+    if workload == "W4" {
+        for i in 0..warmup + steps {
+            let t0 = Instant::now();
+            let logits = model.head.linear(&model.backbone.features(&x, false)?)?.detach();
+            let _ = logits.sum_all()?.to_scalar::<f32>()?;
+            if i >= warmup {
+                times.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    } else {
+        let group = ParamGroup::new(params::trainable(&model.vm));
+        let mut opt = Optimizer::new(
+            OptimizerKind::Sgd {
+                momentum: 0.9,
+                nesterov: false,
+            },
+            0.01,
+            0.0,
+            vec![group],
+        )?;
+        for i in 0..warmup + steps {
+            let t0 = Instant::now();
+            let fs = model.backbone.features(&x, true)?;
+            let logits = model.head.linear(&fs)?;
+            let mut loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+            if let Some(xt) = &xt {
+                let ft = model.backbone.features(xt, true)?;
+                loss = (loss + mmd2(&fs, &ft)?)?;
+            }
+            losses.push(loss.to_scalar::<f32>()?);
+            opt.backward_step(&loss)?;
+            if i >= warmup {
+                times.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    let mut sorted = times.clone();
+    sorted.sort_by(|a, b| a.partial_cmp(b).expect("finite times"));
+    let median = sorted[sorted.len() / 2];
+    let imp = match kernels {
+        Kernels::Dtl => "dtl",
+        Kernels::Candle => "candle",
+    };
+    println!(
+        "RESULT workload={workload} impl={imp} median_ms={median:.2} rss_mb={:.1} loss0={} loss_last={}",
+        peak_rss_mb().unwrap_or(f64::NAN),
+        losses.first().map_or(f32::NAN, |v| *v),
+        losses.last().map_or(f32::NAN, |v| *v),
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let dir = PathBuf::from(flag("--dir").unwrap_or_else(|| "target/bench".into()));
+    match args.first().map(String::as_str) {
+        Some("prepare") => prepare(&dir),
+        Some("run") => {
+            let workload = flag("--workload").context("--workload W1|W2|W3|W4")?;
+            let kernels = match flag("--impl").as_deref() {
+                Some("dtl") => Kernels::Dtl,
+                Some("candle") => Kernels::Candle,
+                other => bail!("--impl dtl|candle, got {other:?}"),
+            };
+            let steps = flag("--steps").map(|s| s.parse()).transpose()?.unwrap_or(10);
+            let warmup = flag("--warmup").map(|s| s.parse()).transpose()?.unwrap_or(2);
+            run(&workload, kernels, &dir, steps, warmup)
+        }
+        // `cargo bench` without arguments: a quick run of every workload with dtl's kernels.
+        None => {
+            prepare(&dir)?;
+            for w in ["W1", "W2", "W3", "W4"] {
+                run(w, Kernels::Dtl, &dir, 5, 1)?;
+            }
+            Ok(())
+        }
+        Some(other) => bail!("unknown command `{other}`: prepare | run"),
+    }
+}

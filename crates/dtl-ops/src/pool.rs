@@ -30,6 +30,21 @@ impl Pool {
     /// Index (within the plane) of the first maximum of output cell `(oy, ox)`.
     #[inline]
     fn argmax(&self, plane: &[f32], h: usize, w: usize, oy: usize, ox: usize) -> (usize, f32) {
+        if self.pad == 0 {
+            // Every window lies inside the plane: no bounds to test.
+            let base = oy * self.stride * w + ox * self.stride;
+            let (mut at, mut best) = (base, plane[base]);
+            for dy in 0..self.k {
+                let row = &plane[base + dy * w..base + dy * w + self.k];
+                for (dx, &v) in row.iter().enumerate() {
+                    if v > best || (v.is_nan() && !best.is_nan()) {
+                        best = v;
+                        at = base + dy * w + dx;
+                    }
+                }
+            }
+            return (at, best);
+        }
         let y0 = (oy * self.stride) as isize - self.pad as isize;
         let x0 = (ox * self.stride) as isize - self.pad as isize;
         let mut best = f32::NEG_INFINITY;

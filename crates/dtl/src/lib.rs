@@ -24,6 +24,7 @@
 use std::path::PathBuf;
 
 pub mod experiment;
+pub mod runtime;
 
 pub use dtl_backbones as backbones;
 pub use dtl_core as core;

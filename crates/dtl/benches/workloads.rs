@@ -206,7 +206,6 @@ fn run(workload: &str, kernels: Kernels, dir: &Path, steps: usize, warmup: usize
 }
 
 fn main() -> Result<()> {
-    dtl::runtime::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let flag = |name: &str| {
         args.iter()

@@ -24,7 +24,6 @@
 use std::path::PathBuf;
 
 pub mod experiment;
-pub mod runtime;
 
 pub use dtl_backbones as backbones;
 pub use dtl_core as core;

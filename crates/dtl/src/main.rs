@@ -130,7 +130,6 @@ struct FetchArgs {
 }
 
 fn main() -> Result<()> {
-    dtl::runtime::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

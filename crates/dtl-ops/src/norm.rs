@@ -1,6 +1,6 @@
 //! Batch normalisation (Ioffe & Szegedy 2015) in training mode, with its backward pass.
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
 use crate::contiguous_f32;
@@ -32,6 +32,83 @@ fn channel_stats(x: &[f32], b: usize, c: usize, s: usize, eps: f64) -> Vec<(f64,
             (mean, 1.0 / (var + eps).sqrt())
         })
         .collect()
+}
+
+/// Per-channel batch mean and unbiased variance, `(2, C)`, for the running statistics.
+struct ChannelStats;
+
+impl CustomOp1 for ChannelStats {
+    fn name(&self) -> &'static str {
+        "dtl-channel-stats"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, c, s) = bcs(xl, "batch_norm input")?;
+        let x = contiguous_f32(xs, xl, "batch_norm input")?;
+        let n = (b * s) as f64;
+        let stats = channel_stats(x, b, c, s, 0.0);
+        let mut out = vec![0f32; 2 * c];
+        for (ch, (mean, inv)) in stats.into_iter().enumerate() {
+            out[ch] = mean as f32;
+            // inv = 1 / sqrt(biased variance): back to the unbiased variance.
+            let biased = if inv.is_finite() { 1.0 / (inv * inv) } else { 0.0 };
+            out[c + ch] = (biased * n / (n - 1.0)) as f32;
+        }
+        Ok((CpuStorage::F32(out), Shape::from((2, c))))
+    }
+}
+
+/// `y = x * scale[c] + shift[c]` per channel (batch norm in evaluation mode), `(x, scale, shift)`.
+struct ChannelAffine;
+
+impl CustomOp3 for ChannelAffine {
+    fn name(&self) -> &'static str {
+        "dtl-channel-affine"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ss: &CpuStorage,
+        sl: &Layout,
+        hs: &CpuStorage,
+        hl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, c, s) = bcs(xl, "batch_norm input")?;
+        let x = contiguous_f32(xs, xl, "batch_norm input")?;
+        let scale = contiguous_f32(ss, sl, "batch_norm scale")?;
+        let shift = contiguous_f32(hs, hl, "batch_norm shift")?;
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(s)
+            .zip(x.par_chunks(s))
+            .enumerate()
+            .for_each(|(p, (yp, xp))| {
+                let (a, b) = (scale[p % c], shift[p % c]);
+                for (o, &v) in yp.iter_mut().zip(xp) {
+                    *o = v * a + b;
+                }
+            });
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        scale: &Tensor,
+        _shift: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let c = scale.elem_count();
+        let mut bshape = vec![1usize; x.rank()];
+        bshape[1] = c;
+        let reduce: Vec<usize> = (0..x.rank()).filter(|&d| d != 1).collect();
+        let dx = grad.broadcast_mul(&scale.reshape(bshape.as_slice())?)?;
+        let dscale = (grad * x)?.sum(reduce.as_slice())?;
+        let dshift = grad.sum(reduce.as_slice())?;
+        Ok((Some(dx), Some(dscale), Some(dshift)))
+    }
 }
 
 struct BatchNorm {
@@ -243,6 +320,11 @@ pub fn batch_norm_eval(
     bshape[1] = dims[1];
     let scale = (gamma / (var + eps)?.sqrt()?)?;
     let shift = (beta - (mean * &scale)?)?;
+    if xs.device().is_cpu() && xs.dtype() == DType::F32 && dims.len() >= 2 {
+        return xs
+            .contiguous()?
+            .apply_op3(&scale.contiguous()?, &shift.contiguous()?, ChannelAffine);
+    }
     xs.broadcast_mul(&scale.reshape(bshape.as_slice())?)?
         .broadcast_add(&shift.reshape(bshape.as_slice())?)
 }
@@ -348,6 +430,51 @@ mod tests {
                 "dx[{i}] {} vs {fd}",
                 dx[i]
             );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn eval_mode_matches_its_formula_and_gradients() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::from_vec(
+            (0..24).map(|i| i as f32 * 0.1 - 1.0).collect::<Vec<_>>(),
+            (2, 3, 2, 2),
+            &dev,
+        )?;
+        let mean = Tensor::new(&[0.1f32, -0.2, 0.3], &dev)?;
+        let var = Tensor::new(&[1.5f32, 0.5, 2.0], &dev)?;
+        let g = Var::new(&[1.0f32, 2.0, -0.5], &dev)?;
+        let b = Var::new(&[0.0f32, 0.1, 0.2], &dev)?;
+        let y = batch_norm_eval(x.as_tensor(), &mean, &var, g.as_tensor(), b.as_tensor(), 1e-5)?;
+        let yv = y.flatten_all()?.to_vec1::<f32>()?;
+        let xv = x.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+        let (m, v, gv, bv) = (
+            [0.1f32, -0.2, 0.3],
+            [1.5f32, 0.5, 2.0],
+            [1.0f32, 2.0, -0.5],
+            [0.0f32, 0.1, 0.2],
+        );
+        for i in 0..24 {
+            let c = (i / 4) % 3;
+            let want = (xv[i] - m[c]) / (v[c] + 1e-5).sqrt() * gv[c] + bv[c];
+            assert!((yv[i] - want).abs() < 1e-5, "y[{i}] {} vs {want}", yv[i]);
+        }
+        let grads = y.sum_all()?.backward()?;
+        let dx = grads.get(&x).unwrap().flatten_all()?.to_vec1::<f32>()?;
+        let dg = grads.get(&g).unwrap().to_vec1::<f32>()?;
+        let db = grads.get(&b).unwrap().to_vec1::<f32>()?;
+        for i in 0..24 {
+            let c = (i / 4) % 3;
+            assert!((dx[i] - gv[c] / (v[c] + 1e-5).sqrt()).abs() < 1e-5);
+        }
+        for c in 0..3 {
+            let xs: f32 = (0..24)
+                .filter(|i| (i / 4) % 3 == c)
+                .map(|i| (xv[i] - m[c]) / (v[c] + 1e-5).sqrt())
+                .sum();
+            assert!((dg[c] - xs).abs() < 1e-4, "dgamma[{c}] {} vs {xs}", dg[c]);
+            assert!((db[c] - 8.0).abs() < 1e-5);
         }
         Ok(())
     }

@@ -71,33 +71,46 @@ impl Geometry {
         self.oh * self.ow
     }
 
+    /// Output columns `ox` whose input column `ox * s + dx - p` lies inside the image.
+    #[inline]
+    fn valid_ox(&self, dx: usize) -> std::ops::Range<usize> {
+        let (s, p) = (self.stride, self.pad);
+        // ox * s + dx >= p  and  ox * s + dx - p < w
+        let lo = if dx >= p { 0 } else { (p - dx).div_ceil(s) };
+        let hi = if self.w + p > dx {
+            (self.w + p - dx).div_ceil(s).min(self.ow)
+        } else {
+            0
+        };
+        lo..hi.max(lo)
+    }
+
     /// `(C k k, L)` columns of one image: row `(ch, dy, dx)`, column `(oy, ox)` holds
     /// `x[ch, oy * s + dy - p, ox * s + dx - p]` (0 outside the image).
     fn im2col(&self, img: &[f32], cols: &mut [f32]) {
-        let (k, l) = (self.k, self.l());
+        let (k, l, s) = (self.k, self.l(), self.stride);
         for ch in 0..self.c {
             let plane = &img[ch * self.h * self.w..(ch + 1) * self.h * self.w];
             for dy in 0..k {
                 for dx in 0..k {
                     let row = &mut cols[((ch * k + dy) * k + dx) * l..((ch * k + dy) * k + dx + 1) * l];
+                    let valid = self.valid_ox(dx);
                     for oy in 0..self.oh {
-                        let y = (oy * self.stride + dy) as isize - self.pad as isize;
+                        let y = (oy * s + dy) as isize - self.pad as isize;
                         let dst = &mut row[oy * self.ow..(oy + 1) * self.ow];
-                        if y < 0 || y >= self.h as isize {
+                        if y < 0 || y >= self.h as isize || valid.is_empty() {
                             dst.fill(0.0);
                             continue;
                         }
                         let line = &plane[y as usize * self.w..(y as usize + 1) * self.w];
-                        if self.stride == 1 && self.pad == 0 {
-                            dst.copy_from_slice(&line[dx..dx + self.ow]);
+                        dst[..valid.start].fill(0.0);
+                        dst[valid.end..].fill(0.0);
+                        let x0 = valid.start * s + dx - self.pad;
+                        if s == 1 {
+                            dst[valid.clone()].copy_from_slice(&line[x0..x0 + valid.len()]);
                         } else {
-                            for (ox, d) in dst.iter_mut().enumerate() {
-                                let x = (ox * self.stride + dx) as isize - self.pad as isize;
-                                *d = if x < 0 || x >= self.w as isize {
-                                    0.0
-                                } else {
-                                    line[x as usize]
-                                };
+                            for (d, &v) in dst[valid.clone()].iter_mut().zip(line[x0..].iter().step_by(s)) {
+                                *d = v;
                             }
                         }
                     }
@@ -108,29 +121,31 @@ impl Geometry {
 
     /// Adjoint of [`Geometry::im2col`]: adds every column entry into the input cell it came from.
     fn col2im(&self, cols: &[f32], img: &mut [f32]) {
-        let (k, l) = (self.k, self.l());
+        let (k, l, s) = (self.k, self.l(), self.stride);
         for ch in 0..self.c {
             let plane = &mut img[ch * self.h * self.w..(ch + 1) * self.h * self.w];
             for dy in 0..k {
                 for dx in 0..k {
                     let row = &cols[((ch * k + dy) * k + dx) * l..((ch * k + dy) * k + dx + 1) * l];
+                    let valid = self.valid_ox(dx);
+                    if valid.is_empty() {
+                        continue;
+                    }
+                    let x0 = valid.start * s + dx - self.pad;
                     for oy in 0..self.oh {
-                        let y = (oy * self.stride + dy) as isize - self.pad as isize;
+                        let y = (oy * s + dy) as isize - self.pad as isize;
                         if y < 0 || y >= self.h as isize {
                             continue;
                         }
                         let line = &mut plane[y as usize * self.w..(y as usize + 1) * self.w];
-                        let src = &row[oy * self.ow..(oy + 1) * self.ow];
-                        if self.stride == 1 && self.pad == 0 {
-                            for (d, &v) in line[dx..dx + self.ow].iter_mut().zip(src) {
+                        let src = &row[oy * self.ow + valid.start..oy * self.ow + valid.end];
+                        if s == 1 {
+                            for (d, &v) in line[x0..x0 + src.len()].iter_mut().zip(src) {
                                 *d += v;
                             }
                         } else {
-                            for (ox, &v) in src.iter().enumerate() {
-                                let x = (ox * self.stride + dx) as isize - self.pad as isize;
-                                if x >= 0 && x < self.w as isize {
-                                    line[x as usize] += v;
-                                }
+                            for (d, &v) in line[x0..].iter_mut().step_by(s).zip(src) {
+                                *d += v;
                             }
                         }
                     }
@@ -242,7 +257,14 @@ fn forward(g: Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, b: usize) ->
     y
 }
 
+/// Images per parallel job in the backward pass. Fixed (not derived from the thread count) so that
+/// the weight-gradient sums are added in the same order on every run and every machine.
+const IMAGES_PER_JOB: usize = 8;
+
 /// Gradients `(dx, dw, db)` of the convolution for output gradient `dy`; `dx` only if asked.
+///
+/// Jobs of [`IMAGES_PER_JOB`] images run in parallel, each accumulating its own weight and bias
+/// gradients; the partial sums are then added in job order, so the result is deterministic.
 fn backward(
     g: Geometry,
     x: &[f32],
@@ -253,56 +275,46 @@ fn backward(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (ckk, l, o) = (g.ckk(), g.l(), g.o);
     let chw = g.c * g.h * g.w;
+    let jobs = b.div_ceil(IMAGES_PER_JOB);
     let mut dx = if want_dx { vec![0f32; b * chw] } else { Vec::new() };
-    let per_image = |acc: &mut (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>),
-                     xi: &[f32],
-                     dyi: &[f32],
-                     dxi: Option<&mut [f32]>| {
-        let (dw, db, cols, dcols) = acc;
-        g.im2col(xi, cols);
-        // dW += dY (O x L) cols^T (L x CKK)
-        matmul(dw, Mat::new(dyi, o, l), Mat::new(cols, ckk, l).t(), true);
-        for (d, row) in db.iter_mut().zip(dyi.chunks(l)) {
-            *d += row.iter().sum::<f32>();
+    let job = |j: usize, mut dxc: Option<&mut [f32]>| -> (Vec<f32>, Vec<f32>) {
+        let (mut dw, mut db) = (vec![0f32; o * ckk], vec![0f32; o]);
+        let mut cols = vec![0f32; ckk * l];
+        let mut dcols = vec![0f32; if dxc.is_some() { ckk * l } else { 0 }];
+        for i in j * IMAGES_PER_JOB..((j + 1) * IMAGES_PER_JOB).min(b) {
+            let (xi, dyi) = (&x[i * chw..(i + 1) * chw], &dy[i * o * l..(i + 1) * o * l]);
+            g.im2col(xi, &mut cols);
+            // dW += dY (O x L) cols^T (L x CKK)
+            matmul(&mut dw, Mat::new(dyi, o, l), Mat::new(&cols, ckk, l).t(), true);
+            for (d, row) in db.iter_mut().zip(dyi.chunks(l)) {
+                *d += row.iter().sum::<f32>();
+            }
+            if let Some(dxc) = dxc.as_deref_mut() {
+                // dcols (CKK x L) = W^T (CKK x O) dY (O x L), then scattered back.
+                matmul(&mut dcols, Mat::new(w, o, ckk).t(), Mat::new(dyi, o, l), false);
+                let k = i - j * IMAGES_PER_JOB;
+                g.col2im(&dcols, &mut dxc[k * chw..(k + 1) * chw]);
+            }
         }
-        if let Some(dxi) = dxi {
-            // dcols (CKK x L) = W^T (CKK x O) dY (O x L), then scattered back.
-            matmul(dcols, Mat::new(w, o, ckk).t(), Mat::new(dyi, o, l), false);
-            g.col2im(dcols, dxi);
-        }
+        (dw, db)
     };
-    let init = || {
-        (
-            vec![0f32; o * ckk],
-            vec![0f32; o],
-            vec![0f32; ckk * l],
-            vec![0f32; if want_dx { ckk * l } else { 0 }],
-        )
-    };
-    let merge = |mut a: (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>),
-                 b: (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)| {
-        a.0.iter_mut().zip(&b.0).for_each(|(p, q)| *p += q);
-        a.1.iter_mut().zip(&b.1).for_each(|(p, q)| *p += q);
-        a
-    };
-    let sums = if want_dx {
-        dx.par_chunks_mut(chw)
-            .zip(x.par_chunks(chw).zip(dy.par_chunks(o * l)))
-            .fold(init, |mut acc, (dxi, (xi, dyi))| {
-                per_image(&mut acc, xi, dyi, Some(dxi));
-                acc
-            })
-            .reduce(init, merge)
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = if want_dx {
+        dx.par_chunks_mut(IMAGES_PER_JOB * chw)
+            .enumerate()
+            .map(|(j, c)| job(j, Some(c)))
+            .collect()
     } else {
-        x.par_chunks(chw)
-            .zip(dy.par_chunks(o * l))
-            .fold(init, |mut acc, (xi, dyi)| {
-                per_image(&mut acc, xi, dyi, None);
-                acc
-            })
-            .reduce(init, merge)
+        (0..jobs).into_par_iter().map(|j| job(j, None)).collect()
     };
-    (dx, sums.0, sums.1)
+    let mut parts = partials.into_iter();
+    let (mut dw, mut db) = parts
+        .next()
+        .unwrap_or_else(|| (vec![0f32; o * ckk], vec![0f32; o]));
+    for (pw, pb) in parts {
+        dw.iter_mut().zip(&pw).for_each(|(a, v)| *a += v);
+        db.iter_mut().zip(&pb).for_each(|(a, v)| *a += v);
+    }
+    (dx, dw, db)
 }
 
 /// The convolution op; `Conv` is applied as a two-argument op without bias and a three-argument op
@@ -514,6 +526,8 @@ mod tests {
             (1, 2, 9, 9, 3, 5, 2, 2),
             (3, 1, 8, 8, 2, 5, 1, 0),
             (2, 4, 6, 6, 3, 1, 2, 0),
+            (1, 2, 7, 7, 3, 3, 2, 1),
+            (1, 3, 11, 10, 2, 7, 2, 3),
         ] {
             let xv = rand_vec(&mut rng, b * c * h * w);
             let wv = rand_vec(&mut rng, o * c * k * k);

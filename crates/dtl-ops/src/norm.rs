@@ -272,7 +272,13 @@ pub fn batch_norm_train(
             "batch_norm in training mode needs more than one value per channel, input {dims:?}"
         );
     }
-    // Statistics for the running averages, detached from the graph.
+    if xs.device().is_cpu() && xs.dtype() == DType::F32 {
+        let xs = xs.contiguous()?;
+        let stats = xs.detach().apply_op1_no_bwd(&ChannelStats)?;
+        let y = xs.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, BatchNorm { eps })?;
+        return Ok((y, stats.get(0)?, stats.get(1)?));
+    }
+    // Elsewhere: statistics for the running averages in tensor ops, detached from the graph.
     let flat = xs
         .detach()
         .reshape((b, c, n / b))?
@@ -280,13 +286,7 @@ pub fn batch_norm_train(
         .reshape((c, n))?;
     let mean = flat.mean(D::Minus1)?;
     let var_unbiased = (flat.broadcast_sub(&mean.unsqueeze(1)?)?.sqr()?.sum(D::Minus1)? / (n as f64 - 1.0))?;
-    let y = if xs.device().is_cpu() && xs.dtype() == DType::F32 {
-        xs.contiguous()?
-            .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, BatchNorm { eps })?
-    } else {
-        batch_norm_composed(xs, gamma, beta, eps)?
-    };
-    Ok((y, mean, var_unbiased))
+    Ok((batch_norm_composed(xs, gamma, beta, eps)?, mean, var_unbiased))
 }
 
 /// Batch normalisation in training mode written in candle's differentiable tensor ops (the path
@@ -464,9 +464,9 @@ mod tests {
         let dx = grads.get(&x).unwrap().flatten_all()?.to_vec1::<f32>()?;
         let dg = grads.get(&g).unwrap().to_vec1::<f32>()?;
         let db = grads.get(&b).unwrap().to_vec1::<f32>()?;
-        for i in 0..24 {
+        for (i, d) in dx.iter().enumerate() {
             let c = (i / 4) % 3;
-            assert!((dx[i] - gv[c] / (v[c] + 1e-5).sqrt()).abs() < 1e-5);
+            assert!((d - gv[c] / (v[c] + 1e-5).sqrt()).abs() < 1e-5);
         }
         for c in 0..3 {
             let xs: f32 = (0..24)

@@ -19,7 +19,10 @@ fn f64s(v: &Value) -> Vec<f64> {
         .collect()
 }
 
-fn case_fn(name: &str) -> Box<dyn Fn(&Tensor, &Tensor) -> dtl_losses::Result<Tensor>> {
+/// A loss between a source and a target sample.
+type Loss = Box<dyn Fn(&Tensor, &Tensor) -> dtl_losses::Result<Tensor>>;
+
+fn case_fn(name: &str) -> Loss {
     let weighted = MmdKernel::Gaussian {
         bandwidths: Bandwidths::Fixed(vec![0.5, 1.0, 2.0]),
         weights: Some(vec![0.2, 0.3, 0.5]),
@@ -32,7 +35,7 @@ fn case_fn(name: &str) -> Box<dyn Fn(&Tensor, &Tensor) -> dtl_losses::Result<Ten
         "gauss-unbiased" => (weighted, Estimator::Unbiased),
         "gauss-linear" => (weighted, Estimator::Linear),
         "median-biased" => (MmdKernel::median(&[0.5, 1.0, 2.0]), Estimator::Biased),
-        "coral" => return Box::new(|a, b| coral(a, b)),
+        "coral" => return Box::new(coral),
         other => panic!("unknown case {other}"),
     };
     Box::new(move |a, b| mmd2(a, b, &kernel, est))

@@ -100,25 +100,8 @@ impl Dataset {
         c
     }
 
-    /// The samples at `indices`, in that order.
-    pub fn subset(&self, indices: &[usize]) -> Self {
-        let per = self.shape.0 * self.shape.1 * self.shape.2;
-        let mut pixels = Vec::with_capacity(indices.len() * per);
-        let mut labels = Vec::with_capacity(indices.len());
-        for &i in indices {
-            pixels.extend_from_slice(self.image(i));
-            labels.push(self.labels[i]);
-        }
-        Self {
-            pixels,
-            labels,
-            shape: self.shape,
-            num_classes: self.num_classes,
-        }
-    }
-
-    /// Images `(B, C, H, W)` and labels `(B,)` of the samples at `indices`, on `device`.
-    pub fn batch(&self, indices: &[usize], device: &Device) -> Result<(Tensor, Tensor)> {
+    /// Pixels and labels of the samples at `indices`, in that order.
+    fn gather(&self, indices: &[usize]) -> Result<(Vec<f32>, Vec<u32>)> {
         let per = self.shape.0 * self.shape.1 * self.shape.2;
         let mut pixels = Vec::with_capacity(indices.len() * per);
         let mut labels = Vec::with_capacity(indices.len());
@@ -132,6 +115,23 @@ impl Dataset {
             pixels.extend_from_slice(self.image(i));
             labels.push(self.labels[i]);
         }
+        Ok((pixels, labels))
+    }
+
+    /// The samples at `indices`, in that order; an index out of range is an error.
+    pub fn subset(&self, indices: &[usize]) -> Result<Self> {
+        let (pixels, labels) = self.gather(indices)?;
+        Ok(Self {
+            pixels,
+            labels,
+            shape: self.shape,
+            num_classes: self.num_classes,
+        })
+    }
+
+    /// Images `(B, C, H, W)` and labels `(B,)` of the samples at `indices`, on `device`.
+    pub fn batch(&self, indices: &[usize], device: &Device) -> Result<(Tensor, Tensor)> {
+        let (pixels, labels) = self.gather(indices)?;
         let (c, h, w) = self.shape;
         let xs = Tensor::from_vec(pixels, (indices.len(), c, h, w), device)?;
         let ys = Tensor::from_vec(labels, indices.len(), device)?;

@@ -184,7 +184,7 @@ impl Domain {
                 }
                 let train: Vec<usize> = (0..OPTDIGITS_TRAIN_ROWS).collect();
                 let test: Vec<usize> = (OPTDIGITS_TRAIN_ROWS..all.len()).collect();
-                (all.subset(&train), all.subset(&test))
+                (all.subset(&train)?, all.subset(&test)?)
             }
         };
         let full_train_size = train.len();
@@ -199,7 +199,7 @@ impl Domain {
                 let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5ab5_e7d0);
                 let mut idx = sample(&mut rng, train.len(), n).into_vec();
                 idx.sort_unstable();
-                train.subset(&idx)
+                train.subset(&idx)?
             }
             _ => train,
         };

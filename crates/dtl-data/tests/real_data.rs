@@ -158,7 +158,13 @@ fn mnist_small_is_a_prefix_of_mnist() {
     .unwrap();
     let small = Domain::load(DomainId::MnistSmall, None, &LoadOptions::default()).unwrap();
     let idx: Vec<usize> = (0..2000).collect();
-    assert_eq!(full.train.subset(&idx), small.train);
+    assert_eq!(full.train.subset(&idx).unwrap(), small.train);
+    assert!(small
+        .train
+        .subset(&[2000])
+        .unwrap_err()
+        .to_string()
+        .contains("index 2000"));
 }
 
 #[test]

@@ -58,7 +58,7 @@ impl Kernels {
         match self {
             Kernels::Dtl => crate::batch_norm_train(xs, gamma, beta, eps),
             Kernels::Candle => {
-                let (_, mean, var) = crate::batch_norm_train(&xs.detach(), gamma, beta, eps)?;
+                let (mean, var) = crate::batch_stats_composed(xs)?;
                 Ok((crate::batch_norm_composed(xs, gamma, beta, eps)?, mean, var))
             }
         }

@@ -28,7 +28,7 @@ mod pool;
 
 pub use conv::{conv2d, conv2d_bias};
 pub use kernels::Kernels;
-pub use norm::{batch_norm_composed, batch_norm_eval, batch_norm_train};
+pub use norm::{batch_norm_composed, batch_norm_eval, batch_norm_train, batch_stats_composed};
 pub use pool::max_pool2d;
 
 pub(crate) fn dims4(layout: &Layout, what: &str) -> Result<(usize, usize, usize, usize)> {

@@ -34,6 +34,21 @@ fn channel_stats(x: &[f32], b: usize, c: usize, s: usize, eps: f64) -> Vec<(f64,
         .collect()
 }
 
+/// `y = x * scale[c] + shift[c]` over `(B, C, S)` data, planes in parallel.
+fn channel_affine(x: &[f32], c: usize, s: usize, scale: &[f32], shift: &[f32]) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(s)
+        .zip(x.par_chunks(s))
+        .enumerate()
+        .for_each(|(p, (yp, xp))| {
+            let (a, b) = (scale[p % c], shift[p % c]);
+            for (o, &v) in yp.iter_mut().zip(xp) {
+                *o = v * a + b;
+            }
+        });
+    y
+}
+
 /// Per-channel batch mean and unbiased variance, `(2, C)`, for the running statistics.
 struct ChannelStats;
 
@@ -79,16 +94,7 @@ impl CustomOp3 for ChannelAffine {
         let x = contiguous_f32(xs, xl, "batch_norm input")?;
         let scale = contiguous_f32(ss, sl, "batch_norm scale")?;
         let shift = contiguous_f32(hs, hl, "batch_norm shift")?;
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(s)
-            .zip(x.par_chunks(s))
-            .enumerate()
-            .for_each(|(p, (yp, xp))| {
-                let (a, b) = (scale[p % c], shift[p % c]);
-                for (o, &v) in yp.iter_mut().zip(xp) {
-                    *o = v * a + b;
-                }
-            });
+        let y = channel_affine(x, c, s, scale, shift);
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -141,19 +147,17 @@ impl CustomOp3 for BatchNorm {
             );
         }
         let stats = channel_stats(x, b, c, s, self.eps);
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(s)
-            .zip(x.par_chunks(s))
-            .enumerate()
-            .for_each(|(p, (yp, xp))| {
-                let ch = p % c;
-                let (mean, inv) = stats[ch];
-                let scale = (gamma[ch] as f64 * inv) as f32;
-                let shift = (beta[ch] as f64 - mean * gamma[ch] as f64 * inv) as f32;
-                for (o, &v) in yp.iter_mut().zip(xp) {
-                    *o = v * scale + shift;
-                }
-            });
+        let (scale, shift): (Vec<f32>, Vec<f32>) = stats
+            .iter()
+            .zip(gamma.iter().zip(beta))
+            .map(|(&(mean, inv), (&g, &bt))| {
+                (
+                    (g as f64 * inv) as f32,
+                    (bt as f64 - mean * g as f64 * inv) as f32,
+                )
+            })
+            .unzip();
+        let y = channel_affine(x, c, s, &scale, &shift);
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -265,9 +269,7 @@ pub fn batch_norm_train(
             beta.dims()
         );
     }
-    let (b, c) = (dims[0], dims[1]);
-    let n = xs.elem_count() / c;
-    if n < 2 {
+    if xs.elem_count() / dims[1] < 2 {
         candle_core::bail!(
             "batch_norm in training mode needs more than one value per channel, input {dims:?}"
         );
@@ -278,7 +280,15 @@ pub fn batch_norm_train(
         let y = xs.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, BatchNorm { eps })?;
         return Ok((y, stats.get(0)?, stats.get(1)?));
     }
-    // Elsewhere: statistics for the running averages in tensor ops, detached from the graph.
+    let (mean, var) = batch_stats_composed(xs)?;
+    Ok((batch_norm_composed(xs, gamma, beta, eps)?, mean, var))
+}
+
+/// Per-channel mean and unbiased variance of `xs` `(B, C, ...)` in candle's tensor ops, detached
+/// from the graph (the running statistics of [`batch_norm_composed`]).
+pub fn batch_stats_composed(xs: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (b, c) = (xs.dim(0)?, xs.dim(1)?);
+    let n = xs.elem_count() / c;
     let flat = xs
         .detach()
         .reshape((b, c, n / b))?
@@ -286,7 +296,7 @@ pub fn batch_norm_train(
         .reshape((c, n))?;
     let mean = flat.mean(D::Minus1)?;
     let var_unbiased = (flat.broadcast_sub(&mean.unsqueeze(1)?)?.sqr()?.sum(D::Minus1)? / (n as f64 - 1.0))?;
-    Ok((batch_norm_composed(xs, gamma, beta, eps)?, mean, var_unbiased))
+    Ok((mean, var_unbiased))
 }
 
 /// Batch normalisation in training mode written in candle's differentiable tensor ops (the path

@@ -54,6 +54,9 @@ pub struct ModelSpec {
     pub input_shape: (usize, usize, usize),
     /// Class names, index = label; their number is the head's width.
     pub class_names: Vec<String>,
+    /// Width of an adaptation layer (linear + ReLU) between the backbone's features and the head,
+    /// as DDC's bottleneck `fc_adapt` (Tzeng et al. 2014, "Deep domain confusion"); `None` for none.
+    pub adapt_width: Option<usize>,
 }
 
 impl ModelSpec {
@@ -63,7 +66,14 @@ impl ModelSpec {
             backbone: BackboneKind::LeNet,
             input_shape: (1, size, size),
             class_names: (0..10).map(|d| d.to_string()).collect(),
+            adapt_width: None,
         }
+    }
+
+    /// The same architecture with an adaptation layer of `width` units (`None`: without one).
+    pub fn with_adapt_width(mut self, width: Option<usize>) -> Self {
+        self.adapt_width = width;
+        self
     }
 
     /// Number of classes.
@@ -73,12 +83,16 @@ impl ModelSpec {
 
     fn to_metadata(&self) -> HashMap<String, String> {
         let (c, h, w) = self.input_shape;
-        HashMap::from([
+        let mut meta = HashMap::from([
             ("dtl.format".to_string(), CHECKPOINT_FORMAT.to_string()),
             ("dtl.backbone".to_string(), self.backbone.as_str().to_string()),
             ("dtl.input_shape".to_string(), format!("{c},{h},{w}")),
             ("dtl.class_names".to_string(), self.class_names.join("\n")),
-        ])
+        ]);
+        if let Some(width) = self.adapt_width {
+            meta.insert("dtl.adapt_width".to_string(), width.to_string());
+        }
+        meta
     }
 
     fn from_metadata(meta: &HashMap<String, String>, path: &Path) -> Result<Self> {
@@ -111,21 +125,117 @@ impl ModelSpec {
             });
         };
         let class_names: Vec<String> = get("dtl.class_names")?.split('\n').map(str::to_string).collect();
+        let adapt_width = match meta.get("dtl.adapt_width") {
+            None => None,
+            Some(v) => Some(v.trim().parse::<usize>().map_err(|e| Error::Checkpoint {
+                path: path.to_path_buf(),
+                message: format!("bad `dtl.adapt_width` `{v}`: {e}"),
+            })?),
+        };
         Ok(Self {
             backbone,
             input_shape: (c, h, w),
             class_names,
+            adapt_width,
         })
     }
 }
 
-/// A backbone followed by a linear head `head` producing class logits.
+/// Where a discrepancy or adversarial loss can read a [`Classifier`]'s representation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tap {
+    /// The backbone's features: its last hidden layer (LeNet's `fc1`).
+    Features,
+    /// The adaptation layer's output (needs [`ModelSpec::adapt_width`]).
+    Adapt,
+    /// The head's class logits (DAN's `fc8`).
+    Logits,
+}
+
+impl Tap {
+    /// Every tap, bottom to top.
+    pub const ALL: [Tap; 3] = [Tap::Features, Tap::Adapt, Tap::Logits];
+
+    /// The name configs and logs use.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Tap::Features => "features",
+            Tap::Adapt => "adapt",
+            Tap::Logits => "logits",
+        }
+    }
+}
+
+impl std::fmt::Display for Tap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Tap {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Tap::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
+            Error::Core(dtl_core::Error::config(
+                "layer",
+                format!("`{s}` is not a layer to adapt (known: features, adapt, logits)"),
+            ))
+        })
+    }
+}
+
+/// The outputs of one forward pass at every [`Tap`].
+#[derive(Debug, Clone)]
+pub struct Taps {
+    /// Backbone features `(B, D)`.
+    pub features: Tensor,
+    /// Adaptation layer output `(B, A)`, when the model has one.
+    pub adapt: Option<Tensor>,
+    /// Class logits `(B, K)`.
+    pub logits: Tensor,
+}
+
+impl Taps {
+    /// The output at `tap`; an error names a missing adaptation layer.
+    pub fn get(&self, tap: Tap) -> Result<&Tensor> {
+        match tap {
+            Tap::Features => Ok(&self.features),
+            Tap::Logits => Ok(&self.logits),
+            Tap::Adapt => self.adapt.as_ref().ok_or_else(|| {
+                Error::Core(dtl_core::Error::config(
+                    "layer",
+                    "`adapt` was asked for but the model has no adaptation layer (set adapt-width)",
+                ))
+            }),
+        }
+    }
+
+    /// The last hidden representation: the adaptation layer's output if there is one, else the
+    /// backbone's features.
+    pub fn hidden(&self) -> &Tensor {
+        self.adapt.as_ref().unwrap_or(&self.features)
+    }
+
+    /// Rows `start..start + len` of every output (to split a joint source + target pass).
+    pub fn narrow(&self, start: usize, len: usize) -> Result<Self> {
+        Ok(Self {
+            features: self.features.narrow(0, start, len)?,
+            adapt: self.adapt.as_ref().map(|a| a.narrow(0, start, len)).transpose()?,
+            logits: self.logits.narrow(0, start, len)?,
+        })
+    }
+}
+
+/// A backbone, an optional adaptation layer `adapt` (linear + ReLU) and a linear head `head`
+/// producing class logits.
 ///
 /// Its parameters live in one [`VarMap`] under `{layer}.{param}` names; [`Classifier::layers`] lists
-/// the backbone's layers then `head`.
+/// the backbone's layers, then `adapt` when present, then `head`.
 pub struct Classifier {
     spec: ModelSpec,
     backbone: Box<dyn Backbone>,
+    adapt: Option<Param>,
     head: Param,
     varmap: VarMap,
     layers: Vec<String>,
@@ -169,18 +279,29 @@ impl Classifier {
                 )?)
             }
         };
-        let head = uniform_param(
-            &varmap,
-            "head",
-            &[spec.num_classes(), backbone.feature_dim()],
-            &mut rng,
-            device,
-        )?;
+        let hidden = spec.adapt_width.unwrap_or(backbone.feature_dim());
+        if hidden == 0 {
+            return Err(Error::Core(dtl_core::Error::config(
+                "adapt-width",
+                "an adaptation layer needs at least 1 unit",
+            )));
+        }
+        let head = uniform_param(&varmap, "head", &[spec.num_classes(), hidden], &mut rng, device)?;
+        // Drawn after the head so that a model without an adaptation layer is initialised exactly
+        // as before the layer existed.
+        let adapt = spec
+            .adapt_width
+            .map(|w| uniform_param(&varmap, "adapt", &[w, backbone.feature_dim()], &mut rng, device))
+            .transpose()?;
         let mut layers = backbone.layers().to_vec();
+        if adapt.is_some() {
+            layers.push("adapt".into());
+        }
         layers.push("head".into());
         Ok(Self {
             spec,
             backbone,
+            adapt,
             head,
             varmap,
             layers,
@@ -218,14 +339,32 @@ impl Classifier {
         Ok(self.backbone.features(xs, train)?)
     }
 
-    /// Logits `(B, K)` of features `(B, D)`.
+    /// Logits `(B, K)` of backbone features `(B, D)` (through the adaptation layer if any).
     pub fn classify(&self, features: &Tensor) -> Result<Tensor> {
-        Ok(self.head.linear(features)?)
+        match &self.adapt {
+            Some(a) => Ok(self.head.linear(&a.linear(features)?.relu()?)?),
+            None => Ok(self.head.linear(features)?),
+        }
     }
 
     /// Logits `(B, K)` of images `(B, C, H, W)`.
     pub fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         self.classify(&self.features(xs, train)?)
+    }
+
+    /// One forward pass of images `(B, C, H, W)` keeping the output at every [`Tap`].
+    pub fn forward_taps(&self, xs: &Tensor, train: bool) -> Result<Taps> {
+        let features = self.features(xs, train)?;
+        let adapt = match &self.adapt {
+            Some(a) => Some(a.linear(&features)?.relu()?),
+            None => None,
+        };
+        let logits = self.head.linear(adapt.as_ref().unwrap_or(&features))?;
+        Ok(Taps {
+            features,
+            adapt,
+            logits,
+        })
     }
 
     /// Writes the parameters and the architecture (plus `extra` metadata) to a safetensors file,

@@ -1,6 +1,6 @@
 //! Backbones for dtl, with layer-indexed parameter names and safetensors checkpoints.
 //!
-//! A [`Classifier`] is a [`dtl_core::Backbone`] plus a linear head. Parameters are named
+//! A [`Classifier`] is a [`dtl_core::Backbone`], an optional adaptation layer and a linear head. Parameters are named
 //! `{layer}.{param}` (`conv1.weight`, `fc1.bias`, `head.weight`) and initialised from a seed through
 //! a portable RNG, so that a CPU run repeats exactly; checkpoints carry the architecture in their
 //! metadata and are written atomically.
@@ -30,7 +30,7 @@ pub mod init;
 pub mod lenet;
 pub mod resnet;
 
-pub use classifier::{BackboneKind, Classifier, ModelSpec};
+pub use classifier::{BackboneKind, Classifier, ModelSpec, Tap, Taps};
 pub use dtl_ops::Kernels;
 pub use lenet::{LeNet, LeNetConfig};
 pub use resnet::{ResNet, ResNetConfig};

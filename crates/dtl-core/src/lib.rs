@@ -102,6 +102,9 @@ pub struct DomainBatch {
     pub target: Option<Tensor>,
     /// Target labels, only in the semi-supervised setting.
     pub target_labels: Option<Tensor>,
+    /// Training progress in `[0, 1)`: steps done before this one over all steps of the run
+    /// (schedules such as DANN's `2 / (1 + exp(-10 p)) - 1` read it).
+    pub progress: f64,
 }
 
 /// Named scalars reported by one training step (losses, batch accuracy, coefficients).

@@ -4,10 +4,12 @@
 //! [`Evaluation`] of the target domain can only be made by handing its labelled test split here.
 
 use candle_core::{Device, Tensor};
+use dtl_backbones::{Classifier, Tap};
 use dtl_data::Dataset;
+use dtl_losses::{Estimator, MmdKernel};
 use serde::Serialize;
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// Classification quality on a labelled split.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -69,6 +71,62 @@ where
         &predicted,
         data.num_classes(),
     ))
+}
+
+/// How far apart two domains are in a model's representation: a label-free diagnostic of
+/// adaptation, measured in evaluation mode.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FeatureGap {
+    /// The representation measured: the adaptation layer if the model has one, else the features.
+    pub layer: Tap,
+    /// Samples per domain.
+    pub n: usize,
+    /// Biased MMD^2 with five Gaussian kernels at `sigma^2 = 2^-2 .. 2^2` times the median pairwise
+    /// squared distance (scale-free, so models with different feature scales compare).
+    pub mmd2: f64,
+    /// The CORAL loss `||C_a - C_b||_F^2 / (4 d^2)`.
+    pub coral: f64,
+}
+
+/// The [`FeatureGap`] between the first `max_n` samples of `a` and of `b` under `model`.
+pub fn feature_gap(
+    model: &Classifier,
+    a: &Dataset,
+    b: &Dataset,
+    max_n: usize,
+    device: &Device,
+) -> Result<FeatureGap> {
+    let n = max_n.min(a.len()).min(b.len());
+    if n < 2 {
+        return Err(Error::Core(dtl_core::Error::config(
+            "feature-gap",
+            format!("needs at least 2 samples per domain, got {n}"),
+        )));
+    }
+    let hidden = |d: &Dataset| -> Result<Tensor> {
+        let idx: Vec<usize> = (0..n).collect();
+        let mut parts = Vec::new();
+        for chunk in idx.chunks(500) {
+            let (xs, _) = d.batch(chunk, device)?;
+            parts.push(model.forward_taps(&xs, false)?.hidden().detach());
+        }
+        Ok(Tensor::cat(&parts, 0)?)
+    };
+    let (fa, fb) = (hidden(a)?, hidden(b)?);
+    let loss = |e: dtl_losses::Error| Error::Core(dtl_core::Error::Msg(e.to_string()));
+    let kernel = MmdKernel::median(&[0.25, 0.5, 1.0, 2.0, 4.0]);
+    let mmd2 = dtl_losses::mmd2(&fa, &fb, &kernel, Estimator::Biased).map_err(loss)?;
+    let coral = dtl_losses::coral(&fa, &fb).map_err(loss)?;
+    Ok(FeatureGap {
+        layer: if model.spec().adapt_width.is_some() {
+            Tap::Adapt
+        } else {
+            Tap::Features
+        },
+        n,
+        mmd2: mmd2.to_scalar::<f32>()? as f64,
+        coral: coral.to_scalar::<f32>()? as f64,
+    })
 }
 
 #[cfg(test)]

@@ -27,12 +27,21 @@
 use dtl_backbones::Classifier;
 use serde::{Deserialize, Serialize};
 
+pub mod coral;
+pub mod dan;
+pub mod ddc;
+pub mod discrepancy;
 pub mod eval;
 pub mod optim;
 pub mod source_only;
 pub mod trainer;
 
-pub use eval::{evaluate, Evaluation};
+pub use coral::CoralConfig;
+pub use dan::DanConfig;
+pub use ddc::{DdcConfig, KernelChoice};
+pub use discrepancy::{Discrepancy, Distance, EstimatorChoice, Schedule};
+pub use dtl_backbones::Tap;
+pub use eval::{evaluate, feature_gap, Evaluation, FeatureGap};
 pub use optim::{Optimizer, OptimizerKind, ParamGroup};
 pub use source_only::SourceOnly;
 pub use trainer::{train, EpochLog, LoopConfig, TrainReport};
@@ -116,21 +125,50 @@ impl Default for OptimSettings {
 }
 
 /// A strategy and its own settings, as configs and the command line name it.
+///
+/// In TOML: `[strategy]` with `name = "ddc"` and the strategy's own fields (`lambda = 0.25`, ...);
+/// fields left out take the strategy's defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum StrategyConfig {
     /// Train on the source domain only.
     SourceOnly,
+    /// Deep Domain Confusion (Tzeng et al. 2014).
+    Ddc(DdcConfig),
+    /// Deep Adaptation Networks (Long et al. 2015).
+    Dan(DanConfig),
+    /// Deep CORAL (Sun & Saenko 2016).
+    Coral(CoralConfig),
+}
+
+/// Strategy settings given on the command line; each applies only to strategies that have it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StrategyOverrides {
+    /// Weight of the adaptation loss.
+    pub lambda: Option<f64>,
+    /// How the weight is brought in over training.
+    pub schedule: Option<Schedule>,
+    /// Width of the adaptation layer (0: none).
+    pub adapt_width: Option<usize>,
+    /// The layers adapted.
+    pub layers: Option<Vec<Tap>>,
+    /// The MMD kernel (DDC).
+    pub kernel: Option<KernelChoice>,
+    /// The MMD estimator (DDC, DAN).
+    pub estimator: Option<EstimatorChoice>,
 }
 
 impl StrategyConfig {
     /// Every strategy name, for help texts and errors.
-    pub const NAMES: [&'static str; 1] = ["source-only"];
+    pub const NAMES: [&'static str; 4] = ["source-only", "ddc", "dan", "coral"];
 
     /// The strategy's name.
     pub fn name(&self) -> &'static str {
         match self {
             StrategyConfig::SourceOnly => "source-only",
+            StrategyConfig::Ddc(_) => "ddc",
+            StrategyConfig::Dan(_) => "dan",
+            StrategyConfig::Coral(_) => "coral",
         }
     }
 
@@ -138,6 +176,9 @@ impl StrategyConfig {
     pub fn from_name(name: &str) -> Result<Self> {
         match name {
             "source-only" => Ok(StrategyConfig::SourceOnly),
+            "ddc" => Ok(StrategyConfig::Ddc(DdcConfig::default())),
+            "dan" => Ok(StrategyConfig::Dan(DanConfig::default())),
+            "coral" => Ok(StrategyConfig::Coral(CoralConfig::default())),
             _ => Err(Error::Core(dtl_core::Error::config(
                 "strategy",
                 format!(
@@ -147,15 +188,136 @@ impl StrategyConfig {
             ))),
         }
     }
+
+    /// The width of the adaptation layer the strategy's model needs, if any.
+    pub fn adapt_width(&self) -> Option<usize> {
+        match self {
+            StrategyConfig::SourceOnly => None,
+            StrategyConfig::Ddc(c) => c.adapt_width(),
+            StrategyConfig::Dan(c) => c.adapt_width(),
+            StrategyConfig::Coral(c) => c.adapt_width(),
+        }
+    }
+
+    /// Applies command-line settings; a setting the strategy does not have is an error naming it.
+    pub fn apply(&mut self, o: &StrategyOverrides) -> Result<()> {
+        let name = self.name();
+        let unsupported = |field: &str| {
+            Err(Error::Core(dtl_core::Error::config(
+                field,
+                format!("strategy `{name}` has no such setting"),
+            )))
+        };
+        match self {
+            StrategyConfig::SourceOnly => {
+                if o.lambda.is_some() {
+                    return unsupported("lambda");
+                }
+                if o.schedule.is_some() {
+                    return unsupported("lambda-schedule");
+                }
+                if o.adapt_width.is_some() {
+                    return unsupported("adapt-width");
+                }
+                if o.layers.is_some() {
+                    return unsupported("adapt-layers");
+                }
+            }
+            StrategyConfig::Ddc(c) => {
+                if let Some(v) = o.lambda {
+                    c.lambda = v;
+                }
+                if let Some(v) = o.schedule {
+                    c.schedule = v;
+                }
+                if let Some(v) = o.adapt_width {
+                    c.adapt_width = v;
+                }
+                if let Some(v) = &o.layers {
+                    let [layer] = v[..] else {
+                        return Err(Error::Core(dtl_core::Error::config(
+                            "adapt-layers",
+                            format!("ddc measures the MMD on one layer, got {}", v.len()),
+                        )));
+                    };
+                    c.layer = layer;
+                }
+                if let Some(v) = o.kernel {
+                    c.kernel = v;
+                }
+                if let Some(v) = o.estimator {
+                    c.estimator = v;
+                }
+                return Ok(());
+            }
+            StrategyConfig::Dan(c) => {
+                if let Some(v) = o.lambda {
+                    c.lambda = v;
+                }
+                if let Some(v) = o.schedule {
+                    c.schedule = v;
+                }
+                if let Some(v) = o.adapt_width {
+                    c.adapt_width = v;
+                }
+                if let Some(v) = &o.layers {
+                    c.layers = v.clone();
+                }
+                if let Some(v) = o.estimator {
+                    c.estimator = v;
+                }
+            }
+            StrategyConfig::Coral(c) => {
+                if let Some(v) = o.lambda {
+                    c.lambda = v;
+                }
+                if let Some(v) = o.schedule {
+                    c.schedule = v;
+                }
+                if let Some(v) = o.adapt_width {
+                    c.adapt_width = v;
+                }
+                if let Some(v) = &o.layers {
+                    c.layers = v.clone();
+                }
+                if o.estimator.is_some() {
+                    return unsupported("mmd-estimator");
+                }
+            }
+        }
+        if o.kernel.is_some() {
+            return unsupported("mmd-kernel");
+        }
+        if o.estimator.is_some() && matches!(self, StrategyConfig::SourceOnly) {
+            return unsupported("mmd-estimator");
+        }
+        Ok(())
+    }
 }
 
-/// Builds the strategy `cfg` around `model`.
+/// Builds the strategy `cfg` around `model`. An adapting strategy needs the model to have exactly
+/// the adaptation layer [`StrategyConfig::adapt_width`] asks for; `source-only` trains any model.
 pub fn build(
     cfg: &StrategyConfig,
     model: Classifier,
     optim: &OptimSettings,
 ) -> Result<Box<dyn TransferStrategy>> {
+    let any_model = matches!(cfg, StrategyConfig::SourceOnly);
+    if !any_model && model.spec().adapt_width != cfg.adapt_width() {
+        return Err(Error::Core(dtl_core::Error::config(
+            "adapt-width",
+            format!(
+                "strategy `{}` wants an adaptation layer of {:?} units, the model has {:?}",
+                cfg.name(),
+                cfg.adapt_width(),
+                model.spec().adapt_width
+            ),
+        )));
+    }
     Ok(match cfg {
         StrategyConfig::SourceOnly => Box::new(SourceOnly::new(model, optim)?),
+        StrategyConfig::Ddc(c) => Box::new(c.build(model, optim)?),
+        StrategyConfig::Dan(c) => Box::new(c.build(model, optim)?),
+        StrategyConfig::Coral(c) => Box::new(c.build(model, optim)?),
     })
 }

@@ -119,7 +119,7 @@ pub fn train(
         let started = Instant::now();
         let mut sums: BTreeMap<String, f64> = BTreeMap::new();
         let batches = source_batches.epoch();
-        for idx in &batches {
+        for (i, idx) in batches.iter().enumerate() {
             let (xs, ys) = source.batch(idx, device)?;
             let (target_x, target_y) = match (target, target_batches.as_mut()) {
                 (Some(t), Some(tb)) => {
@@ -132,6 +132,7 @@ pub fn train(
                 source: (xs, ys),
                 target: target_x,
                 target_labels: target_y,
+                progress: (epoch * steps_per_epoch + i) as f64 / (cfg.epochs * steps_per_epoch) as f64,
             };
             let stats = strategy.train_step(&batch)?;
             for (name, v) in stats.iter() {

@@ -8,7 +8,9 @@ use std::time::Instant;
 use candle_core::Device;
 use dtl_backbones::{BackboneKind, Classifier, ModelSpec};
 use dtl_data::{DataDir, Domain, DomainId, FileRecord, LoadOptions, Placement};
-use dtl_strategies::{EpochLog, Evaluation, LoopConfig, OptimSettings, OptimizerKind, StrategyConfig};
+use dtl_strategies::{
+    EpochLog, Evaluation, FeatureGap, LoopConfig, OptimSettings, OptimizerKind, StrategyConfig,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -272,6 +274,9 @@ pub struct Metrics {
     pub target_test: Evaluation,
     /// `source_test.accuracy - target_test.accuracy`: the drop caused by the domain shift.
     pub drop: f64,
+    /// MMD^2 and CORAL between the source and target test splits' representations (up to 1,000
+    /// images each, no labels used): how well the model aligned the domains.
+    pub feature_gap: FeatureGap,
     /// Per-epoch means of the strategy's logged scalars.
     pub history: Vec<EpochLog>,
     /// Where it ran.
@@ -362,6 +367,7 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
         backbone: v.backbone,
         input_shape: source.train.image_shape(),
         class_names: source.class_names.clone(),
+        adapt_width: cfg.strategy.adapt_width(),
     };
     let model = Classifier::new(spec, cfg.seed, &v.device)?;
     let optim = OptimSettings {
@@ -398,6 +404,14 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
     let predict = |xs: &candle_core::Tensor| strategy.predict(xs);
     let source_test = dtl_strategies::evaluate(predict, &source.test, 500, &v.device)?;
     let target_test = dtl_strategies::evaluate(predict, &target.test, 500, &v.device)?;
+    let feature_gap =
+        dtl_strategies::feature_gap(strategy.model(), &source.test, &target.test, 1000, &v.device)?;
+    tracing::info!(
+        "feature gap ({}): MMD^2 {:.4}, CORAL {:.3e}",
+        feature_gap.layer,
+        feature_gap.mmd2,
+        feature_gap.coral
+    );
 
     strategy.model().save(
         &out.join("model.safetensors"),
@@ -425,6 +439,7 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
         seconds_per_epoch: report.seconds / cfg.epochs as f64,
         data,
         drop: source_test.accuracy - target_test.accuracy,
+        feature_gap,
         source_test,
         target_test,
         history: report.epochs,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use dtl::experiment::{self, RunConfig, RunOptions};
-use dtl::strategies::{OptimizerKind, StrategyConfig};
+use dtl::strategies::{OptimizerKind, StrategyConfig, StrategyOverrides, Tap};
 
 /// mimalloc keeps freed memory in the process: with the system allocator about a quarter of a CPU
 /// training step went to the kernel zeroing and unmapping freshly allocated tensor buffers.
@@ -45,9 +45,27 @@ struct TrainArgs {
     /// Target domain: mnist, usps, optdigits, mnist-small.
     #[arg(long)]
     target: Option<String>,
-    /// Strategy: source-only.
+    /// Strategy: source-only, ddc, dan, coral.
     #[arg(long)]
     strategy: Option<String>,
+    /// Weight of the adaptation loss (ddc 0.25, dan 1, coral 25 by default).
+    #[arg(long)]
+    lambda: Option<f64>,
+    /// How the adaptation loss weight is brought in: ramp (from 0, DANN's schedule) or constant.
+    #[arg(long)]
+    lambda_schedule: Option<String>,
+    /// Width of the adaptation layer before the head, 0 for none (ddc 256, dan and coral 0).
+    #[arg(long, value_name = "N")]
+    adapt_width: Option<usize>,
+    /// Layers whose outputs are adapted, comma-separated: features, adapt, logits.
+    #[arg(long, value_delimiter = ',', value_name = "LAYERS")]
+    adapt_layers: Option<Vec<String>>,
+    /// MMD kernel of ddc: linear (DDC's) or gaussian (median-heuristic multi-kernel).
+    #[arg(long)]
+    mmd_kernel: Option<String>,
+    /// MMD estimator of ddc and dan: biased, unbiased, linear.
+    #[arg(long)]
+    mmd_estimator: Option<String>,
     /// Backbone: lenet.
     #[arg(long)]
     backbone: Option<String>,
@@ -145,6 +163,12 @@ fn main() -> Result<()> {
     }
 }
 
+/// Parses a kebab-case enum value the way configs spell it.
+fn parse_choice<T: serde::de::DeserializeOwned>(flag: &str, value: &str) -> Result<T> {
+    serde_json::from_value(serde_json::Value::String(value.to_string()))
+        .map_err(|e| anyhow::anyhow!("invalid value for `{flag}`: `{value}` ({e})"))
+}
+
 fn train(a: TrainArgs) -> Result<()> {
     let mut cfg = match &a.config {
         Some(p) => RunConfig::from_toml_file(p)?,
@@ -176,8 +200,36 @@ fn train(a: TrainArgs) -> Result<()> {
         cfg.data_dir = a.data_dir.clone();
     }
     if let Some(s) = &a.strategy {
-        cfg.strategy = StrategyConfig::from_name(s)?;
+        // Keep the config file's settings of the same strategy; flags below override them.
+        if s != cfg.strategy.name() {
+            cfg.strategy = StrategyConfig::from_name(s)?;
+        }
     }
+    let overrides = StrategyOverrides {
+        lambda: a.lambda,
+        schedule: a
+            .lambda_schedule
+            .as_deref()
+            .map(|k| parse_choice("lambda-schedule", k))
+            .transpose()?,
+        adapt_width: a.adapt_width,
+        layers: a
+            .adapt_layers
+            .as_ref()
+            .map(|v| v.iter().map(|l| l.parse::<Tap>()).collect::<Result<Vec<_>, _>>())
+            .transpose()?,
+        kernel: a
+            .mmd_kernel
+            .as_deref()
+            .map(|k| parse_choice("mmd-kernel", k))
+            .transpose()?,
+        estimator: a
+            .mmd_estimator
+            .as_deref()
+            .map(|e| parse_choice("mmd-estimator", e))
+            .transpose()?,
+    };
+    cfg.strategy.apply(&overrides)?;
     if let Some(o) = &a.optimizer {
         cfg.optimizer = match o.as_str() {
             "sgd" => OptimizerKind::sgd(),

@@ -232,3 +232,84 @@ fn bad_input_is_a_clear_error_with_a_nonzero_exit() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("junk.safetensors"), "{}", stderr(&o));
 }
+
+#[test]
+fn adaptation_strategies_take_their_settings_from_flags_and_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("ddc");
+    let o = quick_train(
+        &out,
+        &[
+            "--strategy",
+            "ddc",
+            "--lambda",
+            "0.5",
+            "--adapt-width",
+            "64",
+            "--mmd-kernel",
+            "gaussian",
+            "--lambda-schedule",
+            "constant",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let written = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    let cfg: toml::Table = toml::from_str(&written).unwrap();
+    let s = cfg["strategy"].as_table().unwrap();
+    assert_eq!(s["name"].as_str(), Some("ddc"));
+    assert_eq!(s["lambda"].as_float(), Some(0.5));
+    assert_eq!(s["adapt-width"].as_integer(), Some(64));
+    assert_eq!(s["kernel"].as_str(), Some("gaussian"));
+    assert_eq!(s["schedule"].as_str(), Some("constant"));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["strategy"], "ddc");
+    assert_eq!(metrics["feature_gap"]["layer"], "adapt");
+    let logged = metrics["history"][0]["means"].as_object().unwrap();
+    for key in ["loss_cls", "mmd2_adapt", "loss_total", "lambda", "acc_source"] {
+        assert!(logged.contains_key(key), "{key} not logged: {logged:?}");
+    }
+    // The checkpoint carries the adaptation layer: eval rebuilds it and agrees.
+    let o = dtl(&[
+        "eval",
+        "--checkpoint",
+        out.join("model.safetensors").to_str().unwrap(),
+        "--domain",
+        "optdigits",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["test"]["accuracy"], metrics["target_test"]["accuracy"]);
+
+    // The written config runs again as it is, flags still override it.
+    let again = tmp.path().join("again");
+    let o = quick_train(
+        &again,
+        &[
+            "--config",
+            out.join("config.toml").to_str().unwrap(),
+            "--lambda",
+            "0.1",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let written = std::fs::read_to_string(again.join("config.toml")).unwrap();
+    assert!(written.contains("adapt-width = 64"), "{written}");
+    assert!(written.contains("lambda = 0.1"), "{written}");
+
+    // Settings a strategy does not have, and values it does not know, are named.
+    let bad = tmp.path().join("bad");
+    let o = quick_train(&bad, &["--lambda", "1"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("lambda") && stderr(&o).contains("source-only"),
+        "{}",
+        stderr(&o)
+    );
+    let o = quick_train(&bad, &["--strategy", "dan", "--adapt-layers", "features,fc7"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("fc7"), "{}", stderr(&o));
+    let o = quick_train(&bad, &["--strategy", "coral", "--mmd-kernel", "gaussian"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("mmd-kernel"), "{}", stderr(&o));
+}

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Reference values for dtl-losses, computed by PyTorch in float64 from the definitions:
 MMD^2 (biased, unbiased, linear-time; linear, Gaussian and multi-kernel; median heuristic) and
-CORAL, with their gradients with respect to the source sample.
+CORAL, with their gradients with respect to the source sample; the GAN losses of ADDA / DANN
+from discriminator logits (PyTorch's binary_cross_entropy_with_logits and logsigmoid), with their
+gradients with respect to both logit vectors, including logits far in the saturated range.
 
 Usage: /path/to/venv/bin/python scripts/make_losses_fixture.py
 Writes crates/dtl-losses/tests/fixtures/losses_pytorch.json."""
@@ -79,6 +81,23 @@ xs = xs0.clone().requires_grad_()
 v = coral(xs, xt0)
 v.backward()
 cases.append({"name": "coral", "value": float(v), "grad_xs": xs.grad.flatten().tolist()})
+F = torch.nn.functional
+ls0 = torch.tensor([2.0, -1.5, 0.3, 40.0, -120.0, 0.0], dtype=torch.float64)
+lt0 = torch.tensor([-3.0, 0.7, 95.0, -0.2, -60.0], dtype=torch.float64)
+gan_cases = []
+for name, fn in [
+    ("discriminator", lambda a, b: F.binary_cross_entropy_with_logits(
+        torch.cat([a, b]), torch.cat([torch.ones_like(a), torch.zeros_like(b)]))),
+    # log(1 - sigmoid(x)) = logsigmoid(-x)
+    ("generator_minimax", lambda a, b: F.logsigmoid(-b).mean()),
+    ("generator_inverted", lambda a, b: -F.logsigmoid(b).mean()),
+]:
+    a, b = ls0.clone().requires_grad_(), lt0.clone().requires_grad_()
+    v = fn(a, b)
+    v.backward()
+    ga = a.grad.tolist() if a.grad is not None else [0.0] * len(ls0)
+    gan_cases.append({"name": name, "value": float(v), "grad_source": ga, "grad_target": b.grad.tolist()})
 json.dump({"torch_version": torch.__version__, "xs": xs0.flatten().tolist(), "xt": xt0.flatten().tolist(),
-           "cases": cases}, open(out, "w"), indent=1)
+           "cases": cases, "logits_source": ls0.tolist(), "logits_target": lt0.tolist(),
+           "gan_cases": gan_cases}, open(out, "w"), indent=1)
 print("wrote", out)

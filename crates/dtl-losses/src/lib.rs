@@ -8,6 +8,8 @@
 //!   confusion") adds `lambda * MMD^2` of an adaptation layer's outputs to the source loss.
 //! - [`coral`]: the CORAL loss `||C_S - C_T||_F^2 / (4 d^2)` of Deep CORAL (Sun & Saenko 2016,
 //!   "Deep CORAL: correlation alignment for deep domain adaptation").
+//! - [`gan`]: the adversarial losses of ADDA and DANN from discriminator logits, numerically
+//!   stable, and gradient reversal.
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
@@ -25,6 +27,12 @@
 #![deny(missing_docs)]
 
 use candle_core::{DType, Tensor, D};
+
+pub mod gan;
+pub use gan::{
+    discriminator_accuracy, discriminator_loss, generator_inverted_loss, generator_minimax_loss,
+    grad_reverse, softplus,
+};
 
 /// Errors of the losses crate.
 #[derive(Debug, thiserror::Error)]

@@ -69,7 +69,7 @@ impl Distance {
             Distance::Mmd { kernel, estimator } => dtl_losses::mmd2(&xs, &xt, kernel, *estimator),
             Distance::Coral => dtl_losses::coral(&xs, &xt),
         };
-        d.map_err(|e| Error::Core(dtl_core::Error::Msg(e.to_string())))
+        d.map_err(crate::adversarial::loss_err)
     }
 }
 

@@ -113,7 +113,7 @@ pub fn feature_gap(
         Ok(Tensor::cat(&parts, 0)?)
     };
     let (fa, fb) = (hidden(a)?, hidden(b)?);
-    let loss = |e: dtl_losses::Error| Error::Core(dtl_core::Error::Msg(e.to_string()));
+    let loss = crate::adversarial::loss_err;
     let kernel = MmdKernel::median(&[0.25, 0.5, 1.0, 2.0, 4.0]);
     let mmd2 = dtl_losses::mmd2(&fa, &fb, &kernel, Estimator::Biased).map_err(loss)?;
     let coral = dtl_losses::coral(&fa, &fb).map_err(loss)?;

@@ -14,7 +14,7 @@
 //! let dev = Device::Cpu;
 //! let data = Domain::load(DomainId::Optdigits, None, &LoadOptions { image_size: 16, ..Default::default() })?;
 //! let model = Classifier::new(ModelSpec::lenet_digits(16), 0, &dev)?;
-//! let mut strategy = build(&StrategyConfig::SourceOnly, model, &OptimSettings::default())?;
+//! let mut strategy = build(&StrategyConfig::SourceOnly, model, &OptimSettings::default(), 0)?;
 //! let cfg = trainer::LoopConfig { epochs: 1, batch_size: 64, seed: 0, progress: false };
 //! let report = trainer::train(strategy.as_mut(), &data.train, None, &cfg, &dev)?;
 //! assert_eq!(report.epochs.len(), 1);
@@ -27,8 +27,11 @@
 use dtl_backbones::Classifier;
 use serde::{Deserialize, Serialize};
 
+pub mod adda;
+pub mod adversarial;
 pub mod coral;
 pub mod dan;
+pub mod dann;
 pub mod ddc;
 pub mod discrepancy;
 pub mod eval;
@@ -36,8 +39,11 @@ pub mod optim;
 pub mod source_only;
 pub mod trainer;
 
+pub use adda::{Adda, AddaConfig, GeneratorLoss};
+pub use adversarial::Discriminator;
 pub use coral::CoralConfig;
 pub use dan::DanConfig;
+pub use dann::{Dann, DannConfig};
 pub use ddc::{DdcConfig, KernelChoice};
 pub use discrepancy::{Discrepancy, Distance, EstimatorChoice, Schedule};
 pub use dtl_backbones::Tap;
@@ -139,6 +145,10 @@ pub enum StrategyConfig {
     Dan(DanConfig),
     /// Deep CORAL (Sun & Saenko 2016).
     Coral(CoralConfig),
+    /// Domain-adversarial training with gradient reversal (Ganin & Lempitsky 2015).
+    Dann(DannConfig),
+    /// Adversarial discriminative domain adaptation (Tzeng et al. 2017).
+    Adda(AddaConfig),
 }
 
 /// Strategy settings given on the command line; each applies only to strategies that have it.
@@ -156,11 +166,15 @@ pub struct StrategyOverrides {
     pub kernel: Option<KernelChoice>,
     /// The MMD estimator (DDC, DAN).
     pub estimator: Option<EstimatorChoice>,
+    /// Epochs of source pre-training (ADDA).
+    pub source_epochs: Option<usize>,
+    /// Backbone layers the target encoder shares with the source encoder (ADDA).
+    pub shared_layers: Option<usize>,
 }
 
 impl StrategyConfig {
     /// Every strategy name, for help texts and errors.
-    pub const NAMES: [&'static str; 4] = ["source-only", "ddc", "dan", "coral"];
+    pub const NAMES: [&'static str; 6] = ["source-only", "ddc", "dan", "coral", "dann", "adda"];
 
     /// The strategy's name.
     pub fn name(&self) -> &'static str {
@@ -169,6 +183,8 @@ impl StrategyConfig {
             StrategyConfig::Ddc(_) => "ddc",
             StrategyConfig::Dan(_) => "dan",
             StrategyConfig::Coral(_) => "coral",
+            StrategyConfig::Dann(_) => "dann",
+            StrategyConfig::Adda(_) => "adda",
         }
     }
 
@@ -179,6 +195,8 @@ impl StrategyConfig {
             "ddc" => Ok(StrategyConfig::Ddc(DdcConfig::default())),
             "dan" => Ok(StrategyConfig::Dan(DanConfig::default())),
             "coral" => Ok(StrategyConfig::Coral(CoralConfig::default())),
+            "dann" => Ok(StrategyConfig::Dann(DannConfig::default())),
+            "adda" => Ok(StrategyConfig::Adda(AddaConfig::default())),
             _ => Err(Error::Core(dtl_core::Error::config(
                 "strategy",
                 format!(
@@ -196,44 +214,49 @@ impl StrategyConfig {
             StrategyConfig::Ddc(c) => c.adapt_width(),
             StrategyConfig::Dan(c) => c.adapt_width(),
             StrategyConfig::Coral(c) => c.adapt_width(),
+            StrategyConfig::Dann(c) => c.adapt_width(),
+            StrategyConfig::Adda(_) => None,
         }
     }
 
     /// Applies command-line settings; a setting the strategy does not have is an error naming it.
     pub fn apply(&mut self, o: &StrategyOverrides) -> Result<()> {
+        use StrategyConfig as S;
         let name = self.name();
-        let unsupported = |field: &str| {
+        let unsupported = |field: &str| -> Result<()> {
             Err(Error::Core(dtl_core::Error::config(
                 field,
                 format!("strategy `{name}` has no such setting"),
             )))
         };
-        match self {
-            StrategyConfig::SourceOnly => {
-                if o.lambda.is_some() {
-                    return unsupported("lambda");
-                }
-                if o.schedule.is_some() {
-                    return unsupported("lambda-schedule");
-                }
-                if o.adapt_width.is_some() {
-                    return unsupported("adapt-width");
-                }
-                if o.layers.is_some() {
-                    return unsupported("adapt-layers");
-                }
+        if let Some(v) = o.lambda {
+            match self {
+                S::Ddc(c) => c.lambda = v,
+                S::Dan(c) => c.lambda = v,
+                S::Coral(c) => c.lambda = v,
+                _ => return unsupported("lambda"),
             }
-            StrategyConfig::Ddc(c) => {
-                if let Some(v) = o.lambda {
-                    c.lambda = v;
-                }
-                if let Some(v) = o.schedule {
-                    c.schedule = v;
-                }
-                if let Some(v) = o.adapt_width {
-                    c.adapt_width = v;
-                }
-                if let Some(v) = &o.layers {
+        }
+        if let Some(v) = o.schedule {
+            match self {
+                S::Ddc(c) => c.schedule = v,
+                S::Dan(c) => c.schedule = v,
+                S::Coral(c) => c.schedule = v,
+                _ => return unsupported("lambda-schedule"),
+            }
+        }
+        if let Some(v) = o.adapt_width {
+            match self {
+                S::Ddc(c) => c.adapt_width = v,
+                S::Dan(c) => c.adapt_width = v,
+                S::Coral(c) => c.adapt_width = v,
+                S::Dann(c) => c.adapt_width = v,
+                _ => return unsupported("adapt-width"),
+            }
+        }
+        if let Some(v) = &o.layers {
+            match self {
+                S::Ddc(c) => {
                     let [layer] = v[..] else {
                         return Err(Error::Core(dtl_core::Error::config(
                             "adapt-layers",
@@ -242,67 +265,50 @@ impl StrategyConfig {
                     };
                     c.layer = layer;
                 }
-                if let Some(v) = o.kernel {
-                    c.kernel = v;
-                }
-                if let Some(v) = o.estimator {
-                    c.estimator = v;
-                }
-                return Ok(());
-            }
-            StrategyConfig::Dan(c) => {
-                if let Some(v) = o.lambda {
-                    c.lambda = v;
-                }
-                if let Some(v) = o.schedule {
-                    c.schedule = v;
-                }
-                if let Some(v) = o.adapt_width {
-                    c.adapt_width = v;
-                }
-                if let Some(v) = &o.layers {
-                    c.layers = v.clone();
-                }
-                if let Some(v) = o.estimator {
-                    c.estimator = v;
-                }
-            }
-            StrategyConfig::Coral(c) => {
-                if let Some(v) = o.lambda {
-                    c.lambda = v;
-                }
-                if let Some(v) = o.schedule {
-                    c.schedule = v;
-                }
-                if let Some(v) = o.adapt_width {
-                    c.adapt_width = v;
-                }
-                if let Some(v) = &o.layers {
-                    c.layers = v.clone();
-                }
-                if o.estimator.is_some() {
-                    return unsupported("mmd-estimator");
-                }
+                S::Dan(c) => c.layers = v.clone(),
+                S::Coral(c) => c.layers = v.clone(),
+                _ => return unsupported("adapt-layers"),
             }
         }
-        if o.kernel.is_some() {
-            return unsupported("mmd-kernel");
+        if let Some(v) = o.kernel {
+            match self {
+                S::Ddc(c) => c.kernel = v,
+                _ => return unsupported("mmd-kernel"),
+            }
         }
-        if o.estimator.is_some() && matches!(self, StrategyConfig::SourceOnly) {
-            return unsupported("mmd-estimator");
+        if let Some(v) = o.estimator {
+            match self {
+                S::Ddc(c) => c.estimator = v,
+                S::Dan(c) => c.estimator = v,
+                _ => return unsupported("mmd-estimator"),
+            }
+        }
+        if let Some(v) = o.source_epochs {
+            match self {
+                S::Adda(c) => c.source_epochs = v,
+                _ => return unsupported("source-epochs"),
+            }
+        }
+        if let Some(v) = o.shared_layers {
+            match self {
+                S::Adda(c) => c.shared_layers = v,
+                _ => return unsupported("shared-layers"),
+            }
         }
         Ok(())
     }
 }
 
-/// Builds the strategy `cfg` around `model`. An adapting strategy needs the model to have exactly
-/// the adaptation layer [`StrategyConfig::adapt_width`] asks for; `source-only` trains any model.
+/// Builds the strategy `cfg` around `model`; `seed` initialises whatever networks the strategy adds
+/// (a discriminator). A strategy with an adaptation layer needs the model to have exactly the one
+/// [`StrategyConfig::adapt_width`] asks for; `source-only` and `adda` train any model.
 pub fn build(
     cfg: &StrategyConfig,
     model: Classifier,
     optim: &OptimSettings,
+    seed: u64,
 ) -> Result<Box<dyn TransferStrategy>> {
-    let any_model = matches!(cfg, StrategyConfig::SourceOnly);
+    let any_model = matches!(cfg, StrategyConfig::SourceOnly | StrategyConfig::Adda(_));
     if !any_model && model.spec().adapt_width != cfg.adapt_width() {
         return Err(Error::Core(dtl_core::Error::config(
             "adapt-width",
@@ -319,5 +325,7 @@ pub fn build(
         StrategyConfig::Ddc(c) => Box::new(c.build(model, optim)?),
         StrategyConfig::Dan(c) => Box::new(c.build(model, optim)?),
         StrategyConfig::Coral(c) => Box::new(c.build(model, optim)?),
+        StrategyConfig::Dann(c) => Box::new(c.build(model, optim, seed)?),
+        StrategyConfig::Adda(c) => Box::new(c.build(model, optim, seed)?),
     })
 }

@@ -43,7 +43,7 @@ fn gap_after_training(
     } else {
         cfg
     };
-    let mut s = build(run_cfg, model, &optim).unwrap();
+    let mut s = build(run_cfg, model, &optim, 0).unwrap();
     let loop_cfg = LoopConfig {
         epochs: 4,
         batch_size: 64,
@@ -148,7 +148,7 @@ fn settings_are_checked_against_the_strategy_and_the_model() {
         lambda: -1.0,
         ..Default::default()
     });
-    let err = build(&bad_lambda, plain(), &OptimSettings::default())
+    let err = build(&bad_lambda, plain(), &OptimSettings::default(), 0)
         .err()
         .unwrap()
         .to_string();
@@ -157,7 +157,7 @@ fn settings_are_checked_against_the_strategy_and_the_model() {
         layers: vec![Tap::Adapt],
         ..Default::default()
     });
-    let err = build(&no_adapt, plain(), &OptimSettings::default())
+    let err = build(&no_adapt, plain(), &OptimSettings::default(), 0)
         .err()
         .unwrap()
         .to_string();
@@ -166,6 +166,7 @@ fn settings_are_checked_against_the_strategy_and_the_model() {
         &StrategyConfig::Ddc(DdcConfig::default()),
         plain(),
         &OptimSettings::default(),
+        0,
     )
     .err()
     .unwrap()

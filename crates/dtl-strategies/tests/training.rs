@@ -24,7 +24,7 @@ fn run(data: &Domain, seed: u64, epochs: usize) -> (f64, Vec<(String, candle_cor
         lr: 0.05,
         ..Default::default()
     };
-    let mut s = build(&StrategyConfig::SourceOnly, model, &optim).unwrap();
+    let mut s = build(&StrategyConfig::SourceOnly, model, &optim, seed).unwrap();
     let cfg = LoopConfig {
         epochs,
         batch_size: 32,
@@ -91,7 +91,7 @@ fn same_seed_same_weights_other_seed_other_weights() {
 fn loop_settings_are_validated() {
     let data = optdigits16();
     let model = Classifier::new(ModelSpec::lenet_digits(16), 0, &Device::Cpu).unwrap();
-    let mut s = build(&StrategyConfig::SourceOnly, model, &OptimSettings::default()).unwrap();
+    let mut s = build(&StrategyConfig::SourceOnly, model, &OptimSettings::default(), 0).unwrap();
     let cfg = LoopConfig {
         epochs: 0,
         batch_size: 32,

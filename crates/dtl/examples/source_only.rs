@@ -44,7 +44,8 @@ fn main() -> anyhow::Result<()> {
     let src = Domain::load(source, Some(&data_dir), &opts)?;
     let tgt = Domain::load(target, Some(&data_dir), &opts)?;
     let model = Classifier::new(ModelSpec::lenet_digits(28), cfg.seed, &dev)?;
-    let mut strategy = dtl::strategies::build(&StrategyConfig::SourceOnly, model, &OptimSettings::default())?;
+    let mut strategy =
+        dtl::strategies::build(&StrategyConfig::SourceOnly, model, &OptimSettings::default(), 0)?;
     let loop_cfg = LoopConfig {
         epochs: 10,
         batch_size: 128,

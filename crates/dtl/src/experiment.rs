@@ -55,6 +55,10 @@ pub struct RunConfig {
     pub data_dir: Option<PathBuf>,
     /// Device: `cpu`, `cuda` / `cuda:N` (feature `cuda`), `metal` (feature `metal`).
     pub device: String,
+    /// Initial weights: a checkpoint written by `dtl train` whose architecture and classes match
+    /// the run's (for example a source model for `adda` with `source-epochs = 0`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
     /// Update rule and its constants.
     pub optimizer: OptimizerKind,
     /// The strategy and its own settings.
@@ -79,6 +83,7 @@ impl Default for RunConfig {
             target_train_size: None,
             data_dir: None,
             device: "cpu".into(),
+            init_from: None,
             optimizer: optim.kind,
             strategy: StrategyConfig::SourceOnly,
         }
@@ -370,12 +375,30 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
         adapt_width: cfg.strategy.adapt_width(),
     };
     let model = Classifier::new(spec, cfg.seed, &v.device)?;
+    if let Some(path) = &cfg.init_from {
+        let (init, _) = Classifier::load(path, &v.device)?;
+        if init.spec() != model.spec() {
+            return Err(Error::Config {
+                field: "init-from".into(),
+                message: format!(
+                    "{} holds a {:?}, the run needs a {:?}",
+                    path.display(),
+                    init.spec(),
+                    model.spec()
+                ),
+            });
+        }
+        let tensors: std::collections::HashMap<String, candle_core::Tensor> =
+            dtl_core::params::snapshot(init.varmap())?.into_iter().collect();
+        model.load_tensors(&tensors, path)?;
+        tracing::info!("initialised from {}", path.display());
+    }
     let optim = OptimSettings {
         kind: cfg.optimizer,
         lr: cfg.lr,
         weight_decay: cfg.weight_decay,
     };
-    let mut strategy = dtl_strategies::build(&cfg.strategy, model, &optim)?;
+    let mut strategy = dtl_strategies::build(&cfg.strategy, model, &optim, cfg.seed)?;
     let loop_cfg = LoopConfig {
         epochs: cfg.epochs,
         batch_size: cfg.batch_size,

@@ -45,7 +45,7 @@ struct TrainArgs {
     /// Target domain: mnist, usps, optdigits, mnist-small.
     #[arg(long)]
     target: Option<String>,
-    /// Strategy: source-only, ddc, dan, coral.
+    /// Strategy: source-only, ddc, dan, coral, dann, adda.
     #[arg(long)]
     strategy: Option<String>,
     /// Weight of the adaptation loss (ddc 0.25, dan 1, coral 25 by default).
@@ -66,6 +66,15 @@ struct TrainArgs {
     /// MMD estimator of ddc and dan: biased, unbiased, linear.
     #[arg(long)]
     mmd_estimator: Option<String>,
+    /// adda: epochs of source pre-training before adaptation (0 with --init-from a source model).
+    #[arg(long, value_name = "N")]
+    source_epochs: Option<usize>,
+    /// adda: backbone layers the target encoder shares with (keeps frozen at) the source encoder.
+    #[arg(long, value_name = "N")]
+    shared_layers: Option<usize>,
+    /// Start from the weights of a checkpoint written by `dtl train` (same architecture and classes).
+    #[arg(long, value_name = "FILE")]
+    init_from: Option<PathBuf>,
     /// Backbone: lenet.
     #[arg(long)]
     backbone: Option<String>,
@@ -199,6 +208,9 @@ fn train(a: TrainArgs) -> Result<()> {
     if a.data_dir.is_some() {
         cfg.data_dir = a.data_dir.clone();
     }
+    if a.init_from.is_some() {
+        cfg.init_from = a.init_from.clone();
+    }
     if let Some(s) = &a.strategy {
         // Keep the config file's settings of the same strategy; flags below override them.
         if s != cfg.strategy.name() {
@@ -228,6 +240,8 @@ fn train(a: TrainArgs) -> Result<()> {
             .as_deref()
             .map(|e| parse_choice("mmd-estimator", e))
             .transpose()?,
+        source_epochs: a.source_epochs,
+        shared_layers: a.shared_layers,
     };
     cfg.strategy.apply(&overrides)?;
     if let Some(o) = &a.optimizer {

@@ -1,0 +1,80 @@
+//! The domain discriminator shared by the adversarial strategies ([`crate::adda`],
+//! [`crate::dann`]): a multilayer perceptron from a representation to one logit, the belief that
+//! the input comes from the source domain.
+
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use dtl_backbones::init::{uniform_param, Param};
+use dtl_core::params;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::{Error, Result};
+
+/// An MLP `in -> hidden[0] -> ... -> 1` with ReLU between layers, its parameters in its own
+/// [`VarMap`] as `disc.fc{i}.weight` / `.bias` (the last layer `disc.out`), initialised as PyTorch's
+/// `nn.Linear` from `seed`.
+pub struct Discriminator {
+    layers: Vec<Param>,
+    varmap: VarMap,
+}
+
+impl Discriminator {
+    /// A discriminator over `input` features with `hidden` layer widths (ADDA's is `[500, 500]`).
+    pub fn new(input: usize, hidden: &[usize], seed: u64, device: &Device) -> Result<Self> {
+        if let Some(i) = hidden.iter().position(|&w| w == 0) {
+            return Err(Error::Core(dtl_core::Error::config(
+                "disc-hidden",
+                format!("hidden layer {} has width 0", i + 1),
+            )));
+        }
+        let varmap = VarMap::new();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xd15c_0000);
+        let mut layers = Vec::new();
+        let mut width = input;
+        for (i, &h) in hidden.iter().enumerate() {
+            layers.push(uniform_param(
+                &varmap,
+                &format!("disc.fc{}", i + 1),
+                &[h, width],
+                &mut rng,
+                device,
+            )?);
+            width = h;
+        }
+        layers.push(uniform_param(&varmap, "disc.out", &[1, width], &mut rng, device)?);
+        Ok(Self { layers, varmap })
+    }
+
+    /// Logits `(n,)` of representations `(n, input)`.
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let mut x = xs.clone();
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.linear(&x)?;
+            if i < last {
+                x = x.relu()?;
+            }
+        }
+        Ok(x.flatten_all()?)
+    }
+
+    /// Its parameters.
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    /// Its trainable parameters, by name.
+    pub fn params(&self) -> Vec<(String, candle_core::Var)> {
+        params::trainable(&self.varmap)
+    }
+}
+
+/// Converts a losses-crate error.
+pub(crate) fn loss_err(e: dtl_losses::Error) -> Error {
+    match e {
+        dtl_losses::Error::Core(c) => Error::Core(c),
+        dtl_losses::Error::Candle(c) => Error::Core(dtl_core::Error::Candle(c)),
+        other => Error::Core(dtl_core::Error::Msg(other.to_string())),
+    }
+}

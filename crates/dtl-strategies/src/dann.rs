@@ -1,0 +1,201 @@
+//! `dann`: domain-adversarial training of one shared encoder (Ganin & Lempitsky 2015,
+//! "Unsupervised domain adaptation by backpropagation"; Ganin et al. 2016, "Domain-adversarial
+//! training of neural networks").
+//!
+//! A domain discriminator `D` reads the encoder's representation of source and target batches
+//! through a gradient reversal layer; one optimizer minimises
+//! `L = L_source_CE + L_domain(D(R(f(X_S))), D(R(f(X_T))))` over encoder, head and discriminator,
+//! so that `D` learns to tell the domains apart while the reversed gradient teaches the encoder to
+//! make them indistinguishable. The reversal coefficient follows the paper's schedule
+//! `coeff_p = max * (2 / (1 + exp(-gamma p)) - 1)` (gamma = 10) and the learning rate
+//! `lr_p = lr / (1 + alpha p)^beta` (alpha = 10, beta = 0.75), at training progress `p`.
+
+use candle_core::Tensor;
+use dtl_backbones::Classifier;
+use dtl_core::{params, DomainBatch, StepStats, Strategy, StrategyNeeds};
+use dtl_losses::{discriminator_accuracy, discriminator_loss, grad_reverse};
+use serde::{Deserialize, Serialize};
+
+use crate::adversarial::{loss_err, Discriminator};
+use crate::discrepancy::adapt_width;
+use crate::optim::{Optimizer, ParamGroup};
+use crate::source_only::cross_entropy_with_accuracy;
+use crate::{Error, OptimSettings, Result, TransferStrategy};
+
+/// Settings of `dann`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DannConfig {
+    /// Hidden widths of the domain discriminator.
+    pub disc_hidden: Vec<usize>,
+    /// The reversal coefficient reached at the end of training.
+    pub max_coeff: f64,
+    /// Steepness `gamma` of the coefficient's schedule (0: the coefficient is `max_coeff` from the
+    /// first step).
+    pub gamma: f64,
+    /// Anneal the learning rate as `lr / (1 + alpha p)^beta`.
+    pub anneal_lr: bool,
+    /// `alpha` of the annealing.
+    pub alpha: f64,
+    /// `beta` of the annealing.
+    pub beta: f64,
+    /// Width of an adaptation layer before the head (the discriminator then reads it); 0 for none.
+    pub adapt_width: usize,
+}
+
+impl Default for DannConfig {
+    /// The paper's schedules (gamma 10, alpha 10, beta 0.75, coefficient up to 1) and ADDA's
+    /// 500-500 discriminator, reading the last hidden layer.
+    fn default() -> Self {
+        Self {
+            disc_hidden: vec![500, 500],
+            max_coeff: 1.0,
+            gamma: 10.0,
+            anneal_lr: true,
+            alpha: 10.0,
+            beta: 0.75,
+            adapt_width: 0,
+        }
+    }
+}
+
+impl DannConfig {
+    /// The adaptation layer the model needs.
+    pub fn adapt_width(&self) -> Option<usize> {
+        adapt_width(self.adapt_width)
+    }
+
+    /// The reversal coefficient at progress `p`.
+    pub fn coeff(&self, p: f64) -> f64 {
+        if self.gamma == 0.0 {
+            self.max_coeff
+        } else {
+            self.max_coeff * (2.0 / (1.0 + (-self.gamma * p).exp()) - 1.0)
+        }
+    }
+
+    /// The learning rate factor at progress `p`.
+    pub fn lr_factor(&self, p: f64) -> f64 {
+        if self.anneal_lr {
+            (1.0 + self.alpha * p).powf(-self.beta)
+        } else {
+            1.0
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |f: &str, m: String| Err(Error::Core(dtl_core::Error::config(f, m)));
+        for (field, v) in [
+            ("max-coeff", self.max_coeff),
+            ("gamma", self.gamma),
+            ("alpha", self.alpha),
+            ("beta", self.beta),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return bad(field, format!("{v} is not a non-negative number"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The strategy around `model`, with a discriminator seeded from `seed`.
+    pub fn build(&self, model: Classifier, optim: &OptimSettings, seed: u64) -> Result<Dann> {
+        self.validate()?;
+        let input = self.adapt_width().unwrap_or(model.backbone().feature_dim());
+        let disc = Discriminator::new(input, &self.disc_hidden, seed, model.device())?;
+        let mut vars = params::trainable(model.varmap());
+        vars.extend(disc.params());
+        let opt = Optimizer::new(
+            optim.kind,
+            optim.lr,
+            optim.weight_decay,
+            vec![ParamGroup::new(vars)],
+        )?;
+        Ok(Dann {
+            cfg: self.clone(),
+            model,
+            disc,
+            opt,
+            base_lr: optim.lr,
+        })
+    }
+}
+
+/// DANN: a shared encoder trained against a domain discriminator through gradient reversal.
+pub struct Dann {
+    cfg: DannConfig,
+    model: Classifier,
+    disc: Discriminator,
+    opt: Optimizer,
+    base_lr: f64,
+}
+
+impl Dann {
+    /// The domain discriminator.
+    pub fn discriminator(&self) -> &Discriminator {
+        &self.disc
+    }
+
+    fn step(&mut self, batch: &DomainBatch) -> Result<StepStats> {
+        let (xs, ys) = &batch.source;
+        let xt = batch.target.as_ref().ok_or_else(|| {
+            Error::Core(dtl_core::Error::Msg(
+                "dann needs a target batch at every step".into(),
+            ))
+        })?;
+        let n = xs.dim(0)?;
+        let m = xt.dim(0)?;
+        let p = batch.progress;
+        let coeff = self.cfg.coeff(p);
+        let lr = self.base_lr * self.cfg.lr_factor(p);
+        self.opt.set_lr(lr);
+        let taps = self.model.forward_taps(&Tensor::cat(&[xs, xt], 0)?, true)?;
+        let logits_s = taps.logits.narrow(0, 0, n)?;
+        let (loss_cls, acc) = cross_entropy_with_accuracy(&logits_s, ys)?;
+        let reversed = grad_reverse(taps.hidden(), coeff).map_err(loss_err)?;
+        let d = self.disc.forward(&reversed)?;
+        let (d_s, d_t) = (d.narrow(0, 0, n)?, d.narrow(0, n, m)?);
+        let loss_domain = discriminator_loss(&d_s, &d_t).map_err(loss_err)?;
+        let disc_acc = discriminator_accuracy(&d_s.detach(), &d_t.detach()).map_err(loss_err)?;
+        let loss = (&loss_cls + &loss_domain)?;
+        let mut stats = StepStats::new();
+        stats
+            .push("loss_cls", loss_cls.to_scalar::<f32>()? as f64)
+            .push("loss_domain", loss_domain.to_scalar::<f32>()? as f64)
+            .push("disc_acc", disc_acc)
+            .push("grl_coeff", coeff)
+            .push("lr", lr)
+            .push("acc_source", acc);
+        self.opt.backward_step(&loss)?;
+        Ok(stats)
+    }
+}
+
+impl Strategy for Dann {
+    fn name(&self) -> &str {
+        "dann"
+    }
+
+    fn needs(&self) -> StrategyNeeds {
+        StrategyNeeds {
+            target_batches: true,
+            target_labels: false,
+        }
+    }
+
+    fn train_step(&mut self, batch: &DomainBatch) -> dtl_core::Result<StepStats> {
+        self.step(batch).map_err(Error::into_core)
+    }
+
+    fn predict(&self, xs: &Tensor) -> dtl_core::Result<Tensor> {
+        self.model
+            .forward(xs, false)
+            .map_err(dtl_backbones::Error::into_core)
+    }
+}
+
+impl TransferStrategy for Dann {
+    fn model(&self) -> &Classifier {
+        &self.model
+    }
+}

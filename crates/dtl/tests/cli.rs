@@ -313,3 +313,58 @@ fn adaptation_strategies_take_their_settings_from_flags_and_config() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("mmd-kernel"), "{}", stderr(&o));
 }
+
+#[test]
+fn adda_stage2_runs_from_a_source_checkpoint_and_dann_logs_its_game() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("source");
+    let o = quick_train(&src, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ckpt = src.join("model.safetensors");
+
+    // Stage 2 only, from the source-only checkpoint.
+    let adda = tmp.path().join("adda");
+    let o = quick_train(
+        &adda,
+        &[
+            "--strategy",
+            "adda",
+            "--init-from",
+            ckpt.to_str().unwrap(),
+            "--source-epochs",
+            "0",
+            "--shared-layers",
+            "1",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(adda.join("metrics.json")).unwrap()).unwrap();
+    let first = metrics["history"][0]["means"].as_object().unwrap();
+    for key in ["loss_disc", "loss_gen", "disc_acc"] {
+        assert!(first.contains_key(key), "{key} not logged: {first:?}");
+    }
+    let written = std::fs::read_to_string(adda.join("config.toml")).unwrap();
+    assert!(
+        written.contains("init_from") && written.contains("shared-layers = 1"),
+        "{written}"
+    );
+
+    // A checkpoint of another architecture is refused by name.
+    let o = quick_train(
+        &tmp.path().join("bad"),
+        &["--init-from", ckpt.to_str().unwrap(), "--strategy", "ddc"],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("init-from"), "{}", stderr(&o));
+
+    let dann = tmp.path().join("dann");
+    let o = quick_train(&dann, &["--strategy", "dann"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dann.join("metrics.json")).unwrap()).unwrap();
+    let last = metrics["history"][1]["means"].as_object().unwrap();
+    for key in ["loss_cls", "loss_domain", "disc_acc", "grl_coeff", "lr"] {
+        assert!(last.contains_key(key), "{key} not logged: {last:?}");
+    }
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Summarises dtl run directories (each with metrics.json) into a markdown table: runs are grouped
-by the name before the final `-sN` (seed) suffix; mean and sample standard deviation over seeds.
+by the name before the final `-sN` (seed) suffix; mean and sample standard deviation over seeds
+(the feature gap only where every run recorded one; train time is the mean per run).
 
 Usage: scripts/summarize_runs.py RESULTS_DIR"""
 import json, os, re, statistics, sys
@@ -22,8 +23,8 @@ def ms(v):
     return f"{statistics.mean(v):.4f} +- {statistics.stdev(v):.4f}"
 
 
-print("| runs | source -> target | train images (source / target) | epochs | seeds | source test acc | target test acc | s/epoch |")
-print("|---|---|---|---|---|---|---|---|")
+print("| runs | strategy | source -> target | train images (source / target) | epochs | seeds | source test acc | target test acc | feature-gap MMD^2 | train s/run | s/epoch |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for key, runs in groups.items():
     m0 = runs[0][1]
     src, tgt = m0["source"], m0["target"]
@@ -33,4 +34,7 @@ for key, runs in groups.items():
     e = [r[1]["seconds_per_epoch"] for r in runs]
     seeds = ",".join(str(r[1]["seed"]) for r in runs)
     place = m0["data"][tgt]["placement"]
-    print(f"| {key} | {src} -> {tgt} ({place}) | {sizes} | {m0['epochs']} | {seeds} | {ms(s)} | {ms(t)} | {statistics.median(e):.1f} |")
+    gaps = [r[1]["feature_gap"]["mmd2"] for r in runs if "feature_gap" in r[1]]
+    gap = ms(gaps) if len(gaps) == len(runs) else ""
+    wall = statistics.mean(r[1]["train_seconds"] for r in runs)
+    print(f"| {key} | {m0['strategy']} | {src} -> {tgt} ({place}) | {sizes} | {m0['epochs']} | {seeds} | {ms(s)} | {ms(t)} | {gap} | {wall:.0f} | {statistics.median(e):.1f} |")

@@ -409,6 +409,80 @@ impl Classifier {
         Ok((model, meta))
     }
 
+    /// Copies the parameters of the first `n` layers of [`Classifier::layers`] from `source`
+    /// (Yosinski et al. 2014's transfer of "the first n layers"); the other layers keep their own
+    /// initialisation. Returns the names of the layers copied.
+    ///
+    /// The two models must list the same layers up to `n`, with parameters of the same shapes; the
+    /// head can be copied only when the classes agree. Errors name the layer or tensor that does
+    /// not fit, and nothing is changed then.
+    pub fn transfer_from(&self, source: &Classifier, n: usize, origin: &Path) -> Result<Vec<String>> {
+        let bad = |message: String| Error::Checkpoint {
+            path: origin.to_path_buf(),
+            message,
+        };
+        if n > self.layers.len() {
+            return Err(Error::Core(dtl_core::Error::config(
+                "transfer-layers",
+                format!(
+                    "{n} layers asked, the model has {} ({})",
+                    self.layers.len(),
+                    self.layers.join(", ")
+                ),
+            )));
+        }
+        let layers = &self.layers[..n];
+        if source.layers.get(..n) != Some(layers) {
+            return Err(bad(format!(
+                "its first {n} layers are [{}], the model's are [{}]",
+                source
+                    .layers
+                    .iter()
+                    .take(n)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                layers.join(", ")
+            )));
+        }
+        if layers.iter().any(|l| l == "head") && source.spec.class_names != self.spec.class_names {
+            return Err(bad(format!(
+                "its head classifies [{}], the model's classes are [{}]: transfer fewer layers, the head is then new",
+                source.spec.class_names.join(", "),
+                self.spec.class_names.join(", ")
+            )));
+        }
+        // Every tensor of the layers, batch-norm running statistics included.
+        let of_layers = |vm: &VarMap| -> Vec<(String, candle_core::Var)> {
+            params::all(vm)
+                .into_iter()
+                .filter(|(name, _)| layers.iter().any(|l| params::belongs_to(name, l)))
+                .collect()
+        };
+        let mine = of_layers(&self.varmap);
+        let theirs: HashMap<String, Tensor> = of_layers(&source.varmap)
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().clone()))
+            .collect();
+        for (name, var) in &mine {
+            let Some(t) = theirs.get(name) else {
+                return Err(bad(format!("tensor `{name}` is missing")));
+            };
+            if t.dims() != var.dims() {
+                return Err(Error::TensorShape {
+                    path: origin.to_path_buf(),
+                    name: name.clone(),
+                    expected: var.dims().to_vec(),
+                    found: t.dims().to_vec(),
+                });
+            }
+        }
+        for (name, var) in &mine {
+            var.set(&theirs[name].copy()?)?;
+        }
+        Ok(layers.to_vec())
+    }
+
     /// Replaces every parameter with the tensor of the same name in `tensors`.
     ///
     /// Every parameter must be present with its exact shape, and `tensors` may hold nothing else;

@@ -35,6 +35,7 @@ pub mod dann;
 pub mod ddc;
 pub mod discrepancy;
 pub mod eval;
+pub mod finetune;
 pub mod optim;
 pub mod source_only;
 pub mod trainer;
@@ -48,6 +49,7 @@ pub use ddc::{DdcConfig, KernelChoice};
 pub use discrepancy::{Discrepancy, Distance, EstimatorChoice, Schedule};
 pub use dtl_backbones::Tap;
 pub use eval::{evaluate, feature_gap, Evaluation, FeatureGap};
+pub use finetune::FinetuneConfig;
 pub use optim::{Optimizer, OptimizerKind, ParamGroup};
 pub use source_only::SourceOnly;
 pub use trainer::{train, EpochLog, LoopConfig, TrainReport};
@@ -149,6 +151,9 @@ pub enum StrategyConfig {
     Dann(DannConfig),
     /// Adversarial discriminative domain adaptation (Tzeng et al. 2017).
     Adda(AddaConfig),
+    /// Sequential transfer: the first layers from a checkpoint, frozen or fine-tuned (Yosinski et
+    /// al. 2014).
+    Finetune(FinetuneConfig),
 }
 
 /// Strategy settings given on the command line; each applies only to strategies that have it.
@@ -170,11 +175,17 @@ pub struct StrategyOverrides {
     pub source_epochs: Option<usize>,
     /// Backbone layers the target encoder shares with the source encoder (ADDA).
     pub shared_layers: Option<usize>,
+    /// Layers copied from the initial checkpoint (finetune).
+    pub transfer_layers: Option<usize>,
+    /// Freeze the copied layers (finetune).
+    pub freeze: bool,
+    /// Learning-rate multiplier of the copied layers (finetune).
+    pub transferred_lr_mult: Option<f64>,
 }
 
 impl StrategyConfig {
     /// Every strategy name, for help texts and errors.
-    pub const NAMES: [&'static str; 6] = ["source-only", "ddc", "dan", "coral", "dann", "adda"];
+    pub const NAMES: [&'static str; 7] = ["source-only", "ddc", "dan", "coral", "dann", "adda", "finetune"];
 
     /// The strategy's name.
     pub fn name(&self) -> &'static str {
@@ -185,6 +196,7 @@ impl StrategyConfig {
             StrategyConfig::Coral(_) => "coral",
             StrategyConfig::Dann(_) => "dann",
             StrategyConfig::Adda(_) => "adda",
+            StrategyConfig::Finetune(_) => "finetune",
         }
     }
 
@@ -197,6 +209,7 @@ impl StrategyConfig {
             "coral" => Ok(StrategyConfig::Coral(CoralConfig::default())),
             "dann" => Ok(StrategyConfig::Dann(DannConfig::default())),
             "adda" => Ok(StrategyConfig::Adda(AddaConfig::default())),
+            "finetune" => Ok(StrategyConfig::Finetune(FinetuneConfig::default())),
             _ => Err(Error::Core(dtl_core::Error::config(
                 "strategy",
                 format!(
@@ -215,7 +228,7 @@ impl StrategyConfig {
             StrategyConfig::Dan(c) => c.adapt_width(),
             StrategyConfig::Coral(c) => c.adapt_width(),
             StrategyConfig::Dann(c) => c.adapt_width(),
-            StrategyConfig::Adda(_) => None,
+            StrategyConfig::Adda(_) | StrategyConfig::Finetune(_) => None,
         }
     }
 
@@ -289,6 +302,24 @@ impl StrategyConfig {
                 _ => return unsupported("source-epochs"),
             }
         }
+        if let Some(v) = o.transfer_layers {
+            match self {
+                S::Finetune(c) => c.transfer_layers = v,
+                _ => return unsupported("transfer-layers"),
+            }
+        }
+        if o.freeze {
+            match self {
+                S::Finetune(c) => c.freeze = true,
+                _ => return unsupported("freeze"),
+            }
+        }
+        if let Some(v) = o.transferred_lr_mult {
+            match self {
+                S::Finetune(c) => c.transferred_lr_mult = v,
+                _ => return unsupported("transferred-lr-mult"),
+            }
+        }
         if let Some(v) = o.shared_layers {
             match self {
                 S::Adda(c) => c.shared_layers = v,
@@ -301,14 +332,17 @@ impl StrategyConfig {
 
 /// Builds the strategy `cfg` around `model`; `seed` initialises whatever networks the strategy adds
 /// (a discriminator). A strategy with an adaptation layer needs the model to have exactly the one
-/// [`StrategyConfig::adapt_width`] asks for; `source-only` and `adda` train any model.
+/// [`StrategyConfig::adapt_width`] asks for; `source-only`, `adda` and `finetune` train any model.
 pub fn build(
     cfg: &StrategyConfig,
     model: Classifier,
     optim: &OptimSettings,
     seed: u64,
 ) -> Result<Box<dyn TransferStrategy>> {
-    let any_model = matches!(cfg, StrategyConfig::SourceOnly | StrategyConfig::Adda(_));
+    let any_model = matches!(
+        cfg,
+        StrategyConfig::SourceOnly | StrategyConfig::Adda(_) | StrategyConfig::Finetune(_)
+    );
     if !any_model && model.spec().adapt_width != cfg.adapt_width() {
         return Err(Error::Core(dtl_core::Error::config(
             "adapt-width",
@@ -327,5 +361,6 @@ pub fn build(
         StrategyConfig::Coral(c) => Box::new(c.build(model, optim)?),
         StrategyConfig::Dann(c) => Box::new(c.build(model, optim, seed)?),
         StrategyConfig::Adda(c) => Box::new(c.build(model, optim, seed)?),
+        StrategyConfig::Finetune(c) => Box::new(c.build(model, optim)?),
     })
 }

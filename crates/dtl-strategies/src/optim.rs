@@ -140,6 +140,15 @@ impl Optimizer {
         self.lr = lr;
     }
 
+    /// The parameters it updates (and keeps state for), by name, with their learning-rate
+    /// multipliers.
+    pub fn params(&self) -> Vec<(&str, f64)> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.vars.iter().map(move |(n, _)| (n.as_str(), g.lr_mult)))
+            .collect()
+    }
+
     /// Number of steps taken.
     pub fn steps(&self) -> usize {
         self.steps

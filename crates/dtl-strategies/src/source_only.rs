@@ -12,6 +12,7 @@ use crate::{OptimSettings, Result, TransferStrategy};
 pub struct SourceOnly {
     model: Classifier,
     opt: Optimizer,
+    name: &'static str,
 }
 
 impl SourceOnly {
@@ -19,7 +20,18 @@ impl SourceOnly {
     pub fn new(model: Classifier, optim: &OptimSettings) -> Result<Self> {
         let group = ParamGroup::new(params::trainable(model.varmap()));
         let opt = Optimizer::new(optim.kind, optim.lr, optim.weight_decay, vec![group])?;
-        Ok(Self { model, opt })
+        Ok(Self::with_optimizer(model, opt, "source-only"))
+    }
+
+    /// Cross-entropy training of `model` with `opt`, which decides which parameters move and at
+    /// what rate (`finetune` freezes or slows the transferred layers this way).
+    pub fn with_optimizer(model: Classifier, opt: Optimizer, name: &'static str) -> Self {
+        Self { model, opt, name }
+    }
+
+    /// The optimizer.
+    pub fn optimizer(&self) -> &Optimizer {
+        &self.opt
     }
 }
 
@@ -41,7 +53,7 @@ pub(crate) fn cross_entropy_with_accuracy(
 
 impl Strategy for SourceOnly {
     fn name(&self) -> &str {
-        "source-only"
+        self.name
     }
 
     fn train_step(&mut self, batch: &DomainBatch) -> dtl_core::Result<StepStats> {

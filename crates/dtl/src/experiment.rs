@@ -375,23 +375,38 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
         adapt_width: cfg.strategy.adapt_width(),
     };
     let model = Classifier::new(spec, cfg.seed, &v.device)?;
-    if let Some(path) = &cfg.init_from {
-        let (init, _) = Classifier::load(path, &v.device)?;
-        if init.spec() != model.spec() {
+    match (&cfg.init_from, &cfg.strategy) {
+        (Some(path), StrategyConfig::Finetune(ft)) => {
+            // Sequential transfer: the first n layers from the checkpoint, the rest from the seed.
+            let (init, _) = Classifier::load(path, &v.device)?;
+            let copied = model.transfer_from(&init, ft.transfer_layers, path)?;
+            tracing::info!("copied [{}] from {}", copied.join(", "), path.display());
+        }
+        (None, StrategyConfig::Finetune(_)) => {
             return Err(Error::Config {
                 field: "init-from".into(),
-                message: format!(
-                    "{} holds a {:?}, the run needs a {:?}",
-                    path.display(),
-                    init.spec(),
-                    model.spec()
-                ),
+                message: "finetune copies layers from a checkpoint: give --init-from FILE".into(),
             });
         }
-        let tensors: std::collections::HashMap<String, candle_core::Tensor> =
-            dtl_core::params::snapshot(init.varmap())?.into_iter().collect();
-        model.load_tensors(&tensors, path)?;
-        tracing::info!("initialised from {}", path.display());
+        (Some(path), _) => {
+            let (init, _) = Classifier::load(path, &v.device)?;
+            if init.spec() != model.spec() {
+                return Err(Error::Config {
+                    field: "init-from".into(),
+                    message: format!(
+                        "{} holds a {:?}, the run needs a {:?}",
+                        path.display(),
+                        init.spec(),
+                        model.spec()
+                    ),
+                });
+            }
+            let tensors: std::collections::HashMap<String, candle_core::Tensor> =
+                dtl_core::params::snapshot(init.varmap())?.into_iter().collect();
+            model.load_tensors(&tensors, path)?;
+            tracing::info!("initialised from {}", path.display());
+        }
+        (None, _) => {}
     }
     let optim = OptimSettings {
         kind: cfg.optimizer,

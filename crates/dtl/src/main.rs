@@ -45,7 +45,7 @@ struct TrainArgs {
     /// Target domain: mnist, usps, optdigits, mnist-small.
     #[arg(long)]
     target: Option<String>,
-    /// Strategy: source-only, ddc, dan, coral, dann, adda.
+    /// Strategy: source-only, ddc, dan, coral, dann, adda, finetune.
     #[arg(long)]
     strategy: Option<String>,
     /// Weight of the adaptation loss (ddc 0.25, dan 1, coral 25 by default).
@@ -72,7 +72,17 @@ struct TrainArgs {
     /// adda: backbone layers the target encoder shares with (keeps frozen at) the source encoder.
     #[arg(long, value_name = "N")]
     shared_layers: Option<usize>,
-    /// Start from the weights of a checkpoint written by `dtl train` (same architecture and classes).
+    /// finetune: layers copied from --init-from, counted from the first (see the backbone's layers).
+    #[arg(long, value_name = "N")]
+    transfer_layers: Option<usize>,
+    /// finetune: keep the copied layers frozen.
+    #[arg(long)]
+    freeze: bool,
+    /// finetune: learning-rate multiplier of the copied layers.
+    #[arg(long, value_name = "X")]
+    transferred_lr_mult: Option<f64>,
+    /// Start from the weights of a checkpoint written by `dtl train` (same architecture and classes;
+    /// with finetune, only its first --transfer-layers layers).
     #[arg(long, value_name = "FILE")]
     init_from: Option<PathBuf>,
     /// Backbone: lenet.
@@ -242,6 +252,9 @@ fn train(a: TrainArgs) -> Result<()> {
             .transpose()?,
         source_epochs: a.source_epochs,
         shared_layers: a.shared_layers,
+        transfer_layers: a.transfer_layers,
+        freeze: a.freeze,
+        transferred_lr_mult: a.transferred_lr_mult,
     };
     cfg.strategy.apply(&overrides)?;
     if let Some(o) = &a.optimizer {

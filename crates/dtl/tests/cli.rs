@@ -358,6 +358,39 @@ fn adda_stage2_runs_from_a_source_checkpoint_and_dann_logs_its_game() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("init-from"), "{}", stderr(&o));
 
+    // Sequential transfer from the same checkpoint: the first two layers copied and frozen.
+    let ft = tmp.path().join("finetune");
+    let o = quick_train(
+        &ft,
+        &[
+            "--strategy",
+            "finetune",
+            "--init-from",
+            ckpt.to_str().unwrap(),
+            "--transfer-layers",
+            "2",
+            "--freeze",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let read = |p: &std::path::Path| candle_core::safetensors::load(p, &candle_core::Device::Cpu).unwrap();
+    let (before, after) = (read(&ckpt), read(&ft.join("model.safetensors")));
+    let same = |n: &str| {
+        before[n].flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            == after[n].flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    assert!(same("conv1.weight") && same("conv2.bias"), "frozen layers moved");
+    assert!(!same("fc1.weight"), "fc1 was not retrained");
+    let o = quick_train(
+        &tmp.path().join("ft-bad"),
+        &["--strategy", "finetune", "--transfer-layers", "2"],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--init-from"), "{}", stderr(&o));
+    let o = quick_train(&tmp.path().join("ft-bad"), &["--freeze"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("freeze"), "{}", stderr(&o));
+
     let dann = tmp.path().join("dann");
     let o = quick_train(&dann, &["--strategy", "dann"]);
     assert!(o.status.success(), "{}", stderr(&o));

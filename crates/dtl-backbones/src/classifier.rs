@@ -9,6 +9,7 @@ use dtl_core::{params, Backbone};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::convnet::{ConvNet8, ConvNet8Config};
 use crate::init::{uniform_param, Param};
 use crate::lenet::{LeNet, LeNetConfig};
 use crate::{Error, Result};
@@ -21,6 +22,8 @@ pub const CHECKPOINT_FORMAT: &str = "1";
 pub enum BackboneKind {
     /// [`LeNet`] as ADDA uses it.
     LeNet,
+    /// [`ConvNet8`], the 8-layer network of the Yosinski experiment.
+    ConvNet8,
 }
 
 impl BackboneKind {
@@ -28,6 +31,7 @@ impl BackboneKind {
     pub fn as_str(&self) -> &'static str {
         match self {
             BackboneKind::LeNet => "lenet",
+            BackboneKind::ConvNet8 => "convnet8",
         }
     }
 }
@@ -37,9 +41,10 @@ impl std::str::FromStr for BackboneKind {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "lenet" => Ok(BackboneKind::LeNet),
+            "convnet8" => Ok(BackboneKind::ConvNet8),
             _ => Err(Error::Core(dtl_core::Error::config(
                 "backbone",
-                format!("`{s}` is not a known backbone (known: lenet)"),
+                format!("`{s}` is not a known backbone (known: lenet, convnet8)"),
             ))),
         }
     }
@@ -256,27 +261,30 @@ impl Classifier {
         }
         let varmap = VarMap::new();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (c, h, w) = spec.input_shape;
+        if h != w {
+            return Err(Error::Core(dtl_core::Error::config(
+                "input_shape",
+                format!("{} takes square images, got {h}x{w}", spec.backbone.as_str()),
+            )));
+        }
+        let dropout_seed = seed.wrapping_add(0x0d50_0d50);
         let backbone: Box<dyn Backbone> = match spec.backbone {
             BackboneKind::LeNet => {
-                let (c, h, w) = spec.input_shape;
-                if h != w {
-                    return Err(Error::Core(dtl_core::Error::config(
-                        "input_shape",
-                        format!("LeNet takes square images, got {h}x{w}"),
-                    )));
-                }
                 let cfg = LeNetConfig {
                     in_channels: c,
                     input_size: h,
                     ..Default::default()
                 };
-                Box::new(LeNet::new(
-                    cfg,
-                    &varmap,
-                    &mut rng,
-                    seed.wrapping_add(0x0d50_0d50),
-                    device,
-                )?)
+                Box::new(LeNet::new(cfg, &varmap, &mut rng, dropout_seed, device)?)
+            }
+            BackboneKind::ConvNet8 => {
+                let cfg = ConvNet8Config {
+                    in_channels: c,
+                    input_size: h,
+                    ..Default::default()
+                };
+                Box::new(ConvNet8::new(cfg, &varmap, &mut rng, dropout_seed, device)?)
             }
         };
         let hidden = spec.adapt_width.unwrap_or(backbone.feature_dim());

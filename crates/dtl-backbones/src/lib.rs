@@ -26,11 +26,13 @@
 use std::path::PathBuf;
 
 pub mod classifier;
+pub mod convnet;
 pub mod init;
 pub mod lenet;
 pub mod resnet;
 
 pub use classifier::{BackboneKind, Classifier, ModelSpec, Tap, Taps};
+pub use convnet::{ConvNet8, ConvNet8Config};
 pub use dtl_ops::Kernels;
 pub use lenet::{LeNet, LeNetConfig};
 pub use resnet::{ResNet, ResNetConfig};

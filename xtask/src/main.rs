@@ -7,6 +7,9 @@
 //! - `bench [--torch PYTHON] [--out FILE] [--rounds R] [--steps N]`: the training-step workloads
 //!   W1-W4 with dtl's kernels, candle's native ops and (given a Python with PyTorch) PyTorch, each in
 //!   its own process, alternating A B C A B C; prints a table and writes JSON. Never fails on speed.
+//! - `reproduce-yosinski [--full] [dtl yosinski flags]`: Yosinski et al. 2014's layer-transfer
+//!   sweep through `dtl yosinski` in a release build, into `results/yosinski/<preset>-<time>/`
+//!   unless `--out` is given. The quick preset (bundled data) is the default.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -19,13 +22,17 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   ci     cargo fmt --check, clippy -D warnings (all targets), cargo doc -D warnings, cargo test --workspace
   bench  [--torch PYTHON] [--out FILE] [--rounds R] [--steps N]
-         W1-W4 step times and peak RSS: dtl kernels, candle native ops, PyTorch (with --torch)";
+         W1-W4 step times and peak RSS: dtl kernels, candle native ops, PyTorch (with --torch)
+  reproduce-yosinski [--full] [--out DIR] [dtl yosinski flags]
+         the layer-transfer sweep of Yosinski et al. 2014 (quick preset on bundled data by default),
+         written to results/yosinski/<preset>-<unix time>/";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") if args.len() == 1 => ci(),
         Some("bench") => bench(&args[1..]),
+        Some("reproduce-yosinski") => reproduce_yosinski(&args[1..]),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             Ok(())
@@ -303,4 +310,30 @@ fn bench(args: &[String]) -> Result<()> {
         None => print!("{json}"),
     }
     Ok(())
+}
+
+/// `cargo xtask reproduce-yosinski`: `dtl yosinski` in a release build, with a default output
+/// directory under `results/yosinski/`.
+fn reproduce_yosinski(args: &[String]) -> Result<()> {
+    let mut args: Vec<String> = args.to_vec();
+    if !args.iter().any(|a| a == "--out") {
+        let preset = if args.iter().any(|a| a == "--full") {
+            "full"
+        } else {
+            "quick"
+        };
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let out = root()
+            .join("results")
+            .join("yosinski")
+            .join(format!("{preset}-{stamp}"));
+        args.push("--out".into());
+        args.push(out.display().to_string());
+    }
+    let mut cmd: Vec<&str> = vec!["run", "--release", "-q", "-p", "dtl", "--", "yosinski"];
+    cmd.extend(args.iter().map(String::as_str));
+    cargo(&cmd, &[])
 }

@@ -13,7 +13,7 @@ use dtl_ops::Kernels;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::init::{uniform_param, Param};
+use crate::init::{kaiming_param, Param};
 use crate::{Error, Result};
 
 /// Settings of a [`ConvNet8`].
@@ -61,8 +61,8 @@ pub struct ConvNet8 {
 const POOL_AFTER: [usize; 3] = [1, 3, 4];
 
 impl ConvNet8 {
-    /// Creates the network with parameters in `vm`, initialised as PyTorch initialises `Conv2d`
-    /// and `Linear` from `rng`; `dropout_seed` drives the dropout masks.
+    /// Creates the network with parameters in `vm`, weights He-initialised and biases zero, from
+    /// `rng`; `dropout_seed` drives the dropout masks.
     pub fn new(
         cfg: ConvNet8Config,
         vm: &VarMap,
@@ -94,7 +94,7 @@ impl ConvNet8 {
         let mut conv = Vec::new();
         let mut cin = cfg.in_channels;
         for (i, &c) in cfg.conv.iter().enumerate() {
-            conv.push(uniform_param(
+            conv.push(kaiming_param(
                 vm,
                 &format!("conv{}", i + 1),
                 &[c, cin, 3, 3],
@@ -106,8 +106,8 @@ impl ConvNet8 {
         let side = cfg.input_size / 8;
         let flat = cfg.conv[4] * side * side;
         let fc = vec![
-            uniform_param(vm, "fc6", &[cfg.fc[0], flat], rng, device)?,
-            uniform_param(vm, "fc7", &[cfg.fc[1], cfg.fc[0]], rng, device)?,
+            kaiming_param(vm, "fc6", &[cfg.fc[0], flat], rng, device)?,
+            kaiming_param(vm, "fc7", &[cfg.fc[1], cfg.fc[0]], rng, device)?,
         ];
         let layers = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"]
             .map(String::from)

@@ -54,6 +54,38 @@ pub fn uniform_param(
     })
 }
 
+/// Creates `{layer}.weight` of `shape`, uniform in `+-sqrt(6 / fan_in)` (He et al. 2015's
+/// initialisation for ReLU networks, PyTorch's `kaiming_uniform_(nonlinearity="relu")`), and a zero
+/// `{layer}.bias`, drawn from `rng`. Deep plain ReLU stacks need it: with PyTorch's default bound
+/// `1/sqrt(fan_in)` each layer shrinks the signal's variance about sixfold.
+pub fn kaiming_param(
+    vm: &VarMap,
+    layer: &str,
+    shape: &[usize],
+    rng: &mut ChaCha8Rng,
+    device: &Device,
+) -> Result<Param> {
+    let fan_in: usize = shape[1..].iter().product();
+    let bound = (6.0 / fan_in as f32).sqrt();
+    let w: Vec<f32> = (0..shape.iter().product())
+        .map(|_| rng.random_range(-bound..bound))
+        .collect();
+    let weight = dtl_core::params::insert(
+        vm,
+        &format!("{layer}.weight"),
+        Tensor::from_vec(w, shape, device)?,
+    )?;
+    let bias = dtl_core::params::insert(
+        vm,
+        &format!("{layer}.bias"),
+        Tensor::zeros(shape[0], candle_core::DType::F32, device)?,
+    )?;
+    Ok(Param {
+        weight: weight.as_tensor().clone(),
+        bias: bias.as_tensor().clone(),
+    })
+}
+
 /// Creates a tensor of `shape` uniform in `+-1/sqrt(fan_in)` (PyTorch's default for convolution
 /// weights) as parameter `name` in `vm`.
 pub fn uniform_weight(

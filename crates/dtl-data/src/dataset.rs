@@ -129,6 +129,26 @@ impl Dataset {
         })
     }
 
+    /// The samples of `classes` only, relabelled by their position in `classes` (label
+    /// `classes[k]` becomes `k`). Errors name an empty or repeated list and a class outside the set.
+    pub fn with_classes(&self, classes: &[u32]) -> Result<Self> {
+        check_classes(classes, self.num_classes)?;
+        let keep: Vec<usize> = (0..self.len())
+            .filter(|&i| classes.contains(&self.labels[i]))
+            .collect();
+        let (pixels, labels) = self.gather(&keep)?;
+        let labels = labels
+            .into_iter()
+            .map(|l| classes.iter().position(|&c| c == l).expect("kept") as u32)
+            .collect();
+        Ok(Self {
+            pixels,
+            labels,
+            shape: self.shape,
+            num_classes: classes.len(),
+        })
+    }
+
     /// Images `(B, C, H, W)` and labels `(B,)` of the samples at `indices`, on `device`.
     pub fn batch(&self, indices: &[usize], device: &Device) -> Result<(Tensor, Tensor)> {
         let (pixels, labels) = self.gather(indices)?;
@@ -247,8 +267,46 @@ pub fn resize_bilinear(src: &[f32], h: usize, w: usize, out: &mut [f32], oh: usi
     }
 }
 
+/// Checks a class selection against `num_classes`.
+pub(crate) fn check_classes(classes: &[u32], num_classes: usize) -> Result<()> {
+    let bad = |m: String| {
+        Err(Error::Config {
+            field: "classes".into(),
+            message: m,
+        })
+    };
+    if classes.is_empty() {
+        return bad("no class selected".into());
+    }
+    for (i, &c) in classes.iter().enumerate() {
+        if c as usize >= num_classes {
+            return bad(format!("class {c} outside 0..{num_classes}"));
+        }
+        if classes[..i].contains(&c) {
+            return bad(format!("class {c} selected twice"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn class_selection_keeps_and_relabels_in_the_order_given() {
+        // Labels 0..5 twice; pixel value = 10 * label + copy.
+        let labels: Vec<u32> = (0..10).map(|i| i % 5).collect();
+        let pixels: Vec<f32> = (0..10).map(|i| (10 * (i % 5) + i / 5) as f32).collect();
+        let d = Dataset::new(pixels, labels, (1, 1, 1), 5).unwrap();
+        let b = d.with_classes(&[3, 1]).unwrap();
+        assert_eq!(b.num_classes(), 2);
+        assert_eq!(b.labels(), &[1, 0, 1, 0]);
+        assert_eq!(b.pixels(), &[10.0, 30.0, 11.0, 31.0]);
+        for bad in [&[][..], &[1, 1], &[5]] {
+            let err = d.with_classes(bad).unwrap_err().to_string();
+            assert!(err.contains("classes"), "{err}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -128,6 +128,24 @@ pub struct Domain {
 }
 
 impl Domain {
+    /// The domain restricted to `classes` (train and test splits), relabelled `0..classes.len()`
+    /// in that order, with their names (Yosinski et al. 2014 split the classes into tasks A and B).
+    pub fn with_classes(&self, classes: &[u32]) -> Result<Self> {
+        crate::dataset::check_classes(classes, self.class_names.len())?;
+        Ok(Self {
+            train: self.train.with_classes(classes)?,
+            test: self.test.with_classes(classes)?,
+            class_names: classes
+                .iter()
+                .map(|&c| self.class_names[c as usize].clone())
+                .collect(),
+            id: self.id,
+            files: self.files.clone(),
+            full_train_size: self.full_train_size,
+            placement: self.placement,
+        })
+    }
+
     /// Loads `id` from `dir` (bundled domains need no directory).
     ///
     /// A missing file is an error naming the path looked for, the files expected there and where

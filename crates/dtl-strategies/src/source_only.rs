@@ -33,6 +33,11 @@ impl SourceOnly {
     pub fn optimizer(&self) -> &Optimizer {
         &self.opt
     }
+
+    /// The trained model.
+    pub fn into_model(self) -> Classifier {
+        self.model
+    }
 }
 
 /// Mean cross-entropy of `logits` against `labels` and the batch accuracy.

@@ -24,6 +24,8 @@
 use std::path::PathBuf;
 
 pub mod experiment;
+pub mod figure;
+pub mod yosinski;
 
 pub use dtl_backbones as backbones;
 pub use dtl_core as core;

@@ -32,6 +32,43 @@ enum Command {
     Eval(EvalArgs),
     /// Download a data set into the data directory, verifying its checksums.
     Fetch(FetchArgs),
+    /// Yosinski et al. 2014's layer-transfer sweep (baseA, baseB, BnB, BnB+, AnB, AnB+, RnB per n).
+    Yosinski(YosinskiArgs),
+}
+
+#[derive(Args)]
+struct YosinskiArgs {
+    /// The full preset (MNIST and USPS from the data directory, 28x28, seeds 0-2); default: the
+    /// quick one on bundled data.
+    #[arg(long)]
+    full: bool,
+    /// TOML sweep config to start from (the fields of the written config.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory for --full (else $DTL_DATA_DIR, else the per-user cache directory).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Seeds, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    seeds: Option<Vec<u64>>,
+    /// Splits, comma-separated: random, dissimilar.
+    #[arg(long, value_delimiter = ',')]
+    splits: Option<Vec<String>>,
+    /// Numbers of transferred layers, comma-separated (1..7).
+    #[arg(long, value_delimiter = ',')]
+    ns: Option<Vec<usize>>,
+    /// Epochs of every training.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Use at most N labelled B training images (the few-labels setting).
+    #[arg(long, value_name = "N")]
+    b_train_size: Option<usize>,
+    /// Skip the random-frozen-layers control.
+    #[arg(long)]
+    no_random_control: bool,
+    /// Output directory (config.toml, runs.csv, summary.json, figure.svg).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -179,6 +216,7 @@ fn main() -> Result<()> {
         Command::Train(a) => train(*a),
         Command::Eval(a) => eval(a),
         Command::Fetch(a) => fetch(a),
+        Command::Yosinski(a) => yosinski(a),
     }
 }
 
@@ -316,5 +354,68 @@ fn fetch(a: FetchArgs) -> Result<()> {
     for f in files {
         println!("{}", f.display());
     }
+    Ok(())
+}
+
+fn yosinski(a: YosinskiArgs) -> Result<()> {
+    use dtl::yosinski::{reproduce, Split, SweepConfig};
+    let mut cfg = match &a.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("config file {}", p.display()))?
+        }
+        None if a.full => SweepConfig::full(None),
+        None => SweepConfig::default(),
+    };
+    if a.data_dir.is_some() {
+        cfg.data_dir = a.data_dir.clone();
+    }
+    if let Some(v) = a.seeds {
+        cfg.seeds = v;
+    }
+    if let Some(v) = a.splits {
+        cfg.splits = v
+            .iter()
+            .map(|s| parse_choice::<Split>("splits", s))
+            .collect::<Result<_>>()?;
+    }
+    if let Some(v) = a.ns {
+        cfg.ns = v;
+    }
+    if let Some(v) = a.epochs {
+        cfg.epochs = v;
+    }
+    if a.b_train_size.is_some() {
+        cfg.b_train_size = a.b_train_size;
+    }
+    if a.no_random_control {
+        cfg.random_control = false;
+    }
+    let summary = reproduce(&cfg, &a.out)?;
+    for split in &summary.splits {
+        println!(
+            "{} split: baseA {:.4}, baseB {:.4} +- {:.4}",
+            split.split, split.base_a.mean, split.base_b.mean, split.base_b.std
+        );
+        println!("  n   BnB     BnB+    AnB     AnB+    RnB");
+        for l in &split.layers {
+            let m = |s: &str| {
+                l.settings
+                    .get(s)
+                    .map(|st| format!("{:.4}", st.mean))
+                    .unwrap_or("-".into())
+            };
+            println!(
+                "  {}   {}  {}  {}  {}  {}",
+                l.n,
+                m("BnB"),
+                m("BnB+"),
+                m("AnB"),
+                m("AnB+"),
+                m("RnB")
+            );
+        }
+    }
+    println!("wrote {} ({:.0} s)", a.out.display(), summary.seconds);
     Ok(())
 }

@@ -1,0 +1,506 @@
+//! The layer-transferability experiment of Yosinski, Clune, Bengio & Lipson (2014, "How
+//! transferable are features in deep neural networks?") on digits.
+//!
+//! The ten digit classes are split into two 5-class tasks A and B. A base network is trained on
+//! each (`baseA`, `baseB`); then, for every n, four networks are trained on B with their first n
+//! layers copied from a base network: `BnB` (from baseB, frozen), `BnB+` (from baseB, fine-tuned),
+//! `AnB` (from baseA, frozen), `AnB+` (from baseA, fine-tuned), plus `RnB`, a control whose first n
+//! layers are random and frozen. Layers are [`ConvNet8`](dtl_backbones::ConvNet8)'s: `conv1` ..
+//! `conv5`, `fc6`, `fc7`, then the 5-way head, which is always new.
+//!
+//! Two splits: `random` (the digits shuffled by the seed, first five to A, the rest to B, both from
+//! the same data set: similar tasks, as the paper's random ImageNet halves) and `dissimilar`
+//! (A = digits 0-4 of MNIST, B = digits 5-9 of another data set: other classes *and* another
+//! domain, the paper's man-made / natural split carried to digits). Every number is top-1 accuracy
+//! on B's (or A's, for baseA) test split after the last epoch.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Device;
+use dtl_backbones::{BackboneKind, Classifier, ModelSpec};
+use dtl_data::{DataDir, Domain, DomainId, LoadOptions};
+use dtl_strategies::{evaluate, train, FinetuneConfig, LoopConfig, OptimSettings, SourceOnly};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// How the classes are divided between tasks A and B.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Split {
+    /// Digits shuffled by the seed, five to A and five to B, one data set.
+    Random,
+    /// A = digits 0-4 of MNIST, B = digits 5-9 of the other data set.
+    Dissimilar,
+}
+
+impl Split {
+    /// Its name in files.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Split::Random => "random",
+            Split::Dissimilar => "dissimilar",
+        }
+    }
+}
+
+/// The settings of a sweep; written as `config.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SweepConfig {
+    /// Where tasks come from: `quick` (bundled data: `mnist-small`, and `optdigits` for the
+    /// dissimilar B) or `full` (MNIST, and USPS for the dissimilar B, from the data directory).
+    pub data: String,
+    /// Data directory for `full`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// The splits to run.
+    pub splits: Vec<Split>,
+    /// Seeds (network initialisation, batch order and the random split).
+    pub seeds: Vec<u64>,
+    /// Numbers of transferred layers.
+    pub ns: Vec<usize>,
+    /// Epochs of every training.
+    pub epochs: usize,
+    /// Batch size.
+    pub batch_size: usize,
+    /// Learning rate (SGD, momentum 0.9, weight decay 5e-4).
+    pub lr: f64,
+    /// Canvas side.
+    pub image_size: usize,
+    /// Cap on B's training images (the few-labels setting); `None` for all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub b_train_size: Option<usize>,
+    /// Learning-rate multiplier of copied layers in the fine-tuned settings.
+    pub transferred_lr_mult: f64,
+    /// Train the random-frozen-layers control `RnB`.
+    pub random_control: bool,
+}
+
+impl Default for SweepConfig {
+    /// The quick preset: bundled data at 16x16, both splits, seed 0, n = 1..7, 6 epochs.
+    fn default() -> Self {
+        Self {
+            data: "quick".into(),
+            data_dir: None,
+            splits: vec![Split::Random, Split::Dissimilar],
+            seeds: vec![0],
+            ns: (1..=7).collect(),
+            epochs: 6,
+            batch_size: 64,
+            lr: 0.02,
+            image_size: 16,
+            b_train_size: None,
+            transferred_lr_mult: 1.0,
+            random_control: true,
+        }
+    }
+}
+
+impl SweepConfig {
+    /// The full preset: MNIST (and USPS) from the data directory at 28x28, seeds 0-2, 10 epochs.
+    pub fn full(data_dir: Option<PathBuf>) -> Self {
+        Self {
+            data: "full".into(),
+            data_dir,
+            seeds: vec![0, 1, 2],
+            epochs: 10,
+            batch_size: 128,
+            lr: 0.01,
+            image_size: 28,
+            ..Default::default()
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |f: &str, m: String| {
+            Err(Error::Config {
+                field: f.into(),
+                message: m,
+            })
+        };
+        if self.data != "quick" && self.data != "full" {
+            return bad("data", format!("`{}` is neither quick nor full", self.data));
+        }
+        if self.splits.is_empty() || self.seeds.is_empty() {
+            return bad("splits", "a sweep needs at least one split and one seed".into());
+        }
+        if let Some(n) = self.ns.iter().find(|&&n| n == 0 || n > 7) {
+            return bad("ns", format!("{n} is not a number of transferable layers (1..7)"));
+        }
+        if self.epochs == 0 || self.batch_size == 0 {
+            return bad("epochs", "epochs and batch size must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// One trained network.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRow {
+    /// `random` or `dissimilar`.
+    pub split: String,
+    /// `baseA`, `baseB`, `BnB`, `BnB+`, `AnB`, `AnB+` or `RnB`.
+    pub setting: String,
+    /// Layers transferred (0 for the base networks).
+    pub n: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Top-1 accuracy on the test split of its task.
+    pub top1: f64,
+}
+
+/// Mean and sample standard deviation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Stat {
+    /// Mean.
+    pub mean: f64,
+    /// Sample standard deviation (0 for one value).
+    pub std: f64,
+}
+
+impl Stat {
+    fn of(v: &[f64]) -> Option<Self> {
+        if v.is_empty() {
+            return None;
+        }
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let std = if v.len() > 1 {
+            (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
+        } else {
+            0.0
+        };
+        Some(Self { mean, std })
+    }
+}
+
+/// Per n: each setting's mean and the paper's three differences.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LayerSummary {
+    /// Layers transferred.
+    pub n: usize,
+    /// Mean and std per setting.
+    pub settings: BTreeMap<String, Stat>,
+    /// `baseB - BnB`: fragile co-adaptation of layers n and n+1.
+    pub co_adaptation_drop: Option<f64>,
+    /// `BnB - AnB`: how specific to A the first n layers are.
+    pub specificity_drop: Option<f64>,
+    /// `AnB+ - baseB`: what transfer plus fine-tuning gains.
+    pub fine_tuning_gain: Option<f64>,
+}
+
+/// The summary of one split.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SplitSummary {
+    /// The split.
+    pub split: String,
+    /// Classes of A and B per seed, and the data sets used.
+    pub tasks: Vec<String>,
+    /// baseA on A's test split.
+    pub base_a: Stat,
+    /// baseB on B's test split.
+    pub base_b: Stat,
+    /// Per n.
+    pub layers: Vec<LayerSummary>,
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    /// dtl's version.
+    pub dtl_version: String,
+    /// Git revision of the sources, when known.
+    pub git_rev: Option<String>,
+    /// Host.
+    pub host: String,
+    /// Seconds the sweep took.
+    pub seconds: f64,
+    /// Per split.
+    pub splits: Vec<SplitSummary>,
+}
+
+/// Tasks A and B of `split` for `seed`: the two domains restricted to their classes, and a
+/// description.
+fn tasks(
+    cfg: &SweepConfig,
+    split: Split,
+    seed: u64,
+    dir: Option<&DataDir>,
+) -> Result<(Domain, Domain, String)> {
+    let full = cfg.data == "full";
+    let opts = LoadOptions {
+        image_size: cfg.image_size,
+        seed,
+        ..Default::default()
+    };
+    let mnist = if full {
+        DomainId::Mnist
+    } else {
+        DomainId::MnistSmall
+    };
+    let other = if full { DomainId::Usps } else { DomainId::Optdigits };
+    let (a_dom, b_dom, a_cls, b_cls): (DomainId, DomainId, Vec<u32>, Vec<u32>) = match split {
+        Split::Random => {
+            let mut digits: Vec<u32> = (0..10).collect();
+            digits.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5917));
+            let (mut a, mut b) = (digits[..5].to_vec(), digits[5..].to_vec());
+            a.sort_unstable();
+            b.sort_unstable();
+            (mnist, mnist, a, b)
+        }
+        Split::Dissimilar => (mnist, other, (0..5).collect(), (5..10).collect()),
+    };
+    let a_full = Domain::load(a_dom, dir, &opts)?;
+    let b_full = if b_dom == a_dom {
+        a_full.clone()
+    } else {
+        Domain::load(b_dom, dir, &opts)?
+    };
+    let a = a_full.with_classes(&a_cls)?;
+    let mut b = b_full.with_classes(&b_cls)?;
+    if let Some(cap) = cfg.b_train_size {
+        if cap < b.train.len() {
+            let mut idx: Vec<usize> = (0..b.train.len()).collect();
+            idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0xb7a1));
+            idx.truncate(cap);
+            b.train = b.train.subset(&idx)?;
+        }
+    }
+    let desc = format!(
+        "seed {seed}: A = {a_dom} {a_cls:?} ({} train), B = {b_dom} {b_cls:?} ({} train)",
+        a.train.len(),
+        b.train.len()
+    );
+    Ok((a, b, desc))
+}
+
+fn spec(cfg: &SweepConfig, classes: &[String]) -> ModelSpec {
+    ModelSpec {
+        backbone: BackboneKind::ConvNet8,
+        input_shape: (1, cfg.image_size, cfg.image_size),
+        class_names: classes.to_vec(),
+        adapt_width: None,
+    }
+}
+
+/// Trains a network on `task` from `seed`, its first `n` layers copied from `from` (frozen or
+/// fine-tuned) when given; returns it and its test accuracy.
+fn train_net(
+    cfg: &SweepConfig,
+    task: &Domain,
+    seed: u64,
+    from: Option<(&Classifier, usize, bool)>,
+    dev: &Device,
+) -> Result<(Classifier, f64)> {
+    let model = Classifier::new(spec(cfg, &task.class_names), seed, dev)?;
+    let optim = OptimSettings {
+        lr: cfg.lr,
+        ..Default::default()
+    };
+    let mut strategy: SourceOnly = match from {
+        Some((source, n, freeze)) => {
+            model.transfer_from(source, n, Path::new("<base network>"))?;
+            FinetuneConfig {
+                transfer_layers: n,
+                freeze,
+                transferred_lr_mult: cfg.transferred_lr_mult,
+            }
+            .build(model, &optim)?
+        }
+        None => SourceOnly::new(model, &optim)?,
+    };
+    let loop_cfg = LoopConfig {
+        epochs: cfg.epochs,
+        batch_size: cfg.batch_size,
+        seed,
+        progress: false,
+    };
+    train(&mut strategy, &task.train, None, &loop_cfg, dev)?;
+    let e = evaluate(
+        |xs| dtl_core::Strategy::predict(&strategy, xs),
+        &task.test,
+        500,
+        dev,
+    )?;
+    Ok((strategy.into_model(), e.accuracy))
+}
+
+/// Runs the sweep, calling `progress` after every trained network, and returns every network's
+/// row and the summary (without writing anything).
+pub fn sweep(cfg: &SweepConfig, mut progress: impl FnMut(&RunRow)) -> Result<(Vec<RunRow>, Summary)> {
+    cfg.validate()?;
+    let started = Instant::now();
+    let dev = Device::Cpu;
+    let dir = match cfg.data.as_str() {
+        "full" => Some(DataDir::resolve(cfg.data_dir.as_deref())?),
+        _ => None,
+    };
+    let mut rows = Vec::new();
+    let mut summaries = Vec::new();
+    for &split in &cfg.splits {
+        let mut descs = Vec::new();
+        let first = rows.len();
+        for &seed in &cfg.seeds {
+            let (a, b, desc) = tasks(cfg, split, seed, dir.as_ref())?;
+            tracing::info!("{} split, {desc}", split.as_str());
+            descs.push(desc);
+            let mut push = |setting: &str, n: usize, top1: f64| {
+                let row = RunRow {
+                    split: split.as_str().into(),
+                    setting: setting.into(),
+                    n,
+                    seed,
+                    top1,
+                };
+                progress(&row);
+                rows.push(row);
+            };
+            let (base_a, acc) = train_net(cfg, &a, seed, None, &dev)?;
+            push("baseA", 0, acc);
+            // baseB from another initialisation than the B networks' fresh layers.
+            let (base_b, acc) = train_net(cfg, &b, seed.wrapping_add(1000), None, &dev)?;
+            push("baseB", 0, acc);
+            let random = Classifier::new(spec(cfg, &b.class_names), seed.wrapping_add(2000), &dev)?;
+            for &n in &cfg.ns {
+                let mut settings = vec![
+                    ("BnB", &base_b, true),
+                    ("BnB+", &base_b, false),
+                    ("AnB", &base_a, true),
+                    ("AnB+", &base_a, false),
+                ];
+                if cfg.random_control {
+                    settings.push(("RnB", &random, true));
+                }
+                for (name, from, freeze) in settings {
+                    let (_, acc) = train_net(cfg, &b, seed, Some((from, n, freeze)), &dev)?;
+                    push(name, n, acc);
+                }
+            }
+        }
+        summaries.push(summarise(split, descs, &rows[first..]));
+    }
+    let summary = Summary {
+        dtl_version: env!("CARGO_PKG_VERSION").into(),
+        git_rev: git_rev(),
+        host: format!(
+            "{} {} ({} CPUs)",
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        ),
+        seconds: started.elapsed().as_secs_f64(),
+        splits: summaries,
+    };
+    Ok((rows, summary))
+}
+
+fn summarise(split: Split, tasks: Vec<String>, rows: &[RunRow]) -> SplitSummary {
+    let values = |setting: &str, n: usize| -> Vec<f64> {
+        rows.iter()
+            .filter(|r| r.setting == setting && r.n == n)
+            .map(|r| r.top1)
+            .collect()
+    };
+    let zero = Stat { mean: 0.0, std: 0.0 };
+    let base_a = Stat::of(&values("baseA", 0)).unwrap_or(zero);
+    let base_b = Stat::of(&values("baseB", 0)).unwrap_or(zero);
+    let mut ns: Vec<usize> = rows.iter().filter(|r| r.n > 0).map(|r| r.n).collect();
+    ns.sort_unstable();
+    ns.dedup();
+    let layers = ns
+        .into_iter()
+        .map(|n| {
+            let settings: BTreeMap<String, Stat> = ["BnB", "BnB+", "AnB", "AnB+", "RnB"]
+                .iter()
+                .filter_map(|s| Stat::of(&values(s, n)).map(|st| (s.to_string(), st)))
+                .collect();
+            let m = |s: &str| settings.get(s).map(|st| st.mean);
+            LayerSummary {
+                n,
+                co_adaptation_drop: m("BnB").map(|v| base_b.mean - v),
+                specificity_drop: m("BnB").zip(m("AnB")).map(|(b, a)| b - a),
+                fine_tuning_gain: m("AnB+").map(|v| v - base_b.mean),
+                settings,
+            }
+        })
+        .collect();
+    SplitSummary {
+        split: split.as_str().into(),
+        tasks,
+        base_a,
+        base_b,
+        layers,
+    }
+}
+
+fn git_rev() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// `runs.csv`: `split,setting,n,seed,top1`.
+pub fn runs_csv(rows: &[RunRow]) -> String {
+    let mut s = String::from("split,setting,n,seed,top1\n");
+    for r in rows {
+        let _ = writeln!(s, "{},{},{},{},{:.4}", r.split, r.setting, r.n, r.seed, r.top1);
+    }
+    s
+}
+
+/// Runs the sweep and writes `config.toml`, `runs.csv` (as it goes), `summary.json` and
+/// `figure.svg` into `out`.
+pub fn reproduce(cfg: &SweepConfig, out: &Path) -> Result<Summary> {
+    cfg.validate()?;
+    std::fs::create_dir_all(out).map_err(|e| Error::Io {
+        path: out.to_path_buf(),
+        source: e,
+    })?;
+    let write = |name: &str, bytes: &[u8]| {
+        let path = out.join(name);
+        dtl_core::write_atomic(&path, bytes).map_err(|e| Error::Io { path, source: e })
+    };
+    write(
+        "config.toml",
+        toml::to_string_pretty(cfg)
+            .expect("a sweep config serialises")
+            .as_bytes(),
+    )?;
+    let mut done = Vec::new();
+    let (rows, summary) = sweep(cfg, |row| {
+        tracing::info!(
+            "{} {} n={} seed {}: top-1 {:.4}",
+            row.split,
+            row.setting,
+            row.n,
+            row.seed,
+            row.top1
+        );
+        done.push(row.clone());
+        // Partial results survive an interrupted sweep.
+        let _ = dtl_core::write_atomic(&out.join("runs.csv"), runs_csv(&done).as_bytes());
+    })?;
+    write("runs.csv", runs_csv(&rows).as_bytes())?;
+    write(
+        "summary.json",
+        serde_json::to_string_pretty(&summary)
+            .expect("summary serialises")
+            .as_bytes(),
+    )?;
+    write(
+        "figure.svg",
+        crate::figure::yosinski_svg(&rows, &summary).as_bytes(),
+    )?;
+    Ok(summary)
+}

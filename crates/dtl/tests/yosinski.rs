@@ -1,0 +1,114 @@
+//! The Yosinski sweep's bookkeeping on a tiny run (8x8 digits, one epoch): every network is
+//! trained and recorded once, the summary's means and differences follow from the rows, and the
+//! files, figure included, are written.
+
+use dtl::yosinski::{reproduce, runs_csv, Split, SweepConfig};
+
+#[test]
+fn a_tiny_sweep_records_every_network_and_summarises_them() {
+    let cfg = SweepConfig {
+        splits: vec![Split::Random],
+        seeds: vec![3],
+        ns: vec![1, 7],
+        epochs: 1,
+        image_size: 8,
+        b_train_size: Some(300),
+        ..Default::default()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sweep");
+    let summary = reproduce(&cfg, &out).unwrap();
+
+    let csv = std::fs::read_to_string(out.join("runs.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "split,setting,n,seed,top1");
+    // baseA, baseB, then five settings for each of the two n.
+    assert_eq!(lines.len(), 1 + 2 + 2 * 5, "{csv}");
+    let rows: Vec<(String, String, usize, f64)> = lines[1..]
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            assert_eq!(f[0], "random");
+            assert_eq!(f[3], "3");
+            (
+                f[0].into(),
+                f[1].into(),
+                f[2].parse().unwrap(),
+                f[4].parse().unwrap(),
+            )
+        })
+        .collect();
+    for n in [1, 7] {
+        let mut settings: Vec<&str> = rows.iter().filter(|r| r.2 == n).map(|r| r.1.as_str()).collect();
+        settings.sort_unstable();
+        assert_eq!(settings, ["AnB", "AnB+", "BnB", "BnB+", "RnB"]);
+    }
+    let top1 = |setting: &str, n: usize| rows.iter().find(|r| r.1 == setting && r.2 == n).unwrap().3;
+    for (_, _, _, acc) in &rows {
+        assert!((0.0..=1.0).contains(acc));
+    }
+
+    // One seed: means are the values (to the CSV's 4 decimals), std 0; the differences follow.
+    let split = &summary.splits[0];
+    assert_eq!(split.split, "random");
+    assert!(
+        split.tasks[0].contains("B = mnist-small") && split.tasks[0].contains("(300 train)"),
+        "{:?}",
+        split.tasks
+    );
+    assert!((split.base_b.mean - top1("baseB", 0)).abs() < 1e-4);
+    assert_eq!(split.base_b.std, 0.0);
+    for layer in &split.layers {
+        let n = layer.n;
+        assert!((layer.settings["BnB"].mean - top1("BnB", n)).abs() < 1e-4);
+        let co = layer.co_adaptation_drop.unwrap();
+        assert!((co - (split.base_b.mean - layer.settings["BnB"].mean)).abs() < 1e-12);
+        let spec = layer.specificity_drop.unwrap();
+        assert!((spec - (layer.settings["BnB"].mean - layer.settings["AnB"].mean)).abs() < 1e-12);
+        let gain = layer.fine_tuning_gain.unwrap();
+        assert!((gain - (layer.settings["AnB+"].mean - split.base_b.mean)).abs() < 1e-12);
+    }
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(json["splits"][0]["layers"].as_array().unwrap().len(), 2);
+    let again: SweepConfig =
+        toml::from_str(&std::fs::read_to_string(out.join("config.toml")).unwrap()).unwrap();
+    assert_eq!(again, cfg);
+
+    let svg = std::fs::read_to_string(out.join("figure.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert_eq!(
+        svg.matches("<polyline").count(),
+        5,
+        "one line of means per setting"
+    );
+    // A dot per network: 10 transfer runs, plus baseB's white dot.
+    assert_eq!(svg.matches("r=\"2.5\"").count(), 10);
+    assert_eq!(svg.matches("fill=\"white\" stroke=\"black\"").count(), 1);
+    assert_eq!(runs_csv(&[]), "split,setting,n,seed,top1\n");
+}
+
+#[test]
+fn bad_sweep_settings_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (cfg, field) in [
+        (
+            SweepConfig {
+                ns: vec![8],
+                ..Default::default()
+            },
+            "ns",
+        ),
+        (
+            SweepConfig {
+                data: "huge".into(),
+                ..Default::default()
+            },
+            "data",
+        ),
+    ] {
+        let err = reproduce(&cfg, tmp.path()).unwrap_err().to_string();
+        assert!(err.contains(field), "{err}");
+    }
+}

@@ -10,10 +10,10 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use dtl_core::Backbone;
 use dtl_ops::Kernels;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::init::{kaiming_param, Param};
+use crate::init::{dropout_mask, kaiming_param, Param};
 use crate::{Error, Result};
 
 /// Settings of a [`ConvNet8`].
@@ -132,13 +132,7 @@ impl ConvNet8 {
         if p == 0.0 {
             return Ok(xs.clone());
         }
-        let keep = 1.0 / (1.0 - p);
-        let mask: Vec<f32> = {
-            let mut rng = self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner());
-            (0..xs.elem_count())
-                .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
-                .collect()
-        };
+        let mask = dropout_mask(&self.dropout_rng, xs.elem_count(), p);
         Ok((xs * Tensor::from_vec(mask, xs.shape(), xs.device())?)?)
     }
 }

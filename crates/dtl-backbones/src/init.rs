@@ -43,9 +43,8 @@ pub fn uniform_param(
 ) -> Result<Param> {
     let fan_in: usize = shape[1..].iter().product();
     let bound = 1.0 / (fan_in as f32).sqrt();
-    let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-bound..bound)).collect() };
-    let w = Tensor::from_vec(draw(shape.iter().product()), shape, device)?;
-    let b = Tensor::from_vec(draw(shape[0]), shape[0], device)?;
+    let w = Tensor::from_vec(uniform(rng, shape.iter().product(), bound), shape, device)?;
+    let b = Tensor::from_vec(uniform(rng, shape[0], bound), shape[0], device)?;
     let weight = dtl_core::params::insert(vm, &format!("{layer}.weight"), w)?;
     let bias = dtl_core::params::insert(vm, &format!("{layer}.bias"), b)?;
     Ok(Param {
@@ -66,10 +65,7 @@ pub fn kaiming_param(
     device: &Device,
 ) -> Result<Param> {
     let fan_in: usize = shape[1..].iter().product();
-    let bound = (6.0 / fan_in as f32).sqrt();
-    let w: Vec<f32> = (0..shape.iter().product())
-        .map(|_| rng.random_range(-bound..bound))
-        .collect();
+    let w = uniform(rng, shape.iter().product(), (6.0 / fan_in as f32).sqrt());
     let weight = dtl_core::params::insert(
         vm,
         &format!("{layer}.weight"),
@@ -96,10 +92,22 @@ pub fn uniform_weight(
     device: &Device,
 ) -> Result<Tensor> {
     let fan_in: usize = shape[1..].iter().product();
-    let bound = 1.0 / (fan_in as f32).sqrt();
-    let v: Vec<f32> = (0..shape.iter().product())
-        .map(|_| rng.random_range(-bound..bound))
-        .collect();
+    let v = uniform(rng, shape.iter().product(), 1.0 / (fan_in as f32).sqrt());
     let var = dtl_core::params::insert(vm, name, Tensor::from_vec(v, shape, device)?)?;
     Ok(var.as_tensor().clone())
+}
+
+/// `n` draws uniform in `[-bound, bound)`.
+fn uniform(rng: &mut ChaCha8Rng, n: usize, bound: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+}
+
+/// A dropout mask of `n` entries: 0 with probability `p`, else `1/(1-p)` (inverted dropout, so
+/// that evaluation needs no rescaling), drawn from the shared `rng`.
+pub fn dropout_mask(rng: &std::sync::Mutex<ChaCha8Rng>, n: usize, p: f32) -> Vec<f32> {
+    let keep = 1.0 / (1.0 - p);
+    let mut rng = rng.lock().unwrap_or_else(|e| e.into_inner());
+    (0..n)
+        .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
+        .collect()
 }

@@ -8,10 +8,10 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use dtl_core::Backbone;
 use dtl_ops::Kernels;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::init::{uniform_param, Param};
+use crate::init::{dropout_mask, uniform_param, Param};
 use crate::{Error, Result};
 
 /// Settings of a [`LeNet`].
@@ -117,13 +117,7 @@ impl LeNet {
             return Ok(xs.clone());
         }
         let (b, c, _, _) = xs.dims4()?;
-        let keep = 1.0 / (1.0 - p);
-        let mask: Vec<f32> = {
-            let mut rng = self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner());
-            (0..b * c)
-                .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
-                .collect()
-        };
+        let mask = dropout_mask(&self.dropout_rng, b * c, p);
         let mask = Tensor::from_vec(mask, (b, c, 1, 1), xs.device())?;
         Ok(xs.broadcast_mul(&mask)?)
     }

@@ -459,8 +459,8 @@ pub fn runs_csv(rows: &[RunRow]) -> String {
     s
 }
 
-/// Runs the sweep and writes `config.toml`, `runs.csv` (as it goes), `summary.json` and
-/// `figure.svg` into `out`.
+/// Runs the sweep and writes `config.toml`, `runs.csv` (as it goes), `summary.json`,
+/// `figure.svg` and `figure.png` into `out`.
 pub fn reproduce(cfg: &SweepConfig, out: &Path) -> Result<Summary> {
     cfg.validate()?;
     std::fs::create_dir_all(out).map_err(|e| Error::Io {
@@ -498,9 +498,12 @@ pub fn reproduce(cfg: &SweepConfig, out: &Path) -> Result<Summary> {
             .expect("summary serialises")
             .as_bytes(),
     )?;
-    write(
-        "figure.svg",
-        crate::figure::yosinski_svg(&rows, &summary).as_bytes(),
-    )?;
+    let svg = crate::figure::yosinski_svg(&rows, &summary);
+    write("figure.svg", svg.as_bytes())?;
+    let png = crate::figure::svg_to_png(&svg, 2.0).map_err(|m| Error::Config {
+        field: "figure".into(),
+        message: m,
+    })?;
+    write("figure.png", &png)?;
     Ok(summary)
 }

@@ -86,6 +86,12 @@ fn a_tiny_sweep_records_every_network_and_summarises_them() {
     // A dot per network: 10 transfer runs, plus baseB's white dot.
     assert_eq!(svg.matches("r=\"2.5\"").count(), 10);
     assert_eq!(svg.matches("fill=\"white\" stroke=\"black\"").count(), 1);
+    // The PNG: signature, and the IHDR size at twice the SVG's (420 x 348 per panel).
+    let png = std::fs::read(out.join("figure.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let be = |i: usize| u32::from_be_bytes(png[i..i + 4].try_into().unwrap());
+    assert_eq!((be(16), be(20)), (840, 696));
+    assert!(png.len() > 5000, "a figure of {} bytes", png.len());
     assert_eq!(runs_csv(&[]), "split,setting,n,seed,top1\n");
 }
 

@@ -41,19 +41,24 @@ fn bundled_run_shows_a_domain_shift_and_its_checkpoint_reevaluates() {
         "optdigits",
         None,
         None,
+        Some("mnist-small"),
         &Device::Cpu,
     )
     .unwrap();
     assert_eq!(e.test, m.target_test);
+    // The gap measured again from the checkpoint is the run's.
+    assert_eq!(e.feature_gap.as_ref(), Some(&m.feature_gap));
     let e = evaluate_checkpoint(
         &out.join("model.safetensors"),
         "mnist-small",
+        None,
         None,
         None,
         &Device::Cpu,
     )
     .unwrap();
     assert_eq!(e.test, m.source_test);
+    assert!(e.feature_gap.is_none());
 }
 
 #[test]

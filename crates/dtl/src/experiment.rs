@@ -504,28 +504,61 @@ pub struct EvalReport {
     pub data: DataRecord,
     /// Evaluation on the test split.
     pub test: Evaluation,
+    /// With `--gap-from`: the representation gap between that domain's test split and this one's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feature_gap: Option<FeatureGap>,
 }
 
 /// Evaluates a checkpoint on the test split of `domain`. The canvas size comes from the
-/// checkpoint; the placement too unless `placement` is given.
+/// checkpoint; the placement too unless `placement` is given. With `gap_from`, the report also
+/// holds the [`FeatureGap`] between that domain's test split and `domain`'s (as a run's
+/// `metrics.json` holds it between its source and target).
 pub fn evaluate_checkpoint(
     checkpoint: &Path,
     domain: &str,
     data_dir: Option<&Path>,
     placement: Option<&str>,
+    gap_from: Option<&str>,
     device: &Device,
 ) -> Result<EvalReport> {
-    let id: DomainId = domain.parse().map_err(|e| field_err("domain", e))?;
     let (model, meta) = Classifier::load(checkpoint, device)?;
     let placement: Placement = match placement.or(meta.get("dtl.placement").map(String::as_str)) {
         Some(p) => p.parse().map_err(|e| field_err("placement", e))?,
         None => Placement::Fill,
     };
-    let (c, h, _) = model.spec().input_shape;
     let data_dir = DataDir::resolve(data_dir)?;
+    let d = load_for(&model, domain, &data_dir, placement)?;
+    let test = dtl_strategies::evaluate(
+        |xs| model.forward(xs, false).map_err(dtl_backbones::Error::into_core),
+        &d.test,
+        500,
+        device,
+    )?;
+    let feature_gap = match gap_from {
+        Some(from) => {
+            let f = load_for(&model, from, &data_dir, placement)?;
+            Some(dtl_strategies::feature_gap(
+                &model, &f.test, &d.test, 1000, device,
+            )?)
+        }
+        None => None,
+    };
+    Ok(EvalReport {
+        checkpoint: checkpoint.display().to_string(),
+        domain: d.id.to_string(),
+        data: DataRecord::of(&d),
+        test,
+        feature_gap,
+    })
+}
+
+/// Loads `domain` at the checkpoint's canvas size, checking channels and classes.
+fn load_for(model: &Classifier, domain: &str, data_dir: &DataDir, placement: Placement) -> Result<Domain> {
+    let id: DomainId = domain.parse().map_err(|e| field_err("domain", e))?;
+    let (c, h, _) = model.spec().input_shape;
     let d = Domain::load(
         id,
-        Some(&data_dir),
+        Some(data_dir),
         &LoadOptions {
             image_size: h,
             placement,
@@ -547,16 +580,5 @@ pub fn evaluate_checkpoint(
             message: format!("{id}'s classes differ from the checkpoint's"),
         });
     }
-    let test = dtl_strategies::evaluate(
-        |xs| model.forward(xs, false).map_err(dtl_backbones::Error::into_core),
-        &d.test,
-        500,
-        device,
-    )?;
-    Ok(EvalReport {
-        checkpoint: checkpoint.display().to_string(),
-        domain: id.to_string(),
-        data: DataRecord::of(&d),
-        test,
-    })
+    Ok(d)
 }

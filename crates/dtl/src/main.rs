@@ -186,6 +186,9 @@ struct EvalArgs {
     /// Placement of non-MNIST digits (default: the one the checkpoint was trained with).
     #[arg(long)]
     placement: Option<String>,
+    /// Also measure the feature gap (MMD^2, CORAL) between this domain's test split and --domain's.
+    #[arg(long, value_name = "DOMAIN")]
+    gap_from: Option<String>,
     /// Device: cpu, cuda, cuda:N, metal.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -336,6 +339,7 @@ fn eval(a: EvalArgs) -> Result<()> {
         &a.domain,
         a.data_dir.as_deref(),
         a.placement.as_deref(),
+        a.gap_from.as_deref(),
         &device,
     )?;
     println!("{}", serde_json::to_string_pretty(&report)?);

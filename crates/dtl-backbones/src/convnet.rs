@@ -13,7 +13,7 @@ use dtl_ops::Kernels;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::init::{dropout_mask, kaiming_param, Param};
+use crate::init::{check_input, dropout_mask, kaiming_param, Param};
 use crate::{Error, Result};
 
 /// Settings of a [`ConvNet8`].
@@ -139,15 +139,7 @@ impl ConvNet8 {
 
 impl Backbone for ConvNet8 {
     fn features(&self, xs: &Tensor, train: bool) -> dtl_core::Result<Tensor> {
-        let (c, h, w) = self.input_shape();
-        let dims = xs.dims();
-        if dims.len() != 4 || dims[1..] != [c, h, w] {
-            return Err(dtl_core::Error::Shape {
-                name: "convnet8 input".into(),
-                expected: vec![dims.first().copied().unwrap_or(0), c, h, w],
-                found: dims.to_vec(),
-            });
-        }
+        check_input("convnet8", xs, self.input_shape())?;
         let run = || -> Result<Tensor> {
             let k = self.cfg.kernels;
             let mut x = xs.clone();

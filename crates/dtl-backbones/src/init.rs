@@ -111,3 +111,18 @@ pub fn dropout_mask(rng: &std::sync::Mutex<ChaCha8Rng>, n: usize, p: f32) -> Vec
         .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
         .collect()
 }
+
+/// Checks that `xs` is a batch `(B, C, H, W)` of images of `shape = (C, H, W)`; the error names
+/// the backbone's input and both shapes.
+pub fn check_input(backbone: &str, xs: &Tensor, shape: (usize, usize, usize)) -> dtl_core::Result<()> {
+    let (c, h, w) = shape;
+    let dims = xs.dims();
+    if dims.len() != 4 || dims[1..] != [c, h, w] {
+        return Err(dtl_core::Error::Shape {
+            name: format!("{backbone} input"),
+            expected: vec![dims.first().copied().unwrap_or(0), c, h, w],
+            found: dims.to_vec(),
+        });
+    }
+    Ok(())
+}

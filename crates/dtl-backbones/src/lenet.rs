@@ -11,7 +11,7 @@ use dtl_ops::Kernels;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::init::{dropout_mask, uniform_param, Param};
+use crate::init::{check_input, dropout_mask, uniform_param, Param};
 use crate::{Error, Result};
 
 /// Settings of a [`LeNet`].
@@ -125,15 +125,7 @@ impl LeNet {
 
 impl Backbone for LeNet {
     fn features(&self, xs: &Tensor, train: bool) -> dtl_core::Result<Tensor> {
-        let (c, h, w) = self.input_shape();
-        let dims = xs.dims();
-        if dims.len() != 4 || dims[1..] != [c, h, w] {
-            return Err(dtl_core::Error::Shape {
-                name: "lenet input".into(),
-                expected: vec![dims.first().copied().unwrap_or(0), c, h, w],
-                found: dims.to_vec(),
-            });
-        }
+        check_input("lenet", xs, self.input_shape())?;
         let run = || -> Result<Tensor> {
             let k = self.cfg.kernels;
             let x = self.conv1.conv2d(xs, k)?;

@@ -45,6 +45,11 @@ pub fn uniform_param(
     let bound = 1.0 / (fan_in as f32).sqrt();
     let w = Tensor::from_vec(uniform(rng, shape.iter().product(), bound), shape, device)?;
     let b = Tensor::from_vec(uniform(rng, shape[0], bound), shape[0], device)?;
+    insert_param(vm, layer, w, b)
+}
+
+/// Stores `w` and `b` as `{layer}.weight` and `{layer}.bias` in `vm`.
+fn insert_param(vm: &VarMap, layer: &str, w: Tensor, b: Tensor) -> Result<Param> {
     let weight = dtl_core::params::insert(vm, &format!("{layer}.weight"), w)?;
     let bias = dtl_core::params::insert(vm, &format!("{layer}.bias"), b)?;
     Ok(Param {
@@ -66,20 +71,9 @@ pub fn kaiming_param(
 ) -> Result<Param> {
     let fan_in: usize = shape[1..].iter().product();
     let w = uniform(rng, shape.iter().product(), (6.0 / fan_in as f32).sqrt());
-    let weight = dtl_core::params::insert(
-        vm,
-        &format!("{layer}.weight"),
-        Tensor::from_vec(w, shape, device)?,
-    )?;
-    let bias = dtl_core::params::insert(
-        vm,
-        &format!("{layer}.bias"),
-        Tensor::zeros(shape[0], candle_core::DType::F32, device)?,
-    )?;
-    Ok(Param {
-        weight: weight.as_tensor().clone(),
-        bias: bias.as_tensor().clone(),
-    })
+    let w = Tensor::from_vec(w, shape, device)?;
+    let b = Tensor::zeros(shape[0], candle_core::DType::F32, device)?;
+    insert_param(vm, layer, w, b)
 }
 
 /// Creates a tensor of `shape` uniform in `+-1/sqrt(fan_in)` (PyTorch's default for convolution

@@ -123,10 +123,18 @@ pub fn yosinski_svg(rows: &[RunRow], summary: &Summary) -> String {
                 );
             }
         }
-        // Legend.
+        // Legend, bottom left on a white box: accuracies are highest at small n, so that corner
+        // is the emptiest.
+        let (lx, ltop) = (x(0.0) + 10.0, y(lo) - 10.0 - 15.0 * STYLE.len() as f64);
+        let _ = writeln!(
+            s,
+            r##"<rect x="{:.1}" y="{:.1}" width="66" height="{:.1}" fill="white" opacity="0.85" stroke="#bbbbbb"/>"##,
+            lx - 5.0,
+            ltop - 4.0,
+            15.0 * STYLE.len() as f64 + 6.0
+        );
         for (k, (name, colour, dash)) in STYLE.iter().enumerate() {
-            let ly = mt + 8.0 + 15.0 * k as f64;
-            let lx = x(max_n) - 70.0;
+            let ly = ltop + 6.0 + 15.0 * k as f64;
             let _ = writeln!(
                 s,
                 r#"<line x1="{lx:.1}" x2="{:.1}" y1="{ly:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="2" stroke-dasharray="{dash}"/><text x="{:.1}" y="{:.1}">{name}</text>"#,

@@ -69,6 +69,10 @@ struct YosinskiArgs {
     /// Output directory (config.toml, runs.csv, summary.json, figure.svg).
     #[arg(long)]
     out: PathBuf,
+    /// Train nothing: redraw figure.svg and figure.png of the finished sweep in --out from its
+    /// runs.csv and summary.json.
+    #[arg(long)]
+    replot: bool,
 }
 
 #[derive(Args)]
@@ -362,7 +366,13 @@ fn fetch(a: FetchArgs) -> Result<()> {
 }
 
 fn yosinski(a: YosinskiArgs) -> Result<()> {
-    use dtl::yosinski::{reproduce, Split, SweepConfig};
+    use dtl::yosinski::{replot, reproduce, Split, SweepConfig};
+    if a.replot {
+        let summary = replot(&a.out)?;
+        print_sweep(&summary);
+        println!("redrew {}/figure.svg and figure.png", a.out.display());
+        return Ok(());
+    }
     let mut cfg = match &a.config {
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
@@ -396,6 +406,13 @@ fn yosinski(a: YosinskiArgs) -> Result<()> {
         cfg.random_control = false;
     }
     let summary = reproduce(&cfg, &a.out)?;
+    print_sweep(&summary);
+    println!("wrote {} ({:.0} s)", a.out.display(), summary.seconds);
+    Ok(())
+}
+
+/// The sweep's table of means, as `dtl yosinski` prints it.
+fn print_sweep(summary: &dtl::yosinski::Summary) {
     for split in &summary.splits {
         println!(
             "{} split: baseA {:.4}, baseB {:.4} +- {:.4}",
@@ -420,6 +437,4 @@ fn yosinski(a: YosinskiArgs) -> Result<()> {
             );
         }
     }
-    println!("wrote {} ({:.0} s)", a.out.display(), summary.seconds);
-    Ok(())
 }

@@ -104,13 +104,17 @@ impl Default for SweepConfig {
 }
 
 impl SweepConfig {
-    /// The full preset: MNIST (and USPS) from the data directory at 28x28, seeds 0-2, 10 epochs.
+    /// The full preset: MNIST (and USPS) from the data directory at 28x28, seeds 0-2, 2 epochs.
+    ///
+    /// Two epochs because a sweep is 37 trainings per split and seed and the random split's B is
+    /// 30,000 images: about 75 minutes per seed on 2 CPU cores, where baseB is at 0.99 after two
+    /// epochs (docs/yosinski.md).
     pub fn full(data_dir: Option<PathBuf>) -> Self {
         Self {
             data: "full".into(),
             data_dir,
             seeds: vec![0, 1, 2],
-            epochs: 10,
+            epochs: 2,
             batch_size: 128,
             lr: 0.01,
             image_size: 28,
@@ -142,7 +146,7 @@ impl SweepConfig {
 }
 
 /// One trained network.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRow {
     /// `random` or `dissimilar`.
     pub split: String,
@@ -157,7 +161,7 @@ pub struct RunRow {
 }
 
 /// Mean and sample standard deviation.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Stat {
     /// Mean.
     pub mean: f64,
@@ -181,7 +185,7 @@ impl Stat {
 }
 
 /// Per n: each setting's mean and the paper's three differences.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LayerSummary {
     /// Layers transferred.
     pub n: usize,
@@ -196,7 +200,7 @@ pub struct LayerSummary {
 }
 
 /// The summary of one split.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SplitSummary {
     /// The split.
     pub split: String,
@@ -211,7 +215,7 @@ pub struct SplitSummary {
 }
 
 /// `summary.json`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// dtl's version.
     pub dtl_version: String,
@@ -273,9 +277,11 @@ fn tasks(
         }
     }
     let desc = format!(
-        "seed {seed}: A = {a_dom} {a_cls:?} ({} train), B = {b_dom} {b_cls:?} ({} train)",
+        "seed {seed}: A = {a_dom} {a_cls:?} ({} train, {} test), B = {b_dom} {b_cls:?} ({} train, {} test)",
         a.train.len(),
-        b.train.len()
+        a.test.len(),
+        b.train.len(),
+        b.test.len()
     );
     Ok((a, b, desc))
 }
@@ -498,12 +504,86 @@ pub fn reproduce(cfg: &SweepConfig, out: &Path) -> Result<Summary> {
             .expect("summary serialises")
             .as_bytes(),
     )?;
-    let svg = crate::figure::yosinski_svg(&rows, &summary);
+    write_figures(out, &rows, &summary)?;
+    Ok(summary)
+}
+
+fn write_figures(out: &Path, rows: &[RunRow], summary: &Summary) -> Result<()> {
+    let svg = crate::figure::yosinski_svg(rows, summary);
+    let write = |name: &str, bytes: &[u8]| {
+        let path = out.join(name);
+        dtl_core::write_atomic(&path, bytes).map_err(|e| Error::Io { path, source: e })
+    };
     write("figure.svg", svg.as_bytes())?;
     let png = crate::figure::svg_to_png(&svg, 2.0).map_err(|m| Error::Config {
         field: "figure".into(),
         message: m,
     })?;
-    write("figure.png", &png)?;
+    write("figure.png", &png)
+}
+
+/// Parses `runs.csv` as [`runs_csv`] writes it; `path` names the file in errors.
+pub fn parse_runs_csv(text: &str, path: &Path) -> Result<Vec<RunRow>> {
+    let bad = |line: usize, message: String| Error::Config {
+        field: format!("{}:{line}", path.display()),
+        message,
+    };
+    let mut lines = text.lines().enumerate();
+    match lines.next() {
+        Some((_, "split,setting,n,seed,top1")) => {}
+        other => {
+            return Err(bad(
+                1,
+                format!(
+                    "header `{}` is not `split,setting,n,seed,top1`",
+                    other.map_or("", |(_, l)| l)
+                ),
+            ))
+        }
+    }
+    lines
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            let f: Vec<&str> = l.split(',').collect();
+            if f.len() != 5 {
+                return Err(bad(i + 1, format!("{} fields, expected 5", f.len())));
+            }
+            let num = |k: usize, what: &str| {
+                f[k].trim()
+                    .parse::<f64>()
+                    .map_err(|_| bad(i + 1, format!("{what} `{}` is not a number", f[k])))
+            };
+            let n = f[2]
+                .trim()
+                .parse()
+                .map_err(|_| bad(i + 1, format!("n `{}` is not a layer count", f[2])))?;
+            let seed = f[3]
+                .trim()
+                .parse()
+                .map_err(|_| bad(i + 1, format!("seed `{}` is not a seed", f[3])))?;
+            Ok(RunRow {
+                split: f[0].trim().into(),
+                setting: f[1].trim().into(),
+                n,
+                seed,
+                top1: num(4, "top1")?,
+            })
+        })
+        .collect()
+}
+
+/// Redraws `figure.svg` and `figure.png` of a finished sweep in `dir` from its `runs.csv` and
+/// `summary.json` (after a change to the figure's style, without retraining).
+pub fn replot(dir: &Path) -> Result<Summary> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).map_err(|e| Error::Io { path, source: e })
+    };
+    let rows = parse_runs_csv(&read("runs.csv")?, &dir.join("runs.csv"))?;
+    let summary: Summary = serde_json::from_str(&read("summary.json")?).map_err(|e| Error::Config {
+        field: dir.join("summary.json").display().to_string(),
+        message: e.to_string(),
+    })?;
+    write_figures(dir, &rows, &summary)?;
     Ok(summary)
 }

@@ -2,7 +2,7 @@
 //! trained and recorded once, the summary's means and differences follow from the rows, and the
 //! files, figure included, are written.
 
-use dtl::yosinski::{reproduce, runs_csv, Split, SweepConfig};
+use dtl::yosinski::{replot, reproduce, runs_csv, Split, SweepConfig};
 
 #[test]
 fn a_tiny_sweep_records_every_network_and_summarises_them() {
@@ -52,7 +52,7 @@ fn a_tiny_sweep_records_every_network_and_summarises_them() {
     let split = &summary.splits[0];
     assert_eq!(split.split, "random");
     assert!(
-        split.tasks[0].contains("B = mnist-small") && split.tasks[0].contains("(300 train)"),
+        split.tasks[0].contains("B = mnist-small") && split.tasks[0].contains("(300 train, "),
         "{:?}",
         split.tasks
     );
@@ -93,6 +93,26 @@ fn a_tiny_sweep_records_every_network_and_summarises_them() {
     assert_eq!((be(16), be(20)), (840, 696));
     assert!(png.len() > 5000, "a figure of {} bytes", png.len());
     assert_eq!(runs_csv(&[]), "split,setting,n,seed,top1\n");
+
+    // Redrawing from the files gives the same figure; a damaged runs.csv is named with its line.
+    std::fs::remove_file(out.join("figure.svg")).unwrap();
+    std::fs::remove_file(out.join("figure.png")).unwrap();
+    let again = replot(&out).unwrap();
+    assert_eq!(again, summary_from_json(&out));
+    assert_eq!(std::fs::read_to_string(out.join("figure.svg")).unwrap(), svg);
+    assert_eq!(std::fs::read(out.join("figure.png")).unwrap(), png);
+    let mut damaged = csv.clone();
+    damaged.push_str("random,BnB,three,3,0.5\n");
+    std::fs::write(out.join("runs.csv"), &damaged).unwrap();
+    let err = replot(&out).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("runs.csv:{}", lines.len() + 1)) && err.contains("three"),
+        "{err}"
+    );
+}
+
+fn summary_from_json(dir: &std::path::Path) -> dtl::yosinski::Summary {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! 2-d convolution on the CPU: per image, im2col and one GEMM straight into the `(O, OH*OW)`
+//! 2-d convolution on the CPU: im2col and one GEMM straight into the `(O, OH*OW)`
 //! output plane (bias folded in); the backward pass computes the weight and bias gradients (and the
 //! input gradient only when the input needs one) in a single pass over the batch.
 //!
@@ -86,14 +86,16 @@ impl Geometry {
     }
 
     /// `(C k k, L)` columns of one image: row `(ch, dy, dx)`, column `(oy, ox)` holds
-    /// `x[ch, oy * s + dy - p, ox * s + dx - p]` (0 outside the image).
-    fn im2col(&self, img: &[f32], cols: &mut [f32]) {
+    /// `x[ch, oy * s + dy - p, ox * s + dx - p]` (0 outside the image). Row `r` is written to
+    /// `cols[r * ld + off..][..L]`, so that several images can sit side by side in one matrix.
+    fn im2col(&self, img: &[f32], cols: &mut [f32], ld: usize, off: usize) {
         let (k, l, s) = (self.k, self.l(), self.stride);
         for ch in 0..self.c {
             let plane = &img[ch * self.h * self.w..(ch + 1) * self.h * self.w];
             for dy in 0..k {
                 for dx in 0..k {
-                    let row = &mut cols[((ch * k + dy) * k + dx) * l..((ch * k + dy) * k + dx + 1) * l];
+                    let r = (ch * k + dy) * k + dx;
+                    let row = &mut cols[r * ld + off..r * ld + off + l];
                     let valid = self.valid_ox(dx);
                     for oy in 0..self.oh {
                         let y = (oy * s + dy) as isize - self.pad as isize;
@@ -119,14 +121,16 @@ impl Geometry {
         }
     }
 
-    /// Adjoint of [`Geometry::im2col`]: adds every column entry into the input cell it came from.
-    fn col2im(&self, cols: &[f32], img: &mut [f32]) {
+    /// Adjoint of [`Geometry::im2col`] (same `ld` and `off`): adds every column entry into the
+    /// input cell it came from.
+    fn col2im(&self, cols: &[f32], img: &mut [f32], ld: usize, off: usize) {
         let (k, l, s) = (self.k, self.l(), self.stride);
         for ch in 0..self.c {
             let plane = &mut img[ch * self.h * self.w..(ch + 1) * self.h * self.w];
             for dy in 0..k {
                 for dx in 0..k {
-                    let row = &cols[((ch * k + dy) * k + dx) * l..((ch * k + dy) * k + dx + 1) * l];
+                    let r = (ch * k + dy) * k + dx;
+                    let row = &cols[r * ld + off..r * ld + off + l];
                     let valid = self.valid_ox(dx);
                     if valid.is_empty() {
                         continue;
@@ -237,34 +241,72 @@ fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
     }
 }
 
+/// Images per parallel job. Fixed (not derived from the thread count) so that the weight-gradient
+/// sums are added in the same order on every run and every machine.
+const IMAGES_PER_JOB: usize = 8;
+
+/// GEMM columns worth gathering: below this many output pixels per image, the images of a job are
+/// put side by side into one `(C k k, G L)` matrix and multiplied at once, because a GEMM with a
+/// handful of columns (ResNet's late stages: 4 or 1 pixels) leaves the FMA units idle.
+const MIN_GEMM_COLUMNS: usize = 256;
+
+/// Images per GEMM for `l` output pixels per image: a function of the shape only, so results do not
+/// depend on the machine.
+fn group_size(l: usize) -> usize {
+    MIN_GEMM_COLUMNS.div_ceil(l.max(1)).clamp(1, IMAGES_PER_JOB)
+}
+
 fn forward(g: Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, b: usize) -> Vec<f32> {
     let (ckk, l, o) = (g.ckk(), g.l(), g.o);
+    let chw = g.c * g.h * g.w;
+    let gs = group_size(l);
     let mut y = vec![0f32; b * o * l];
-    y.par_chunks_mut(o * l)
-        .zip(x.par_chunks(g.c * g.h * g.w))
+    y.par_chunks_mut(gs * o * l)
+        .zip(x.par_chunks(gs * chw))
         .for_each_init(
-            || vec![0f32; ckk * l],
-            |cols, (yi, xi)| {
-                g.im2col(xi, cols);
+            || {
+                (
+                    vec![0f32; ckk * gs * l],
+                    vec![0f32; if gs > 1 { o * gs * l } else { 0 }],
+                )
+            },
+            |(cols, yg), (yc, xc)| {
+                let n = xc.len() / chw;
+                let gl = n * l;
+                for (k, xi) in xc.chunks(chw).enumerate() {
+                    g.im2col(xi, cols, gl, k * l);
+                }
+                // One image: the GEMM writes the output plane directly; several: into `yg`
+                // `(O, G L)`, then each image's columns are copied to its own plane.
+                let dst: &mut [f32] = if n == 1 { yc } else { &mut yg[..o * gl] };
                 if let Some(bias) = bias {
-                    for (row, &bv) in yi.chunks_mut(l).zip(bias) {
+                    for (row, &bv) in dst.chunks_mut(gl).zip(bias) {
                         row.fill(bv);
                     }
                 }
-                matmul(yi, Mat::new(w, o, ckk), Mat::new(cols, ckk, l), bias.is_some());
+                matmul(
+                    dst,
+                    Mat::new(w, o, ckk),
+                    Mat::new(&cols[..ckk * gl], ckk, gl),
+                    bias.is_some(),
+                );
+                if n > 1 {
+                    for (k, yi) in yc.chunks_mut(o * l).enumerate() {
+                        for (ch, plane) in yi.chunks_mut(l).enumerate() {
+                            plane.copy_from_slice(&yg[ch * gl + k * l..ch * gl + (k + 1) * l]);
+                        }
+                    }
+                }
             },
         );
     y
 }
 
-/// Images per parallel job in the backward pass. Fixed (not derived from the thread count) so that
-/// the weight-gradient sums are added in the same order on every run and every machine.
-const IMAGES_PER_JOB: usize = 8;
-
 /// Gradients `(dx, dw, db)` of the convolution for output gradient `dy`; `dx` only if asked.
 ///
 /// Jobs of [`IMAGES_PER_JOB`] images run in parallel, each accumulating its own weight and bias
-/// gradients; the partial sums are then added in job order, so the result is deterministic.
+/// gradients over GEMMs of [`group_size`] images; the partial sums are then added in job order, so
+/// the result is deterministic.
 fn backward(
     g: Geometry,
     x: &[f32],
@@ -275,25 +317,51 @@ fn backward(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (ckk, l, o) = (g.ckk(), g.l(), g.o);
     let chw = g.c * g.h * g.w;
+    let gs = group_size(l);
     let jobs = b.div_ceil(IMAGES_PER_JOB);
     let mut dx = if want_dx { vec![0f32; b * chw] } else { Vec::new() };
     let job = |j: usize, mut dxc: Option<&mut [f32]>| -> (Vec<f32>, Vec<f32>) {
         let (mut dw, mut db) = (vec![0f32; o * ckk], vec![0f32; o]);
-        let mut cols = vec![0f32; ckk * l];
-        let mut dcols = vec![0f32; if dxc.is_some() { ckk * l } else { 0 }];
-        for i in j * IMAGES_PER_JOB..((j + 1) * IMAGES_PER_JOB).min(b) {
-            let (xi, dyi) = (&x[i * chw..(i + 1) * chw], &dy[i * o * l..(i + 1) * o * l]);
-            g.im2col(xi, &mut cols);
-            // dW += dY (O x L) cols^T (L x CKK)
-            matmul(&mut dw, Mat::new(dyi, o, l), Mat::new(&cols, ckk, l).t(), true);
-            for (d, row) in db.iter_mut().zip(dyi.chunks(l)) {
+        let mut cols = vec![0f32; ckk * gs * l];
+        let mut dyg = vec![0f32; if gs > 1 { o * gs * l } else { 0 }];
+        let mut dcols = vec![0f32; if dxc.is_some() { ckk * gs * l } else { 0 }];
+        let first = j * IMAGES_PER_JOB;
+        let last = ((j + 1) * IMAGES_PER_JOB).min(b);
+        for i0 in (first..last).step_by(gs) {
+            let n = gs.min(last - i0);
+            let gl = n * l;
+            for k in 0..n {
+                g.im2col(&x[(i0 + k) * chw..(i0 + k + 1) * chw], &mut cols, gl, k * l);
+            }
+            // dY of the group as one `(O, G L)` matrix.
+            let dyc = &dy[i0 * o * l..(i0 + n) * o * l];
+            let dyg: &[f32] = if n == 1 {
+                dyc
+            } else {
+                for (k, dyi) in dyc.chunks(o * l).enumerate() {
+                    for (ch, plane) in dyi.chunks(l).enumerate() {
+                        dyg[ch * gl + k * l..ch * gl + (k + 1) * l].copy_from_slice(plane);
+                    }
+                }
+                &dyg[..o * gl]
+            };
+            // dW += dY (O x G L) cols^T (G L x CKK)
+            matmul(
+                &mut dw,
+                Mat::new(dyg, o, gl),
+                Mat::new(&cols[..ckk * gl], ckk, gl).t(),
+                true,
+            );
+            for (d, row) in db.iter_mut().zip(dyg.chunks(gl)) {
                 *d += row.iter().sum::<f32>();
             }
             if let Some(dxc) = dxc.as_deref_mut() {
-                // dcols (CKK x L) = W^T (CKK x O) dY (O x L), then scattered back.
-                matmul(&mut dcols, Mat::new(w, o, ckk).t(), Mat::new(dyi, o, l), false);
-                let k = i - j * IMAGES_PER_JOB;
-                g.col2im(&dcols, &mut dxc[k * chw..(k + 1) * chw]);
+                // dcols (CKK x G L) = W^T (CKK x O) dY (O x G L), then scattered back per image.
+                matmul(&mut dcols, Mat::new(w, o, ckk).t(), Mat::new(dyg, o, gl), false);
+                for k in 0..n {
+                    let at = i0 + k - first;
+                    g.col2im(&dcols, &mut dxc[at * chw..(at + 1) * chw], gl, k * l);
+                }
             }
         }
         (dw, db)
@@ -528,6 +596,12 @@ mod tests {
             (2, 4, 6, 6, 3, 1, 2, 0),
             (1, 2, 7, 7, 3, 3, 2, 1),
             (1, 3, 11, 10, 2, 7, 2, 3),
+            // Grouped GEMMs: 16 pixels (8 images per GEMM, jobs of 8, 8, 3), 1 pixel, 100 pixels
+            // (groups of 3, 3, 2 and 2 in two jobs), and 324 pixels (one image per GEMM).
+            (19, 2, 4, 4, 5, 3, 1, 1),
+            (11, 1, 3, 3, 2, 3, 1, 0),
+            (10, 2, 10, 10, 3, 3, 1, 1),
+            (2, 1, 18, 18, 2, 3, 1, 1),
         ] {
             let xv = rand_vec(&mut rng, b * c * h * w);
             let wv = rand_vec(&mut rng, o * c * k * k);

@@ -245,6 +245,7 @@ pub struct Classifier {
     varmap: VarMap,
     layers: Vec<String>,
     device: Device,
+    frozen_prefix: usize,
 }
 
 impl Classifier {
@@ -314,6 +315,7 @@ impl Classifier {
             varmap,
             layers,
             device: device.clone(),
+            frozen_prefix: 0,
         })
     }
 
@@ -342,9 +344,25 @@ impl Classifier {
         &self.device
     }
 
-    /// Features `(B, D)` of the backbone.
+    /// Features `(B, D)` of the backbone (gradient stopped behind the frozen prefix, if any).
     pub fn features(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        Ok(self.backbone.features(xs, train)?)
+        Ok(match self.frozen_prefix {
+            0 => self.backbone.features(xs, train)?,
+            n => self.backbone.features_frozen_prefix(xs, train, n)?,
+        })
+    }
+
+    /// Declares the first `n` layers of [`Classifier::layers`] frozen (no optimizer updates them),
+    /// so that backward passes stop behind them: the same values, less work. Only the backbone's
+    /// layers count; `0` undoes it. Whoever freezes the layers (the `finetune` strategy) calls
+    /// this; it changes no parameter.
+    pub fn set_frozen_prefix(&mut self, n: usize) {
+        self.frozen_prefix = n.min(self.backbone.layers().len());
+    }
+
+    /// The number of leading backbone layers whose gradient is stopped.
+    pub fn frozen_prefix(&self) -> usize {
+        self.frozen_prefix
     }
 
     /// Logits `(B, K)` of backbone features `(B, D)` (through the adaptation layer if any).

@@ -139,7 +139,13 @@ impl ConvNet8 {
 
 impl Backbone for ConvNet8 {
     fn features(&self, xs: &Tensor, train: bool) -> dtl_core::Result<Tensor> {
+        self.features_frozen_prefix(xs, train, 0)
+    }
+
+    fn features_frozen_prefix(&self, xs: &Tensor, train: bool, n: usize) -> dtl_core::Result<Tensor> {
         check_input("convnet8", xs, self.input_shape())?;
+        // The output of layer `done` (1-based), detached when it closes the frozen prefix.
+        let cut = |x: Tensor, done: usize| if done == n { x.detach() } else { x };
         let run = || -> Result<Tensor> {
             let k = self.cfg.kernels;
             let mut x = xs.clone();
@@ -148,13 +154,15 @@ impl Backbone for ConvNet8 {
                 if POOL_AFTER.contains(&i) {
                     x = k.max_pool2d(&x, 2, 2, 0)?;
                 }
+                x = cut(x, i + 1);
             }
             let mut x = x.flatten_from(1)?;
-            for p in &self.fc {
+            for (j, p) in self.fc.iter().enumerate() {
                 x = p.linear(&x)?.relu()?;
                 if train {
                     x = self.dropout(&x)?;
                 }
+                x = cut(x, self.conv.len() + j + 1);
             }
             Ok(x)
         };

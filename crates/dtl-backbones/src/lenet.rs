@@ -125,17 +125,23 @@ impl LeNet {
 
 impl Backbone for LeNet {
     fn features(&self, xs: &Tensor, train: bool) -> dtl_core::Result<Tensor> {
+        self.features_frozen_prefix(xs, train, 0)
+    }
+
+    fn features_frozen_prefix(&self, xs: &Tensor, train: bool, n: usize) -> dtl_core::Result<Tensor> {
         check_input("lenet", xs, self.input_shape())?;
+        // The output of layer `done` (1-based), detached when it closes the frozen prefix.
+        let cut = |x: Tensor, done: usize| if done == n { x.detach() } else { x };
         let run = || -> Result<Tensor> {
             let k = self.cfg.kernels;
             let x = self.conv1.conv2d(xs, k)?;
-            let x = k.max_pool2d(&x, 2, 2, 0)?.relu()?;
+            let x = cut(k.max_pool2d(&x, 2, 2, 0)?.relu()?, 1);
             let x = self.conv2.conv2d(&x, k)?;
             let x = if train { self.dropout2d(&x)? } else { x };
-            let x = k.max_pool2d(&x, 2, 2, 0)?.relu()?;
+            let x = cut(k.max_pool2d(&x, 2, 2, 0)?.relu()?, 2);
             let x = x.flatten_from(1)?;
             debug_assert_eq!(x.dim(1)?, self.flat);
-            Ok(self.fc1.linear(&x)?.relu()?)
+            Ok(cut(self.fc1.linear(&x)?.relu()?, 3))
         };
         run().map_err(Error::into_core)
     }

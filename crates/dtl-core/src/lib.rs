@@ -80,6 +80,14 @@ pub trait Backbone: Send + Sync {
     /// Features of a batch `xs` of shape `(B, C, H, W)`, as a `(B, D)` tensor. `train` switches
     /// dropout and batch statistics on.
     fn features(&self, xs: &Tensor, train: bool) -> Result<Tensor>;
+    /// [`Backbone::features`] with the gradient stopped behind the first `n` layers of
+    /// [`Backbone::layers`] (their output is detached), so that a backward pass spends nothing on
+    /// layers that are frozen (sequential transfer with `--freeze`, Yosinski et al. 2014's BnB and
+    /// AnB). The values are those of `features`. The default stops nothing: correct, only slower.
+    fn features_frozen_prefix(&self, xs: &Tensor, train: bool, n: usize) -> Result<Tensor> {
+        let _ = n;
+        self.features(xs, train)
+    }
     /// The feature dimension `D`.
     fn feature_dim(&self) -> usize;
     /// Ordered layer names, first layer first.

@@ -31,6 +31,27 @@ pub use kernels::Kernels;
 pub use norm::{batch_norm_composed, batch_norm_eval, batch_norm_train, batch_stats_composed};
 pub use pool::max_pool2d;
 
+/// Keeps candle's elementwise ops on the calling thread: sets `CANDLE_NUM_THREADS=1` unless the
+/// environment already sets it, and returns the value in force.
+///
+/// candle 0.11 runs elementwise ops of 64k values or more on its own thread pool, whose workers
+/// spin for up to 25,000 iterations after every op before they park. Between dtl's kernels (on
+/// rayon's pool) that spinning takes cores away from them: on the 2-core development machine the
+/// `W3` benchmark spent 19% of its samples in candle's barrier, and setting this cut its CPU time
+/// by a third (`docs/performance.md`). Binaries call it first thing in `main`, before any tensor
+/// op and before any other thread starts (candle reads the variable once, at its first parallel
+/// op). GEMMs and dtl's kernels keep all cores either way.
+pub fn keep_candle_elementwise_on_caller() -> String {
+    const VAR: &str = "CANDLE_NUM_THREADS";
+    match std::env::var(VAR) {
+        Ok(v) if !v.is_empty() => v,
+        _ => {
+            std::env::set_var(VAR, "1");
+            "1".into()
+        }
+    }
+}
+
 pub(crate) fn dims4(layout: &Layout, what: &str) -> Result<(usize, usize, usize, usize)> {
     match layout.shape().dims() {
         &[b, c, h, w] => Ok((b, c, h, w)),

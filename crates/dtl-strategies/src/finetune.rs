@@ -42,7 +42,7 @@ impl Default for FinetuneConfig {
 impl FinetuneConfig {
     /// The strategy around `model`, whose first `transfer_layers` layers hold the transferred
     /// weights.
-    pub fn build(&self, model: Classifier, optim: &OptimSettings) -> Result<SourceOnly> {
+    pub fn build(&self, mut model: Classifier, optim: &OptimSettings) -> Result<SourceOnly> {
         let n = self.transfer_layers;
         if n > model.layers().len() {
             return Err(Error::Core(dtl_core::Error::config(
@@ -70,6 +70,10 @@ impl FinetuneConfig {
             if self.freeze { "frozen" } else { "fine-tuned" },
             fresh.join(", ")
         );
+        if self.freeze {
+            // Nothing behind the frozen layers needs a gradient: stop the backward pass there.
+            model.set_frozen_prefix(n);
+        }
         let opt = Optimizer::new(optim.kind, optim.lr, optim.weight_decay, groups)?;
         Ok(SourceOnly::with_optimizer(model, opt, "finetune"))
     }

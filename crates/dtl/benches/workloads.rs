@@ -219,7 +219,11 @@ fn main() -> Result<()> {
         Some("run") => {
             let workload = flag("--workload").context("--workload W1|W2|W3|W4")?;
             let kernels = match flag("--impl").as_deref() {
-                Some("dtl") => Kernels::Dtl,
+                Some("dtl") => {
+                    // dtl's configuration, as the `dtl` binary runs; candle-native keeps candle's.
+                    dtl::ops::keep_candle_elementwise_on_caller();
+                    Kernels::Dtl
+                }
                 Some("candle") => Kernels::Candle,
                 other => bail!("--impl dtl|candle, got {other:?}"),
             };

@@ -211,6 +211,8 @@ struct FetchArgs {
 }
 
 fn main() -> Result<()> {
+    // First, while this is the only thread: see dtl_ops::keep_candle_elementwise_on_caller.
+    let candle_threads = dtl_ops::keep_candle_elementwise_on_caller();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -219,6 +221,7 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+    tracing::debug!("candle elementwise threads: {candle_threads}");
     match Cli::parse().command {
         Command::Train(a) => train(*a),
         Command::Eval(a) => eval(a),

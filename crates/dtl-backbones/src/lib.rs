@@ -27,6 +27,7 @@ use std::path::PathBuf;
 
 pub mod classifier;
 pub mod convnet;
+pub mod hub;
 pub mod init;
 pub mod lenet;
 pub mod resnet;
@@ -57,6 +58,14 @@ pub enum Error {
         /// The checkpoint file.
         path: PathBuf,
         /// What does not fit.
+        message: String,
+    },
+    /// Weights on the Hugging Face hub could not be had.
+    #[error("pretrained weights {spec}: {message}")]
+    Hub {
+        /// The reference, as `hf:ORG/NAME@REVISION/FILE`.
+        spec: String,
+        /// What went wrong and how to provide the file.
         message: String,
     },
     /// A checkpoint tensor has the wrong shape.

@@ -14,8 +14,11 @@ fn spec(kind: BackboneKind) -> ModelSpec {
     }
 }
 
-/// Loss `sum(logits * g)` and the gradient of every named parameter that has one.
-fn grads(model: &Classifier, xs: &Tensor, g: &Tensor) -> anyhow::Result<(Vec<f32>, Vec<(String, Option<Vec<f32>>)>)> {
+/// Each named parameter's gradient, `None` where it has none.
+type ParamGrads = Vec<(String, Option<Vec<f32>>)>;
+
+/// The logits and, for loss `sum(logits * g)`, the gradient of every named parameter.
+fn grads(model: &Classifier, xs: &Tensor, g: &Tensor) -> anyhow::Result<(Vec<f32>, ParamGrads)> {
     let logits = model.forward(xs, false)?;
     let store = (logits.clone() * g)?.sum_all()?.backward()?;
     let vars: Vec<(String, Var)> = {

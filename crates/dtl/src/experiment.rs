@@ -56,7 +56,8 @@ pub struct RunConfig {
     /// Device: `cpu`, `cuda` / `cuda:N` (feature `cuda`), `metal` (feature `metal`).
     pub device: String,
     /// Initial weights: a checkpoint written by `dtl train` whose architecture and classes match
-    /// the run's (for example a source model for `adda` with `source-epochs = 0`).
+    /// the run's (for example a source model for `adda` with `source-epochs = 0`), as a path or as
+    /// `hf:ORG/NAME[@REVISION][/FILE]` on the Hugging Face hub ([`dtl_backbones::hub`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init_from: Option<PathBuf>,
     /// Update rule and its constants.
@@ -375,7 +376,17 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
         adapt_width: cfg.strategy.adapt_width(),
     };
     let model = Classifier::new(spec, cfg.seed, &v.device)?;
-    match (&cfg.init_from, &cfg.strategy) {
+    // A path, or hf:ORG/NAME[@REVISION][/FILE] from the hub (cache first).
+    let init_from = cfg
+        .init_from
+        .as_ref()
+        .map(|p| {
+            p.to_string_lossy()
+                .parse::<dtl_backbones::hub::Pretrained>()
+                .and_then(|src| src.resolve())
+        })
+        .transpose()?;
+    match (&init_from, &cfg.strategy) {
         (Some(path), StrategyConfig::Finetune(ft)) => {
             // Sequential transfer: the first n layers from the checkpoint, the rest from the seed.
             let (init, _) = Classifier::load(path, &v.device)?;

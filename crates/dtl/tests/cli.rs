@@ -4,12 +4,19 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn dtl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dtl"))
-        .args(args)
+    dtl_env(args, &[])
+}
+
+fn dtl_env(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dtl"));
+    cmd.args(args)
         .env("RUST_LOG", "warn")
         .env_remove("DTL_DATA_DIR")
-        .output()
-        .expect("the dtl binary runs")
+        .env_remove("HF_HUB_CACHE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the dtl binary runs")
 }
 
 fn stderr(o: &Output) -> String {
@@ -18,6 +25,10 @@ fn stderr(o: &Output) -> String {
 
 /// A small, fast run: 512 bundled MNIST images at 16x16, 2 epochs.
 fn quick_train(out: &Path, extra: &[&str]) -> Output {
+    quick_train_env(out, extra, &[])
+}
+
+fn quick_train_env(out: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Output {
     let mut args = vec![
         "train",
         "--source",
@@ -38,7 +49,7 @@ fn quick_train(out: &Path, extra: &[&str]) -> Output {
         out.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    dtl(&args)
+    dtl_env(&args, env)
 }
 
 #[test]
@@ -381,6 +392,59 @@ fn adda_stage2_runs_from_a_source_checkpoint_and_dann_logs_its_game() {
     };
     assert!(same("conv1.weight") && same("conv2.bias"), "frozen layers moved");
     assert!(!same("fc1.weight"), "fc1 was not retrained");
+
+    // The same checkpoint published on the hub, served offline from a local hub cache.
+    let hf_home = tmp.path().join("hf-home");
+    let repo = hf_home.join("hub").join("models--dtl-rs--digits-source");
+    let commit = "89abcdef0123456789abcdef0123456789abcdef";
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs").join("main"), commit).unwrap();
+    std::fs::create_dir_all(repo.join("snapshots").join(commit)).unwrap();
+    std::fs::copy(
+        &ckpt,
+        repo.join("snapshots").join(commit).join("model.safetensors"),
+    )
+    .unwrap();
+    let offline = Path::new("1");
+    let env = [("HF_HOME", hf_home.as_path()), ("HF_HUB_OFFLINE", offline)];
+    let ft_hub = tmp.path().join("finetune-hub");
+    let args = [
+        "--strategy",
+        "finetune",
+        "--init-from",
+        "hf:dtl-rs/digits-source",
+        "--transfer-layers",
+        "2",
+        "--freeze",
+    ];
+    let o = quick_train_env(&ft_hub, &args, &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let hub_after = read(&ft_hub.join("model.safetensors"));
+    for (name, t) in &after {
+        assert_eq!(
+            t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            hub_after[name].flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            "{name}: the run from the hub differs from the run from the file"
+        );
+    }
+    let o = quick_train_env(
+        &tmp.path().join("finetune-hub-missing"),
+        &[
+            "--strategy",
+            "finetune",
+            "--init-from",
+            "hf:dtl-rs/absent@v2",
+            "--transfer-layers",
+            "2",
+        ],
+        &env,
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("hf:dtl-rs/absent@v2/model.safetensors") && stderr(&o).contains("HF_HUB_OFFLINE"),
+        "{}",
+        stderr(&o)
+    );
     let o = quick_train(
         &tmp.path().join("ft-bad"),
         &["--strategy", "finetune", "--transfer-layers", "2"],

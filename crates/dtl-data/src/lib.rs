@@ -34,6 +34,7 @@ pub mod dataset;
 pub mod domain;
 pub mod download;
 pub mod formats;
+pub mod images;
 
 pub use batch::Batcher;
 pub use catalog::DomainId;

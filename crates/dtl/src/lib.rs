@@ -25,6 +25,7 @@ use std::path::PathBuf;
 
 pub mod experiment;
 pub mod figure;
+pub mod predict;
 pub mod yosinski;
 
 pub use dtl_backbones as backbones;
@@ -89,6 +90,12 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Core(dtl_core::Error::Candle(e))
+    }
 }
 
 impl From<dtl_data::Error> for Error {

@@ -32,6 +32,8 @@ enum Command {
     Eval(EvalArgs),
     /// Download a data set into the data directory, verifying its checksums.
     Fetch(FetchArgs),
+    /// Label image files with a trained model; prints one JSON line per image.
+    Predict(PredictArgs),
     /// Yosinski et al. 2014's layer-transfer sweep (baseA, baseB, BnB, BnB+, AnB, AnB+, RnB per n).
     Yosinski(YosinskiArgs),
 }
@@ -199,6 +201,29 @@ struct EvalArgs {
 }
 
 #[derive(Args)]
+struct PredictArgs {
+    /// Checkpoint written by `dtl train`: a path or hf:ORG/NAME[@REVISION][/FILE].
+    #[arg(long)]
+    checkpoint: String,
+    /// An image file, or a directory searched recursively for image files (PNG, JPEG, TIFF, BMP,
+    /// GIF, WebP, PNM).
+    #[arg(long)]
+    input: PathBuf,
+    /// How many classes to print per image, most probable first.
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+    /// Also print the raw logits.
+    #[arg(long)]
+    logits: bool,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    /// Device: cpu, cuda, cuda:N, metal.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Args)]
 struct FetchArgs {
     /// Domain to download: mnist, usps, optdigits.
     domain: String,
@@ -226,6 +251,7 @@ fn main() -> Result<()> {
         Command::Train(a) => train(*a),
         Command::Eval(a) => eval(a),
         Command::Fetch(a) => fetch(a),
+        Command::Predict(a) => predict(a),
         Command::Yosinski(a) => yosinski(a),
     }
 }
@@ -350,6 +376,29 @@ fn eval(a: EvalArgs) -> Result<()> {
         &device,
     )?;
     println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+fn predict(a: PredictArgs) -> Result<()> {
+    let device = experiment::parse_device(&a.device)?;
+    let path = a
+        .checkpoint
+        .parse::<dtl::backbones::hub::Pretrained>()?
+        .resolve()?;
+    let (model, _) = dtl::backbones::Classifier::load(&path, &device)?;
+    let images = dtl::data::images::list_images(&a.input)?;
+    if images.is_empty() {
+        anyhow::bail!(
+            "{}: no image files (PNG, JPEG, TIFF, BMP, GIF, WebP, PNM) found",
+            a.input.display()
+        );
+    }
+    let preds = dtl::predict::predict_images(&model, &images, a.top_k, a.logits, a.batch_size, &device)?;
+    let mut out = std::io::stdout().lock();
+    for p in preds {
+        use std::io::Write as _;
+        writeln!(out, "{}", serde_json::to_string(&p)?)?;
+    }
     Ok(())
 }
 

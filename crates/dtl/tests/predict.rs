@@ -1,0 +1,203 @@
+//! `dtl predict` on image files made at test time from bundled MNIST digits: the probabilities it
+//! prints are the softmax of the library's logits on the same digits loaded as a domain (PNG files
+//! at MNIST's 28x28, resized to the model's 16x16 as domain loading resizes them), top-k order,
+//! logits, colour files, and the errors for unreadable files and empty folders.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use candle_core::{Device, Tensor, D};
+use dtl::backbones::Classifier;
+use dtl::data::{Domain, DomainId, LoadOptions};
+
+fn dtl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dtl"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the dtl binary runs")
+}
+
+fn write_digit(path: &Path, pixels: &[f32], rgb: bool) {
+    let bytes: Vec<u8> = pixels.iter().map(|v| (v * 255.0).round() as u8).collect();
+    // MNIST's values are k / 255: the PNG holds them exactly.
+    assert!(bytes
+        .iter()
+        .zip(pixels)
+        .all(|(&b, &v)| (b as f32 / 255.0 - v).abs() < 1e-7));
+    if rgb {
+        let rgb: Vec<u8> = bytes.iter().flat_map(|&b| [b, b, b]).collect();
+        image::RgbImage::from_raw(28, 28, rgb)
+            .unwrap()
+            .save(path)
+            .unwrap();
+    } else {
+        image::GrayImage::from_raw(28, 28, bytes)
+            .unwrap()
+            .save(path)
+            .unwrap();
+    }
+}
+
+#[test]
+fn predict_prints_the_models_probabilities_for_image_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let o = dtl(&[
+        "train",
+        "--source",
+        "mnist-small",
+        "--target",
+        "optdigits",
+        "--source-train-size",
+        "512",
+        "--image-size",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.05",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ckpt = run.join("model.safetensors");
+
+    // Twelve test digits as PNG files at 28x28 (two of them RGB), in a nested folder.
+    let at28 = Domain::load(DomainId::MnistSmall, None, &LoadOptions::default()).unwrap();
+    let imgs = tmp.path().join("imgs");
+    std::fs::create_dir_all(imgs.join("more")).unwrap();
+    let n = 12;
+    let path_of = |i: usize| {
+        let dir = if i % 2 == 0 {
+            imgs.clone()
+        } else {
+            imgs.join("more")
+        };
+        dir.join(format!("digit{i:02}.png"))
+    };
+    for i in 0..n {
+        write_digit(&path_of(i), at28.test.image(i), i % 5 == 0);
+    }
+    std::fs::write(imgs.join("notes.txt"), "not an image").unwrap();
+
+    // The reference: the same digits loaded as a domain at 16x16, through the library.
+    let at16 = Domain::load(
+        DomainId::MnistSmall,
+        None,
+        &LoadOptions {
+            image_size: 16,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (model, _) = Classifier::load(&ckpt, &Device::Cpu).unwrap();
+    let xs = Tensor::from_vec(
+        at16.test.pixels()[..n * 256].to_vec(),
+        (n, 1, 16, 16),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let logits = model.forward(&xs, false).unwrap();
+    let probs = candle_nn::ops::softmax(&logits, D::Minus1)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    let logits = logits.to_vec2::<f32>().unwrap();
+
+    let o = dtl(&[
+        "predict",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--input",
+        imgs.to_str().unwrap(),
+        "--top-k",
+        "3",
+        "--logits",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), n, "one line per image, the text file skipped");
+    let mut seen = 0;
+    for line in &lines {
+        let path = Path::new(line["path"].as_str().unwrap());
+        let i: usize = path.file_stem().unwrap().to_str().unwrap()[5..].parse().unwrap();
+        assert_eq!(path, path_of(i));
+        seen |= 1 << i;
+        let top = line["top"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        let mut order: Vec<usize> = (0..10).collect();
+        order.sort_by(|&a, &b| probs[i][b].total_cmp(&probs[i][a]));
+        for (rank, entry) in top.iter().enumerate() {
+            let class: usize = entry["class"].as_str().unwrap().parse().unwrap();
+            assert_eq!(class, order[rank], "image {i} rank {rank}");
+            let p = entry["prob"].as_f64().unwrap() as f32;
+            assert!(
+                (p - probs[i][class]).abs() < 1e-5,
+                "image {i}: {p} vs {}",
+                probs[i][class]
+            );
+        }
+        let got: Vec<f32> = line["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        for (g, w) in got.iter().zip(&logits[i]) {
+            assert!(
+                (g - w).abs() < 1e-4 * (1.0 + w.abs()),
+                "image {i} logits {got:?} vs {:?}",
+                logits[i]
+            );
+        }
+    }
+    assert_eq!(seen, (1 << n) - 1);
+
+    // One file; no logits unless asked; k capped at the number of classes.
+    let o = dtl(&[
+        "predict",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--input",
+        path_of(0).to_str().unwrap(),
+        "--top-k",
+        "50",
+    ]);
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(line["top"].as_array().unwrap().len(), 10);
+    assert!(line.get("logits").is_none());
+
+    // A broken image is named; so is a folder without images.
+    std::fs::write(imgs.join("broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let o = dtl(&[
+        "predict",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--input",
+        imgs.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("broken.png") && err.contains("not a readable image"),
+        "{err}"
+    );
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = dtl(&[
+        "predict",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--input",
+        empty.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no image files"));
+}

@@ -20,6 +20,20 @@ fn publish(cache: &Path, repo: &str, file: &str, model: &Classifier) {
     model.save(&snap, &[]).unwrap();
 }
 
+/// Resolves `spec`, returning the local path.
+fn resolve(spec: &str) -> std::path::PathBuf {
+    spec.parse::<Pretrained>().unwrap().resolve().unwrap()
+}
+
+/// Resolves `spec`, expecting an error, and returns its message.
+fn resolve_err(spec: &str) -> String {
+    spec.parse::<Pretrained>()
+        .unwrap()
+        .resolve()
+        .unwrap_err()
+        .to_string()
+}
+
 #[test]
 fn references_parse_and_bad_ones_are_named() {
     let hub = |repo: &str, revision: &str, file: &str| Pretrained::Hub {
@@ -122,11 +136,7 @@ fn resolve_reads_the_cache_offline_and_explains_what_is_missing() {
     std::env::set_var("HF_HUB_OFFLINE", "1");
 
     // Served from the cache, offline: the checkpoint loads and computes what the original does.
-    let path = "hf:dtl-rs/lenet-digits"
-        .parse::<Pretrained>()
-        .unwrap()
-        .resolve()
-        .unwrap();
+    let path = resolve("hf:dtl-rs/lenet-digits");
     let (loaded, _) = Classifier::load(&path, &Device::Cpu).unwrap();
     let xs = Tensor::rand(0f32, 1f32, (3, 1, 16, 16), &Device::Cpu).unwrap();
     let diff = (loaded.forward(&xs, false).unwrap() - model.forward(&xs, false).unwrap())
@@ -140,12 +150,7 @@ fn resolve_reads_the_cache_offline_and_explains_what_is_missing() {
     assert_eq!(diff, 0.0);
 
     // Missing, offline: the error names repository, revision, file, the cache and what to do.
-    let err = "hf:dtl-rs/lenet-digits@v9/weights.safetensors"
-        .parse::<Pretrained>()
-        .unwrap()
-        .resolve()
-        .unwrap_err()
-        .to_string();
+    let err = resolve_err("hf:dtl-rs/lenet-digits@v9/weights.safetensors");
     for part in [
         "hf:dtl-rs/lenet-digits@v9/weights.safetensors",
         "HF_HUB_OFFLINE",
@@ -159,11 +164,7 @@ fn resolve_reads_the_cache_offline_and_explains_what_is_missing() {
     let other = tmp.path().join("elsewhere");
     publish(&other, "dtl-rs/lenet-digits", "model.safetensors", &model);
     std::env::set_var("HF_HUB_CACHE", &other);
-    let path = "hf:dtl-rs/lenet-digits"
-        .parse::<Pretrained>()
-        .unwrap()
-        .resolve()
-        .unwrap();
+    let path = resolve("hf:dtl-rs/lenet-digits");
     assert!(path.starts_with(&other), "{}", path.display());
     std::env::remove_var("HF_HUB_CACHE");
 
@@ -171,12 +172,7 @@ fn resolve_reads_the_cache_offline_and_explains_what_is_missing() {
     // attempted and its failure explained.
     std::env::remove_var("HF_HUB_OFFLINE");
     std::env::set_var("HF_ENDPOINT", "http://127.0.0.1:9");
-    let err = "hf:dtl-rs/absent"
-        .parse::<Pretrained>()
-        .unwrap()
-        .resolve()
-        .unwrap_err()
-        .to_string();
+    let err = resolve_err("hf:dtl-rs/absent");
     assert!(
         err.contains("download failed") && err.contains("hf:dtl-rs/absent@main/model.safetensors"),
         "{err}"
@@ -184,12 +180,7 @@ fn resolve_reads_the_cache_offline_and_explains_what_is_missing() {
     std::env::remove_var("HF_ENDPOINT");
 
     // A path that does not exist says so, and how to name hub weights.
-    let err = "no/such/model.safetensors"
-        .parse::<Pretrained>()
-        .unwrap()
-        .resolve()
-        .unwrap_err()
-        .to_string();
+    let err = resolve_err("no/such/model.safetensors");
     assert!(
         err.contains("no/such/model.safetensors") && err.contains("hf:"),
         "{err}"

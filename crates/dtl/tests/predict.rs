@@ -18,6 +18,19 @@ fn dtl(args: &[&str]) -> Output {
         .expect("the dtl binary runs")
 }
 
+/// `dtl predict --checkpoint ckpt --input input` plus `extra`.
+fn predict(ckpt: &Path, input: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "predict",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    dtl(&args)
+}
+
 fn write_digit(path: &Path, pixels: &[f32], rgb: bool) {
     let bytes: Vec<u8> = pixels.iter().map(|v| (v * 255.0).round() as u8).collect();
     // MNIST's values are k / 255: the PNG holds them exactly.
@@ -107,16 +120,7 @@ fn predict_prints_the_models_probabilities_for_image_files() {
         .unwrap();
     let logits = logits.to_vec2::<f32>().unwrap();
 
-    let o = dtl(&[
-        "predict",
-        "--checkpoint",
-        ckpt.to_str().unwrap(),
-        "--input",
-        imgs.to_str().unwrap(),
-        "--top-k",
-        "3",
-        "--logits",
-    ]);
+    let o = predict(&ckpt, &imgs, &["--top-k", "3", "--logits"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let lines: Vec<serde_json::Value> = String::from_utf8(o.stdout)
         .unwrap()
@@ -161,28 +165,14 @@ fn predict_prints_the_models_probabilities_for_image_files() {
     assert_eq!(seen, (1 << n) - 1);
 
     // One file; no logits unless asked; k capped at the number of classes.
-    let o = dtl(&[
-        "predict",
-        "--checkpoint",
-        ckpt.to_str().unwrap(),
-        "--input",
-        path_of(0).to_str().unwrap(),
-        "--top-k",
-        "50",
-    ]);
+    let o = predict(&ckpt, &path_of(0), &["--top-k", "50"]);
     let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(line["top"].as_array().unwrap().len(), 10);
     assert!(line.get("logits").is_none());
 
     // A broken image is named; so is a folder without images.
     std::fs::write(imgs.join("broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
-    let o = dtl(&[
-        "predict",
-        "--checkpoint",
-        ckpt.to_str().unwrap(),
-        "--input",
-        imgs.to_str().unwrap(),
-    ]);
+    let o = predict(&ckpt, &imgs, &[]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -191,13 +181,7 @@ fn predict_prints_the_models_probabilities_for_image_files() {
     );
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let o = dtl(&[
-        "predict",
-        "--checkpoint",
-        ckpt.to_str().unwrap(),
-        "--input",
-        empty.to_str().unwrap(),
-    ]);
+    let o = predict(&ckpt, &empty, &[]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("no image files"));
 }

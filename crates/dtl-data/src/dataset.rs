@@ -149,6 +149,22 @@ impl Dataset {
         })
     }
 
+    /// The same samples with label `l` renamed `map[l]`, in a set of `num_classes` classes.
+    pub fn relabelled(&self, map: &[u32], num_classes: usize) -> Result<Self> {
+        if map.len() != self.num_classes || map.iter().any(|&m| m as usize >= num_classes) {
+            return Err(Error::Msg(format!(
+                "relabelling {} classes with {map:?} into {num_classes} classes",
+                self.num_classes
+            )));
+        }
+        Ok(Self {
+            pixels: self.pixels.clone(),
+            labels: self.labels.iter().map(|&l| map[l as usize]).collect(),
+            shape: self.shape,
+            num_classes,
+        })
+    }
+
     /// Images `(B, C, H, W)` and labels `(B,)` of the samples at `indices`, on `device`.
     pub fn batch(&self, indices: &[usize], device: &Device) -> Result<(Tensor, Tensor)> {
         let (pixels, labels) = self.gather(indices)?;

@@ -93,8 +93,15 @@ pub struct LoadOptions {
     pub placement: Placement,
     /// Keep at most this many training samples (a seeded random subset), e.g. ADDA's 2000 MNIST.
     pub train_size: Option<usize>,
-    /// Seed of the subset choice.
+    /// Seed of the subset choice (and of a folder's train / test split).
     pub seed: u64,
+    /// Channels of the canvas for folder domains (1: luma, 3: RGB); `None`: 3 if the folder holds
+    /// colour images, else 1. Built-in digit domains are always 1.
+    pub channels: Option<usize>,
+    /// Folder domains without `train/` and `test/`: share of each class held out for testing.
+    pub test_fraction: f64,
+    /// Folder domains: skip undecodable images with a warning instead of stopping.
+    pub skip_bad_images: bool,
 }
 
 impl Default for LoadOptions {
@@ -104,6 +111,42 @@ impl Default for LoadOptions {
             placement: Placement::Fill,
             train_size: None,
             seed: 0,
+            channels: None,
+            test_fraction: 0.2,
+            skip_bad_images: false,
+        }
+    }
+}
+
+/// Where a domain comes from: a data set dtl knows (`mnist`, `usps`, ...) or a folder of images
+/// (`folder:PATH`, see [`crate::folder`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainSource {
+    /// A built-in data set.
+    Builtin(DomainId),
+    /// An image folder with one subfolder per class.
+    Folder(PathBuf),
+}
+
+impl std::str::FromStr for DomainSource {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.strip_prefix("folder:") {
+            Some("") => Err(Error::Config {
+                field: "domain".into(),
+                message: "`folder:` needs a path: folder:PATH".into(),
+            }),
+            Some(path) => Ok(DomainSource::Folder(PathBuf::from(path))),
+            None => s.parse().map(DomainSource::Builtin),
+        }
+    }
+}
+
+impl std::fmt::Display for DomainSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DomainSource::Builtin(id) => write!(f, "{id}"),
+            DomainSource::Folder(p) => write!(f, "folder:{}", p.display()),
         }
     }
 }
@@ -112,7 +155,7 @@ impl Default for LoadOptions {
 #[derive(Debug, Clone)]
 pub struct Domain {
     /// Which domain.
-    pub id: DomainId,
+    pub origin: DomainSource,
     /// Training split (after the size cap).
     pub train: Dataset,
     /// Test split (never capped).
@@ -139,10 +182,101 @@ impl Domain {
                 .iter()
                 .map(|&c| self.class_names[c as usize].clone())
                 .collect(),
-            id: self.id,
+            origin: self.origin.clone(),
             files: self.files.clone(),
             full_train_size: self.full_train_size,
             placement: self.placement,
+        })
+    }
+
+    /// The domain's name as the command line spells it (`mnist`, `folder:PATH`).
+    pub fn name(&self) -> String {
+        self.origin.to_string()
+    }
+
+    /// Loads a built-in data set or an image folder (the folder's images brought to
+    /// `channels x image_size x image_size`).
+    pub fn load_source(src: &DomainSource, dir: Option<&DataDir>, opts: &LoadOptions) -> Result<Self> {
+        let path = match src {
+            DomainSource::Builtin(id) => {
+                if opts.channels.is_some_and(|c| c != 1) {
+                    return Err(Error::Config {
+                        field: "channels".into(),
+                        message: format!("{id} has one channel"),
+                    });
+                }
+                return Self::load(*id, dir, opts);
+            }
+            DomainSource::Folder(p) => p,
+        };
+        if opts.image_size < 8 {
+            return Err(Error::Config {
+                field: "image-size".into(),
+                message: format!("{} is below the smallest supported canvas of 8", opts.image_size),
+            });
+        }
+        let channels = match opts.channels {
+            Some(c @ (1 | 3)) => c,
+            Some(c) => {
+                return Err(Error::Config {
+                    field: "channels".into(),
+                    message: format!("{c}: images become 1 (luma) or 3 (RGB) channels"),
+                })
+            }
+            None if crate::folder::folder_has_colour(path)? => 3,
+            None => 1,
+        };
+        let folder = crate::folder::load_folder(
+            path,
+            &crate::folder::FolderOptions {
+                shape: (channels, opts.image_size, opts.image_size),
+                test_fraction: opts.test_fraction,
+                skip_bad_images: opts.skip_bad_images,
+                seed: opts.seed,
+            },
+        )?;
+        let full_train_size = folder.train.len();
+        let train = cap_train(folder.train, opts)?;
+        Ok(Self {
+            origin: src.clone(),
+            train,
+            test: folder.test,
+            files: folder.files,
+            full_train_size,
+            placement: Placement::Fill,
+            class_names: folder.class_names,
+        })
+    }
+
+    /// The domain with its labels renamed to `names`' indices (a target folder's classes matched
+    /// by name to the source's); an error names any class `names` lacks.
+    pub fn relabelled_to(&self, names: &[String]) -> Result<Self> {
+        let map: Vec<u32> = self
+            .class_names
+            .iter()
+            .map(|c| {
+                names
+                    .iter()
+                    .position(|n| n == c)
+                    .map(|i| i as u32)
+                    .ok_or_else(|| Error::Config {
+                        field: "classes".into(),
+                        message: format!(
+                            "{} has class `{c}`, which the source does not have (source classes: {})",
+                            self.origin,
+                            names.join(", ")
+                        ),
+                    })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            origin: self.origin.clone(),
+            train: self.train.relabelled(&map, names.len())?,
+            test: self.test.relabelled(&map, names.len())?,
+            files: self.files.clone(),
+            full_train_size: self.full_train_size,
+            placement: self.placement,
+            class_names: names.to_vec(),
         })
     }
 
@@ -206,28 +340,14 @@ impl Domain {
             }
         };
         let full_train_size = train.len();
-        let train = match opts.train_size {
-            Some(0) => {
-                return Err(Error::Config {
-                    field: "train-size".into(),
-                    message: "must be at least 1".into(),
-                })
-            }
-            Some(n) if n < train.len() => {
-                let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5ab5_e7d0);
-                let mut idx = sample(&mut rng, train.len(), n).into_vec();
-                idx.sort_unstable();
-                train.subset(&idx)?
-            }
-            _ => train,
-        };
+        let train = cap_train(train, opts)?;
         let (train, test) = (
             train.placed(opts.image_size, placement_for(id, opts.placement)),
             test.placed(opts.image_size, placement_for(id, opts.placement)),
         );
         tracing::info!(train = train.len(), test = test.len(), "loaded {id}");
         Ok(Self {
-            id,
+            origin: DomainSource::Builtin(id),
             train,
             test,
             files,
@@ -235,6 +355,23 @@ impl Domain {
             placement: opts.placement,
             class_names: id.class_names(),
         })
+    }
+}
+
+/// The seeded training subset of `opts.train_size` images, if capped.
+fn cap_train(train: Dataset, opts: &LoadOptions) -> Result<Dataset> {
+    match opts.train_size {
+        Some(0) => Err(Error::Config {
+            field: "train-size".into(),
+            message: "must be at least 1".into(),
+        }),
+        Some(n) if n < train.len() => {
+            let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5ab5_e7d0);
+            let mut idx = sample(&mut rng, train.len(), n).into_vec();
+            idx.sort_unstable();
+            train.subset(&idx)
+        }
+        _ => Ok(train),
     }
 }
 

@@ -33,13 +33,14 @@ pub mod catalog;
 pub mod dataset;
 pub mod domain;
 pub mod download;
+pub mod folder;
 pub mod formats;
 pub mod images;
 
 pub use batch::Batcher;
 pub use catalog::DomainId;
 pub use dataset::{Dataset, Placement};
-pub use domain::{DataDir, Domain, FileRecord, LoadOptions, DATA_DIR_ENV};
+pub use domain::{DataDir, Domain, DomainSource, FileRecord, LoadOptions, DATA_DIR_ENV};
 
 /// Errors of the data crate. Each names the file, URL or field at fault.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use candle_core::Device;
 use dtl_backbones::{BackboneKind, Classifier, ModelSpec};
-use dtl_data::{DataDir, Domain, DomainId, FileRecord, LoadOptions, Placement};
+use dtl_data::{DataDir, Domain, DomainSource, FileRecord, LoadOptions, Placement};
 use dtl_strategies::{
     EpochLog, Evaluation, FeatureGap, LoopConfig, OptimSettings, OptimizerKind, StrategyConfig,
 };
@@ -23,9 +23,11 @@ pub const RUN_FILES: [&str; 3] = ["config.toml", "metrics.json", "model.safetens
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
-    /// Source domain (labelled): `mnist`, `usps`, `optdigits`, `mnist-small`.
+    /// Source domain (labelled): `mnist`, `usps`, `optdigits`, `mnist-small`, or `folder:PATH`
+    /// (one subfolder per class, [`dtl_data::folder`]).
     pub source: String,
-    /// Target domain (its test split measures transfer).
+    /// Target domain (its test split measures transfer); a folder's classes are matched to the
+    /// source's by name.
     pub target: String,
     /// Backbone architecture.
     pub backbone: String,
@@ -49,6 +51,12 @@ pub struct RunConfig {
     /// Cap on target training samples (seeded subset), `"all"` for none.
     #[serde(with = "size_cap")]
     pub target_train_size: Option<usize>,
+    /// Channels of folder domains' images (1: luma, 3: RGB); unset: 3 if the source folder holds
+    /// colour images, else 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<usize>,
+    /// Folder domains: skip undecodable images with a warning instead of stopping.
+    pub skip_bad_images: bool,
     /// Data directory; unset means `$DTL_DATA_DIR`, else the per-user cache. The written config
     /// holds the directory actually used.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,6 +90,8 @@ impl Default for RunConfig {
             placement: "fill".into(),
             source_train_size: None,
             target_train_size: None,
+            channels: None,
+            skip_bad_images: false,
             data_dir: None,
             device: "cpu".into(),
             init_from: None,
@@ -121,8 +131,8 @@ mod size_cap {
 
 /// A run's configuration after validation.
 struct Validated {
-    source: DomainId,
-    target: DomainId,
+    source: DomainSource,
+    target: DomainSource,
     backbone: BackboneKind,
     placement: Placement,
     device: Device,
@@ -343,24 +353,38 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
     written.data_dir = Some(data_dir.path().to_path_buf());
     write_file(&out.join("config.toml"), written.to_toml().as_bytes())?;
 
-    let load = |id: DomainId, cap: Option<usize>, salt: u64| {
-        Domain::load(
-            id,
+    let load = |src: &DomainSource, cap: Option<usize>, salt: u64, channels: Option<usize>| {
+        Domain::load_source(
+            src,
             Some(&data_dir),
             &LoadOptions {
                 image_size: cfg.image_size,
                 placement: v.placement,
                 train_size: cap,
                 seed: cfg.seed.wrapping_add(salt),
+                channels,
+                skip_bad_images: cfg.skip_bad_images,
+                ..Default::default()
             },
         )
         .map_err(Error::from)
     };
-    let source = load(v.source, cfg.source_train_size, 0)?;
+    let source = load(&v.source, cfg.source_train_size, 0, cfg.channels)?;
     let target = if v.target == v.source && cfg.target_train_size == cfg.source_train_size {
         source.clone()
     } else {
-        load(v.target, cfg.target_train_size, 1)?
+        // The target is read at the source's canvas, channels included.
+        let target = load(
+            &v.target,
+            cfg.target_train_size,
+            1,
+            Some(source.train.image_shape().0),
+        )?;
+        match (&v.source, &v.target) {
+            (DomainSource::Builtin(_), DomainSource::Builtin(_)) => target,
+            // Folders name their classes: match them to the source's by name.
+            _ => target.relabelled_to(&source.class_names)?,
+        }
     };
     if target.class_names != source.class_names {
         return Err(Error::Config {
@@ -556,7 +580,7 @@ pub fn evaluate_checkpoint(
     };
     Ok(EvalReport {
         checkpoint: checkpoint.display().to_string(),
-        domain: d.id.to_string(),
+        domain: d.name(),
         data: DataRecord::of(&d),
         test,
         feature_gap,
@@ -565,17 +589,22 @@ pub fn evaluate_checkpoint(
 
 /// Loads `domain` at the checkpoint's canvas size, checking channels and classes.
 fn load_for(model: &Classifier, domain: &str, data_dir: &DataDir, placement: Placement) -> Result<Domain> {
-    let id: DomainId = domain.parse().map_err(|e| field_err("domain", e))?;
+    let id: DomainSource = domain.parse().map_err(|e| field_err("domain", e))?;
     let (c, h, _) = model.spec().input_shape;
-    let d = Domain::load(
-        id,
+    let d = Domain::load_source(
+        &id,
         Some(data_dir),
         &LoadOptions {
             image_size: h,
             placement,
+            channels: matches!(id, DomainSource::Folder(_)).then_some(c),
             ..Default::default()
         },
     )?;
+    let d = match id {
+        DomainSource::Folder(_) => d.relabelled_to(&model.spec().class_names)?,
+        DomainSource::Builtin(_) => d,
+    };
     if d.test.image_shape().0 != c {
         return Err(Error::Config {
             field: "domain".into(),

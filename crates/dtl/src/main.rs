@@ -82,10 +82,10 @@ struct TrainArgs {
     /// TOML config to start from (flags override it).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Source domain: mnist, usps, optdigits, mnist-small.
+    /// Source domain: mnist, usps, optdigits, mnist-small, or folder:PATH (one subfolder per class).
     #[arg(long)]
     source: Option<String>,
-    /// Target domain: mnist, usps, optdigits, mnist-small.
+    /// Target domain: mnist, usps, optdigits, mnist-small, or folder:PATH (classes matched by name).
     #[arg(long)]
     target: Option<String>,
     /// Strategy: source-only, ddc, dan, coral, dann, adda, finetune.
@@ -167,6 +167,13 @@ struct TrainArgs {
     /// Placement of non-MNIST digits: fill (resize to the canvas) or box (20/28 box, padded).
     #[arg(long)]
     placement: Option<String>,
+    /// Channels of folder domains' images: 1 (luma) or 3 (RGB) [default: 3 if the source folder
+    /// holds colour images, else 1].
+    #[arg(long)]
+    channels: Option<usize>,
+    /// Folder domains: skip images that do not decode (with a warning) instead of stopping.
+    #[arg(long)]
+    skip_bad_images: bool,
     /// Device: cpu, cuda, cuda:N, metal [default: cpu].
     #[arg(long)]
     device: Option<String>,
@@ -291,6 +298,12 @@ fn train(a: TrainArgs) -> Result<()> {
     }
     if a.data_dir.is_some() {
         cfg.data_dir = a.data_dir.clone();
+    }
+    if a.channels.is_some() {
+        cfg.channels = a.channels;
+    }
+    if a.skip_bad_images {
+        cfg.skip_bad_images = true;
     }
     if a.init_from.is_some() {
         cfg.init_from = a.init_from.clone();

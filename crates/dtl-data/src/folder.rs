@@ -212,7 +212,7 @@ pub fn load_folder(root: &Path, opts: &FolderOptions) -> Result<Folder> {
         )
     } else {
         let all = labelled_files(root, &classes)?;
-        let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0xf01d_e7);
+        let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x00f0_1de7);
         let (mut train, mut test) = (Vec::new(), Vec::new());
         for label in 0..classes.len() as u32 {
             let mut of: Vec<_> = all.iter().filter(|(_, l)| *l == label).cloned().collect();

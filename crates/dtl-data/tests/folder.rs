@@ -90,7 +90,7 @@ fn a_pooled_folder_is_split_per_class_and_bad_input_is_named() {
     for i in 0..mnist.train.len() {
         let name = match mnist.train.labels()[i] {
             3 if written < 10 => "three",
-            7 if written >= 10 && written < 20 => "seven",
+            7 if (10..20).contains(&written) => "seven",
             _ => continue,
         };
         write_png(

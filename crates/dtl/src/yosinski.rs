@@ -445,15 +445,9 @@ fn summarise(split: Split, tasks: Vec<String>, rows: &[RunRow]) -> SplitSummary 
     }
 }
 
-fn git_rev() -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+/// The git revision this build of dtl was compiled from (see `build.rs`), if known.
+pub fn git_rev() -> Option<String> {
+    Some(env!("DTL_GIT_REV").to_string()).filter(|r| !r.is_empty())
 }
 
 /// `runs.csv`: `split,setting,n,seed,top1`.

@@ -1,6 +1,7 @@
-//! 2-d convolution on the CPU: im2col and one GEMM straight into the `(O, OH*OW)`
-//! output plane (bias folded in); the backward pass computes the weight and bias gradients (and the
-//! input gradient only when the input needs one) in a single pass over the batch.
+//! 2-d convolution on the CPU: im2col and one GEMM per image straight into its `(O, OH*OW)` output
+//! plane (bias folded in), or one GEMM per group of images side by side when an image has few
+//! output pixels (`group_size`); the backward pass computes the weight and bias gradients (and
+//! the input gradient only when the input needs one) in a single pass over the batch.
 //!
 //! candle 0.11's CPU convolution computes its input gradient through `conv_transpose2d` (8-33x
 //! slower than a GEMM), always computes it, and adds the bias as a separate broadcast op whose

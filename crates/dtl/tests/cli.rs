@@ -1,27 +1,11 @@
 //! The `dtl` command line end to end on bundled data, and its error paths.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn dtl(args: &[&str]) -> Output {
-    dtl_env(args, &[])
-}
-
-fn dtl_env(args: &[&str], env: &[(&str, &Path)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dtl"));
-    cmd.args(args)
-        .env("RUST_LOG", "warn")
-        .env_remove("DTL_DATA_DIR")
-        .env_remove("HF_HUB_CACHE");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("the dtl binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{dtl, dtl_env, stderr};
 
 /// A small, fast run: 512 bundled MNIST images at 16x16, 2 epochs.
 fn quick_train(out: &Path, extra: &[&str]) -> Output {

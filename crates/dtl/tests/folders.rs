@@ -3,31 +3,13 @@
 //! classes are matched to the source's by name; `dtl eval` on a folder agrees with the run; a target
 //! class the source lacks is named.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+
+use common::{dtl, stderr, write_png};
 
 use dtl::data::{Domain, DomainId, LoadOptions};
-
-fn dtl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dtl"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("the dtl binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn write_png(path: &Path, pixels: &[f32], side: u32) {
-    let bytes: Vec<u8> = pixels.iter().map(|v| (v * 255.0).round() as u8).collect();
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    image::GrayImage::from_raw(side, side, bytes)
-        .unwrap()
-        .save(path)
-        .unwrap();
-}
 
 #[test]
 fn train_and_eval_run_between_image_folders() {
@@ -51,7 +33,7 @@ fn train_and_eval_run_between_image_folders() {
                 .join(split)
                 .join(data.labels()[i].to_string())
                 .join(format!("{i}.png"));
-            write_png(&p, data.image(i), 28);
+            write_png(&p, data.image(i), 28, false);
         }
     }
     let opt = native(DomainId::Optdigits);
@@ -64,6 +46,7 @@ fn train_and_eval_run_between_image_folders() {
                 &tgt.join(l.to_string()).join(format!("{i}.png")),
                 opt.train.image(i),
                 8,
+                false,
             );
             per_class[l] += 1;
         }
@@ -126,8 +109,8 @@ fn train_and_eval_run_between_image_folders() {
 
     // A target class the source does not have is named.
     std::fs::create_dir_all(tgt.join("smiley")).unwrap();
-    write_png(&tgt.join("smiley").join("a.png"), opt.train.image(0), 8);
-    write_png(&tgt.join("smiley").join("b.png"), opt.train.image(1), 8);
+    write_png(&tgt.join("smiley").join("a.png"), opt.train.image(0), 8, false);
+    write_png(&tgt.join("smiley").join("b.png"), opt.train.image(1), 8, false);
     let o = train(&tgt_s, &tmp.path().join("bad"));
     assert!(!o.status.success());
     assert!(stderr(&o).contains("`smiley`"), "{}", stderr(&o));

@@ -3,20 +3,16 @@
 //! at MNIST's 28x28, resized to the model's 16x16 as domain loading resizes them), top-k order,
 //! logits, colour files, and the errors for unreadable files and empty folders.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use common::{dtl, write_png};
 
 use candle_core::{Device, Tensor, D};
 use dtl::backbones::Classifier;
 use dtl::data::{Domain, DomainId, LoadOptions};
-
-fn dtl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dtl"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("the dtl binary runs")
-}
 
 /// `dtl predict --checkpoint ckpt --input input` plus `extra`.
 fn predict(ckpt: &Path, input: &Path, extra: &[&str]) -> Output {
@@ -31,25 +27,12 @@ fn predict(ckpt: &Path, input: &Path, extra: &[&str]) -> Output {
     dtl(&args)
 }
 
+/// A 28x28 MNIST digit as PNG; MNIST's values are k / 255, which the PNG holds exactly.
 fn write_digit(path: &Path, pixels: &[f32], rgb: bool) {
-    let bytes: Vec<u8> = pixels.iter().map(|v| (v * 255.0).round() as u8).collect();
-    // MNIST's values are k / 255: the PNG holds them exactly.
-    assert!(bytes
+    assert!(pixels
         .iter()
-        .zip(pixels)
-        .all(|(&b, &v)| (b as f32 / 255.0 - v).abs() < 1e-7));
-    if rgb {
-        let rgb: Vec<u8> = bytes.iter().flat_map(|&b| [b, b, b]).collect();
-        image::RgbImage::from_raw(28, 28, rgb)
-            .unwrap()
-            .save(path)
-            .unwrap();
-    } else {
-        image::GrayImage::from_raw(28, 28, bytes)
-            .unwrap()
-            .save(path)
-            .unwrap();
-    }
+        .all(|&v| ((v * 255.0).round() / 255.0 - v).abs() < 1e-7));
+    write_png(path, pixels, 28, rgb);
 }
 
 #[test]

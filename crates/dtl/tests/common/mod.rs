@@ -1,0 +1,48 @@
+//! Helpers shared by the command-line tests: running the `dtl` binary and writing digits as PNG.
+// Each test binary uses its own subset of these.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs `dtl args` with quiet logs and no data directory from the environment.
+pub fn dtl(args: &[&str]) -> Output {
+    dtl_env(args, &[])
+}
+
+/// [`dtl`] with extra environment variables (and no `HF_HUB_CACHE` from outside).
+pub fn dtl_env(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dtl"));
+    cmd.args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("DTL_DATA_DIR")
+        .env_remove("HF_HUB_CACHE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the dtl binary runs")
+}
+
+/// The run's standard error as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Writes a `side x side` image of values in `[0, 1]` as an 8-bit PNG (grey, or grey replicated
+/// into RGB), creating its folder.
+pub fn write_png(path: &Path, pixels: &[f32], side: u32, rgb: bool) {
+    let bytes: Vec<u8> = pixels.iter().map(|v| (v * 255.0).round() as u8).collect();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    if rgb {
+        let rgb: Vec<u8> = bytes.iter().flat_map(|&b| [b, b, b]).collect();
+        image::RgbImage::from_raw(side, side, rgb)
+            .unwrap()
+            .save(path)
+            .unwrap();
+    } else {
+        image::GrayImage::from_raw(side, side, bytes)
+            .unwrap()
+            .save(path)
+            .unwrap();
+    }
+}

@@ -266,6 +266,8 @@ pub struct HostRecord {
 pub struct Metrics {
     /// dtl's version.
     pub dtl_version: String,
+    /// The git revision dtl was built from, when built from a checkout.
+    pub git_rev: Option<String>,
     /// Strategy name.
     pub strategy: String,
     /// Source domain.
@@ -502,6 +504,7 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
     data.insert(v.target.to_string(), DataRecord::of(&target));
     let metrics = Metrics {
         dtl_version: env!("CARGO_PKG_VERSION").into(),
+        git_rev: crate::git_rev(),
         strategy: cfg.strategy.name().into(),
         source: v.source.to_string(),
         target: v.target.to_string(),

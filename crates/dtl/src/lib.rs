@@ -28,6 +28,12 @@ pub mod figure;
 pub mod predict;
 pub mod yosinski;
 
+/// The git revision (short hash) this build of dtl was compiled from (`build.rs`); `None` outside
+/// a git checkout. Results record it so that they name the code that made them.
+pub fn git_rev() -> Option<String> {
+    Some(env!("DTL_GIT_REV").to_string()).filter(|r| !r.is_empty())
+}
+
 pub use dtl_backbones as backbones;
 pub use dtl_core as core;
 pub use dtl_data as data;

@@ -393,7 +393,7 @@ pub fn sweep(cfg: &SweepConfig, mut progress: impl FnMut(&RunRow)) -> Result<(Ve
     }
     let summary = Summary {
         dtl_version: env!("CARGO_PKG_VERSION").into(),
-        git_rev: git_rev(),
+        git_rev: crate::git_rev(),
         host: format!(
             "{} {} ({} CPUs)",
             std::env::consts::OS,
@@ -443,11 +443,6 @@ fn summarise(split: Split, tasks: Vec<String>, rows: &[RunRow]) -> SplitSummary 
         base_b,
         layers,
     }
-}
-
-/// The git revision this build of dtl was compiled from (see `build.rs`), if known.
-pub fn git_rev() -> Option<String> {
-    Some(env!("DTL_GIT_REV").to_string()).filter(|r| !r.is_empty())
 }
 
 /// `runs.csv`: `split,setting,n,seed,top1`.

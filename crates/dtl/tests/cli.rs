@@ -62,6 +62,18 @@ fn train_writes_config_model_and_metrics_and_eval_agrees() {
     }
     assert_eq!(m["strategy"], "source-only");
     assert_eq!(m["epochs"], 2);
+    // The revision the binary was built from: the checkout's, as git itself says.
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match head {
+        Some(rev) => assert_eq!(m["git_rev"], rev.as_str()),
+        None => assert!(m["git_rev"].is_null()),
+    }
     assert_eq!(m["data"]["mnist-small"]["train_size"], 512);
     assert_eq!(m["data"]["mnist-small"]["full_train_size"], 2000);
     assert_eq!(m["data"]["optdigits"]["test_size"], 450);

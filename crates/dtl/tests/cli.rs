@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::{dtl, dtl_env, stderr};
+use common::{dtl, small_train, stderr};
 
 /// A small, fast run: 512 bundled MNIST images at 16x16, 2 epochs.
 fn quick_train(out: &Path, extra: &[&str]) -> Output {
@@ -13,27 +13,9 @@ fn quick_train(out: &Path, extra: &[&str]) -> Output {
 }
 
 fn quick_train_env(out: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Output {
-    let mut args = vec![
-        "train",
-        "--source",
-        "mnist-small",
-        "--target",
-        "optdigits",
-        "--source-train-size",
-        "512",
-        "--image-size",
-        "16",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "32",
-        "--lr",
-        "0.05",
-        "--out",
-        out.to_str().unwrap(),
-    ];
+    let mut args = vec!["--source-train-size", "512"];
     args.extend_from_slice(extra);
-    dtl_env(&args, env)
+    small_train("mnist-small", "optdigits", "2", out, &args, env)
 }
 
 #[test]

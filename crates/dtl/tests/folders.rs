@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{dtl, stderr, write_png};
+use common::{dtl, small_train, stderr, write_png};
 
 use dtl::data::{Domain, DomainId, LoadOptions};
 
@@ -56,25 +56,7 @@ fn train_and_eval_run_between_image_folders() {
         format!("folder:{}", src.display()),
         format!("folder:{}", tgt.display()),
     );
-    let train = |target: &str, out: &Path| {
-        dtl(&[
-            "train",
-            "--source",
-            &src_s,
-            "--target",
-            target,
-            "--image-size",
-            "16",
-            "--epochs",
-            "2",
-            "--batch-size",
-            "32",
-            "--lr",
-            "0.05",
-            "--out",
-            out.to_str().unwrap(),
-        ])
-    };
+    let train = |target: &str, out: &Path| small_train(&src_s, target, "2", out, &[], &[]);
     let o = train(&tgt_s, &run);
     assert!(o.status.success(), "{}", stderr(&o));
     let metrics: serde_json::Value =

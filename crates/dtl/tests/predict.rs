@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::{dtl, write_png};
+use common::{dtl, small_train, write_png};
 
 use candle_core::{Device, Tensor, D};
 use dtl::backbones::Classifier;
@@ -39,25 +39,14 @@ fn write_digit(path: &Path, pixels: &[f32], rgb: bool) {
 fn predict_prints_the_models_probabilities_for_image_files() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let o = dtl(&[
-        "train",
-        "--source",
+    let o = small_train(
         "mnist-small",
-        "--target",
         "optdigits",
-        "--source-train-size",
-        "512",
-        "--image-size",
-        "16",
-        "--epochs",
         "1",
-        "--batch-size",
-        "32",
-        "--lr",
-        "0.05",
-        "--out",
-        run.to_str().unwrap(),
-    ]);
+        &run,
+        &["--source-train-size", "512"],
+        &[],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let ckpt = run.join("model.safetensors");
 

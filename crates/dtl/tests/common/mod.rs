@@ -23,6 +23,37 @@ pub fn dtl_env(args: &[&str], env: &[(&str, &Path)]) -> Output {
     cmd.output().expect("the dtl binary runs")
 }
 
+/// `dtl train` at the tests' small settings (16x16 images, batch 32, learning rate 0.05) for
+/// `epochs` epochs from `source` to `target` into `out`, plus `extra` flags and `env`.
+pub fn small_train(
+    source: &str,
+    target: &str,
+    epochs: &str,
+    out: &Path,
+    extra: &[&str],
+    env: &[(&str, &Path)],
+) -> Output {
+    let mut args = vec![
+        "train",
+        "--source",
+        source,
+        "--target",
+        target,
+        "--image-size",
+        "16",
+        "--epochs",
+        epochs,
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.05",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    dtl_env(&args, env)
+}
+
 /// The run's standard error as text.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

@@ -9,9 +9,11 @@ use dtl_core::{params, Backbone};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::alexnet::{AlexNet, AlexNetConfig};
 use crate::convnet::{ConvNet8, ConvNet8Config};
 use crate::init::{uniform_param, Param};
 use crate::lenet::{LeNet, LeNetConfig};
+use crate::resnet::{ResNet, ResNetConfig};
 use crate::{Error, Result};
 
 /// Format version written into checkpoints as `dtl.format`.
@@ -24,29 +26,111 @@ pub enum BackboneKind {
     LeNet,
     /// [`ConvNet8`], the 8-layer network of the Yosinski experiment.
     ConvNet8,
+    /// [`AlexNet`] in torchvision's layout.
+    AlexNet,
+    /// torchvision's ResNet-18 ([`ResNet`]).
+    ResNet18,
+    /// torchvision's ResNet-34.
+    ResNet34,
+    /// torchvision's ResNet-50 (bottleneck blocks).
+    ResNet50,
+}
+
+/// ImageNet's per-channel mean and standard deviation (RGB, on pixels in `[0, 1]`), with which
+/// torchvision's and timm's ImageNet weights were trained.
+pub const IMAGENET_NORMALIZE: Normalize = Normalize {
+    mean: [0.485, 0.456, 0.406],
+    std: [0.229, 0.224, 0.225],
+};
+
+/// Per-channel input normalisation `(x - mean) / std` of a 3-channel model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Normalize {
+    /// Per-channel mean.
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation.
+    pub std: [f32; 3],
 }
 
 impl BackboneKind {
+    /// Every architecture.
+    pub const ALL: [BackboneKind; 6] = [
+        BackboneKind::LeNet,
+        BackboneKind::ConvNet8,
+        BackboneKind::AlexNet,
+        BackboneKind::ResNet18,
+        BackboneKind::ResNet34,
+        BackboneKind::ResNet50,
+    ];
+
     /// The name used in configs, on the command line and in checkpoints.
     pub fn as_str(&self) -> &'static str {
         match self {
             BackboneKind::LeNet => "lenet",
             BackboneKind::ConvNet8 => "convnet8",
+            BackboneKind::AlexNet => "alexnet",
+            BackboneKind::ResNet18 => "resnet18",
+            BackboneKind::ResNet34 => "resnet34",
+            BackboneKind::ResNet50 => "resnet50",
         }
+    }
+
+    /// Whether this is an ImageNet architecture (3-channel inputs, normalised with
+    /// [`IMAGENET_NORMALIZE`], 224x224 by default).
+    pub fn is_imagenet(&self) -> bool {
+        !matches!(self, BackboneKind::LeNet | BackboneKind::ConvNet8)
+    }
+
+    /// The input normalisation a model of this kind applies by default: ImageNet's for the
+    /// ImageNet architectures, none for the digit networks.
+    pub fn default_normalize(&self) -> Option<Normalize> {
+        self.is_imagenet().then_some(IMAGENET_NORMALIZE)
+    }
+
+    /// dtl's name for the tensor `name` of a published checkpoint of this architecture
+    /// (torchvision's or timm's state dict), or `None` for a tensor dtl does not keep
+    /// (`num_batches_tracked`). Names dtl already uses map to themselves.
+    ///
+    /// AlexNet: `features.{0,3,6,8,10}` -> `conv1` .. `conv5`, `classifier.1` -> `fc6`,
+    /// `classifier.4` -> `fc7`, `classifier.6` -> `head`. ResNet: `fc` -> `head`, every other name
+    /// as it is (torchvision and timm name ResNets alike).
+    pub fn translate_external(&self, name: &str) -> Option<String> {
+        if name.ends_with(".num_batches_tracked") {
+            return None;
+        }
+        let (layer, param) = name.rsplit_once('.')?;
+        let mapped = match (self, layer) {
+            (BackboneKind::AlexNet, "features.0") => "conv1",
+            (BackboneKind::AlexNet, "features.3") => "conv2",
+            (BackboneKind::AlexNet, "features.6") => "conv3",
+            (BackboneKind::AlexNet, "features.8") => "conv4",
+            (BackboneKind::AlexNet, "features.10") => "conv5",
+            (BackboneKind::AlexNet, "classifier.1") => "fc6",
+            (BackboneKind::AlexNet, "classifier.4") => "fc7",
+            (BackboneKind::AlexNet, "classifier.6") => "head",
+            (BackboneKind::ResNet18 | BackboneKind::ResNet34 | BackboneKind::ResNet50, "fc") => "head",
+            _ => return Some(name.to_string()),
+        };
+        Some(format!("{mapped}.{param}"))
     }
 }
 
 impl std::str::FromStr for BackboneKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "lenet" => Ok(BackboneKind::LeNet),
-            "convnet8" => Ok(BackboneKind::ConvNet8),
-            _ => Err(Error::Core(dtl_core::Error::config(
-                "backbone",
-                format!("`{s}` is not a known backbone (known: lenet, convnet8)"),
-            ))),
-        }
+        let lower = s.to_ascii_lowercase().replace(['-', '_'], "");
+        BackboneKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == lower)
+            .ok_or_else(|| {
+                Error::Core(dtl_core::Error::config(
+                    "backbone",
+                    format!(
+                        "`{s}` is not a known backbone (known: {})",
+                        BackboneKind::ALL.map(|k| k.as_str()).join(", ")
+                    ),
+                ))
+            })
     }
 }
 
@@ -62,6 +146,9 @@ pub struct ModelSpec {
     /// Width of an adaptation layer (linear + ReLU) between the backbone's features and the head,
     /// as DDC's bottleneck `fc_adapt` (Tzeng et al. 2014, "Deep domain confusion"); `None` for none.
     pub adapt_width: Option<usize>,
+    /// Per-channel normalisation applied to the input before the backbone (ImageNet's for
+    /// ImageNet weights, see [`BackboneKind::default_normalize`]); `None` for none.
+    pub normalize: Option<Normalize>,
 }
 
 impl ModelSpec {
@@ -72,6 +159,23 @@ impl ModelSpec {
             input_shape: (1, size, size),
             class_names: (0..10).map(|d| d.to_string()).collect(),
             adapt_width: None,
+            normalize: None,
+        }
+    }
+
+    /// A model of `backbone` on inputs of `input_shape` for `class_names`, without adaptation
+    /// layer, normalising its input as the architecture's published weights expect
+    /// ([`BackboneKind::default_normalize`]). ImageNet architectures always take 3 channels: a
+    /// 1-channel `input_shape` is widened (and grayscale batches are replicated to 3 channels).
+    pub fn new(backbone: BackboneKind, input_shape: (usize, usize, usize), class_names: Vec<String>) -> Self {
+        let (c, h, w) = input_shape;
+        let c = if backbone.is_imagenet() && c == 1 { 3 } else { c };
+        Self {
+            backbone,
+            input_shape: (c, h, w),
+            class_names,
+            adapt_width: None,
+            normalize: backbone.default_normalize(),
         }
     }
 
@@ -96,6 +200,11 @@ impl ModelSpec {
         ]);
         if let Some(width) = self.adapt_width {
             meta.insert("dtl.adapt_width".to_string(), width.to_string());
+        }
+        if let Some(n) = &self.normalize {
+            let join = |v: &[f32; 3]| v.map(|x| x.to_string()).join(",");
+            meta.insert("dtl.normalize_mean".to_string(), join(&n.mean));
+            meta.insert("dtl.normalize_std".to_string(), join(&n.std));
         }
         meta
     }
@@ -137,13 +246,67 @@ impl ModelSpec {
                 message: format!("bad `dtl.adapt_width` `{v}`: {e}"),
             })?),
         };
+        let triple = |key: &str| -> Result<Option<[f32; 3]>> {
+            let Some(v) = meta.get(key) else {
+                return Ok(None);
+            };
+            let parsed: Vec<f32> = v
+                .split(',')
+                .map(|x| x.trim().parse::<f32>())
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| Error::Checkpoint {
+                    path: path.to_path_buf(),
+                    message: format!("bad `{key}` `{v}`: {e}"),
+                })?;
+            <[f32; 3]>::try_from(parsed)
+                .map(Some)
+                .map_err(|p| Error::Checkpoint {
+                    path: path.to_path_buf(),
+                    message: format!("`{key}` has {} values, expected 3", p.len()),
+                })
+        };
+        let normalize = match (triple("dtl.normalize_mean")?, triple("dtl.normalize_std")?) {
+            (Some(mean), Some(std)) => Some(Normalize { mean, std }),
+            (None, None) => None,
+            _ => {
+                return Err(Error::Checkpoint {
+                    path: path.to_path_buf(),
+                    message: "`dtl.normalize_mean` and `dtl.normalize_std` come together".into(),
+                })
+            }
+        };
         Ok(Self {
             backbone,
             input_shape: (c, h, w),
             class_names,
             adapt_width,
+            normalize,
         })
     }
+}
+
+/// What [`Classifier::load_pretrained`] took from a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PretrainedLoad {
+    /// Tensors loaded.
+    pub loaded: usize,
+    /// Whether the head came from the checkpoint (same number of classes).
+    pub head: bool,
+    /// The checkpoint's tensors left out (`num_batches_tracked`, a head of another width), by
+    /// their names in the file.
+    pub skipped: Vec<String>,
+}
+
+/// Reads every tensor of a safetensors file; errors name the file.
+pub fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| Error::Checkpoint {
+        path: path.to_path_buf(),
+        message: format!("not a readable safetensors file: {e}"),
+    })
 }
 
 /// Where a discrepancy or adversarial loss can read a [`Classifier`]'s representation.
@@ -287,7 +450,38 @@ impl Classifier {
                 };
                 Box::new(ConvNet8::new(cfg, &varmap, &mut rng, dropout_seed, device)?)
             }
+            BackboneKind::AlexNet => {
+                let cfg = AlexNetConfig {
+                    in_channels: c,
+                    input_size: h,
+                    ..Default::default()
+                };
+                Box::new(AlexNet::new(cfg, &varmap, &mut rng, dropout_seed, device)?)
+            }
+            BackboneKind::ResNet18 | BackboneKind::ResNet34 | BackboneKind::ResNet50 => {
+                let depth = match spec.backbone {
+                    BackboneKind::ResNet18 => 18,
+                    BackboneKind::ResNet34 => 34,
+                    _ => 50,
+                };
+                let cfg = ResNetConfig::torchvision(depth, c, h)?;
+                Box::new(ResNet::new(cfg, &varmap, &mut rng, device)?)
+            }
         };
+        if let Some(n) = &spec.normalize {
+            if c != 3 {
+                return Err(Error::Core(dtl_core::Error::config(
+                    "normalize",
+                    format!("per-channel normalisation needs 3 input channels, the model takes {c}"),
+                )));
+            }
+            if n.std.iter().any(|&s| s <= 0.0 || !s.is_finite()) || n.mean.iter().any(|m| !m.is_finite()) {
+                return Err(Error::Core(dtl_core::Error::config(
+                    "normalize",
+                    format!("std must be positive and finite, mean finite: {n:?}"),
+                )));
+            }
+        }
         let hidden = spec.adapt_width.unwrap_or(backbone.feature_dim());
         if hidden == 0 {
             return Err(Error::Core(dtl_core::Error::config(
@@ -344,11 +538,35 @@ impl Classifier {
         &self.device
     }
 
-    /// Features `(B, D)` of the backbone (gradient stopped behind the frozen prefix, if any).
+    /// The backbone's input for images `xs`: grayscale batches replicated to the 3 channels of
+    /// a colour model, then normalised per channel when the model does ([`ModelSpec::normalize`]).
+    pub fn prepare_input(&self, xs: &Tensor) -> Result<Tensor> {
+        let mut x = xs.clone();
+        if self.spec.input_shape.0 == 3 && x.rank() == 4 && x.dim(1)? == 1 {
+            x = x.repeat((1, 3, 1, 1))?;
+        }
+        if let Some(n) = &self.spec.normalize {
+            if x.rank() == 4 && x.dim(1)? == 3 {
+                let dev = x.device();
+                let mean = Tensor::new(&n.mean, dev)?
+                    .reshape((1, 3, 1, 1))?
+                    .to_dtype(x.dtype())?;
+                let inv = Tensor::new(&n.std.map(|s| 1.0 / s), dev)?
+                    .reshape((1, 3, 1, 1))?
+                    .to_dtype(x.dtype())?;
+                x = x.broadcast_sub(&mean)?.broadcast_mul(&inv)?;
+            }
+        }
+        Ok(x)
+    }
+
+    /// Features `(B, D)` of images `(B, C, H, W)` (see [`Classifier::prepare_input`]), with the
+    /// gradient stopped behind the frozen prefix, if any.
     pub fn features(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        let xs = self.prepare_input(xs)?;
         Ok(match self.frozen_prefix {
-            0 => self.backbone.features(xs, train)?,
-            n => self.backbone.features_frozen_prefix(xs, train, n)?,
+            0 => self.backbone.features(&xs, train)?,
+            n => self.backbone.features_frozen_prefix(&xs, train, n)?,
         })
     }
 
@@ -507,6 +725,116 @@ impl Classifier {
             var.set(&theirs[name].copy()?)?;
         }
         Ok(layers.to_vec())
+    }
+
+    /// Loads published weights (torchvision's or timm's state dict, or dtl's own names) into the
+    /// backbone, translating names with [`BackboneKind::translate_external`].
+    ///
+    /// Every backbone tensor must be present with its exact shape; the error names the first one
+    /// (in forward order, by the checkpoint's own name) that is missing or does not fit, which is
+    /// how a checkpoint of another architecture shows. The head is taken when its shape matches
+    /// (the same number of classes), else it keeps its fresh initialisation, as does an adaptation
+    /// layer the checkpoint lacks. Tensors the model has no place for are an error. Nothing is
+    /// changed on error.
+    pub fn load_pretrained(
+        &self,
+        tensors: &HashMap<String, Tensor>,
+        origin: &Path,
+    ) -> Result<PretrainedLoad> {
+        let kind = self.spec.backbone;
+        let bad = |message: String| Error::Checkpoint {
+            path: origin.to_path_buf(),
+            message,
+        };
+        let mut skipped = Vec::new();
+        // dtl name -> (the checkpoint's name, tensor)
+        let mut by_ours: HashMap<String, (&String, &Tensor)> = HashMap::new();
+        for (name, t) in tensors {
+            match kind.translate_external(name) {
+                Some(ours) => {
+                    by_ours.insert(ours, (name, t));
+                }
+                None => skipped.push(name.clone()),
+            }
+        }
+        let vars = params::all(&self.varmap);
+        let mut plan: Vec<(&candle_core::Var, &Tensor)> = Vec::new();
+        let mut head = true;
+        let optional = |layer: &str| layer == "head" || layer == "adapt";
+        for layer in &self.layers {
+            let mine: Vec<&(String, candle_core::Var)> = vars
+                .iter()
+                .filter(|(n, _)| params::belongs_to(n, layer))
+                .collect();
+            if optional(layer) {
+                let fits = mine
+                    .iter()
+                    .all(|(n, v)| by_ours.get(n).is_some_and(|(_, t)| t.dims() == v.dims()));
+                if fits {
+                    plan.extend(mine.iter().map(|(n, v)| (v, by_ours[n].1)));
+                } else {
+                    if layer == "head" {
+                        head = false;
+                    }
+                    for (n, _) in &mine {
+                        if let Some((ext, t)) = by_ours.get(n) {
+                            tracing::info!(
+                                "{}: `{ext}` {:?} does not fit the model's `{n}`; {layer} stays newly initialised",
+                                origin.display(),
+                                t.dims()
+                            );
+                            skipped.push((*ext).clone());
+                        }
+                    }
+                }
+                continue;
+            }
+            for (n, v) in mine {
+                let Some((ext, t)) = by_ours.get(n) else {
+                    return Err(bad(format!(
+                        "tensor `{n}` is missing: not a checkpoint of a {} (torchvision or timm names, or dtl's)",
+                        kind.as_str()
+                    )));
+                };
+                if t.dims() != v.dims() {
+                    return Err(bad(format!(
+                        "tensor `{ext}` has shape {:?}, a {} expects {:?} for `{n}`: the checkpoint holds another architecture",
+                        t.dims(),
+                        kind.as_str(),
+                        v.dims()
+                    )));
+                }
+                plan.push((v, t));
+            }
+        }
+        let mut unexpected: Vec<&String> = by_ours
+            .iter()
+            .filter(|(ours, _)| !vars.iter().any(|(n, _)| n == *ours))
+            .map(|(_, (ext, _))| *ext)
+            .collect();
+        unexpected.sort();
+        if let Some(first) = unexpected.first() {
+            return Err(bad(format!(
+                "tensor `{first}` has no place in a {} ({} such tensors): the checkpoint holds another architecture",
+                kind.as_str(),
+                unexpected.len()
+            )));
+        }
+        let loaded = plan.len();
+        for (var, t) in plan {
+            var.set(&t.to_dtype(DType::F32)?.to_device(&self.device)?)?;
+        }
+        skipped.sort();
+        tracing::info!(
+            "loaded {loaded} tensors from {} ({}head from the checkpoint)",
+            origin.display(),
+            if head { "" } else { "no " }
+        );
+        Ok(PretrainedLoad {
+            loaded,
+            head,
+            skipped,
+        })
     }
 
     /// Replaces every parameter with the tensor of the same name in `tensors`.

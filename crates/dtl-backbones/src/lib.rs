@@ -1,4 +1,4 @@
-//! Backbones for dtl, with layer-indexed parameter names and safetensors checkpoints.
+//! Backbones for dtl (LeNet, the 8-layer ConvNet8, AlexNet, ResNet-18/34/50), with layer-indexed parameter names and safetensors checkpoints.
 //!
 //! A [`Classifier`] is a [`dtl_core::Backbone`], an optional adaptation layer and a linear head. Parameters are named
 //! `{layer}.{param}` (`conv1.weight`, `fc1.bias`, `head.weight`) and initialised from a seed through
@@ -25,6 +25,7 @@
 
 use std::path::PathBuf;
 
+pub mod alexnet;
 pub mod classifier;
 pub mod convnet;
 pub mod hub;
@@ -32,7 +33,11 @@ pub mod init;
 pub mod lenet;
 pub mod resnet;
 
-pub use classifier::{BackboneKind, Classifier, ModelSpec, Tap, Taps};
+pub use alexnet::{AlexNet, AlexNetConfig};
+pub use classifier::{
+    read_safetensors, BackboneKind, Classifier, ModelSpec, Normalize, PretrainedLoad, Tap, Taps,
+    IMAGENET_NORMALIZE,
+};
 pub use convnet::{ConvNet8, ConvNet8Config};
 pub use dtl_ops::Kernels;
 pub use lenet::{LeNet, LeNetConfig};

@@ -1,6 +1,7 @@
-//! ResNet with basic blocks (He et al. 2016, "Deep residual learning for image recognition"), in
-//! torchvision's layout and parameter names (`conv1`, `bn1`, `layer1.0.conv1`, ...,
-//! `layer2.0.downsample.0`), with configurable widths.
+//! ResNet (He et al. 2016, "Deep residual learning for image recognition") with basic blocks
+//! (ResNet-18, -34) or bottleneck blocks (ResNet-50, torchvision's "v1.5" with the stride on the
+//! 3x3 convolution), in torchvision's layout and parameter names (`conv1`, `bn1`, `layer1.0.conv1`,
+//! ..., `layer2.0.downsample.0`), which timm's ResNets share, with configurable widths.
 
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::VarMap;
@@ -8,7 +9,7 @@ use dtl_core::Backbone;
 use dtl_ops::Kernels;
 use rand_chacha::ChaCha8Rng;
 
-use crate::init::uniform_weight;
+use crate::init::{check_input, uniform_weight};
 use crate::{Error, Result};
 
 /// Settings of a [`ResNet`].
@@ -20,8 +21,10 @@ pub struct ResNetConfig {
     pub input_size: usize,
     /// Channels of the four stages (torchvision's ResNet-18: 64, 128, 256, 512).
     pub widths: [usize; 4],
-    /// Basic blocks per stage (ResNet-18: 2, 2, 2, 2; ResNet-34: 3, 4, 6, 3).
+    /// Blocks per stage (ResNet-18: 2, 2, 2, 2; ResNet-34 and -50: 3, 4, 6, 3).
     pub blocks: [usize; 4],
+    /// Bottleneck blocks (1x1, 3x3, 1x1 with 4x wider output, ResNet-50) instead of basic ones.
+    pub bottleneck: bool,
     /// dtl's kernels or candle's native ops.
     pub kernels: Kernels,
 }
@@ -34,7 +37,40 @@ impl ResNetConfig {
             input_size,
             widths,
             blocks: [2, 2, 2, 2],
+            bottleneck: false,
             kernels: Kernels::Dtl,
+        }
+    }
+
+    /// torchvision's ResNet-`depth` (18, 34 or 50) at widths 64, 128, 256, 512.
+    pub fn torchvision(depth: usize, in_channels: usize, input_size: usize) -> Result<Self> {
+        let (blocks, bottleneck) = match depth {
+            18 => ([2, 2, 2, 2], false),
+            34 => ([3, 4, 6, 3], false),
+            50 => ([3, 4, 6, 3], true),
+            _ => {
+                return Err(Error::Core(dtl_core::Error::config(
+                    "backbone",
+                    format!("ResNet-{depth} is not built here (18, 34, 50 are)"),
+                )))
+            }
+        };
+        Ok(Self {
+            in_channels,
+            input_size,
+            widths: [64, 128, 256, 512],
+            blocks,
+            bottleneck,
+            kernels: Kernels::Dtl,
+        })
+    }
+
+    /// How many times wider a block's output is than its stage's width (4 for bottlenecks).
+    fn expansion(&self) -> usize {
+        if self.bottleneck {
+            4
+        } else {
+            1
         }
     }
 }
@@ -121,16 +157,23 @@ impl ConvBn {
     }
 }
 
-struct BasicBlock {
-    a: ConvBn,
-    b: ConvBn,
+/// A basic block (`convs` = 3x3, 3x3) or a bottleneck block (1x1, 3x3, 1x1), with ReLU between
+/// the convolutions and after the residual sum.
+struct Block {
+    convs: Vec<ConvBn>,
     downsample: Option<ConvBn>,
 }
 
-impl BasicBlock {
+impl Block {
     fn forward(&self, xs: &Tensor, train: bool, k: Kernels) -> candle_core::Result<Tensor> {
-        let y = self.a.forward(xs, train, k)?.relu()?;
-        let y = self.b.forward(&y, train, k)?;
+        let last = self.convs.len() - 1;
+        let mut y = xs.clone();
+        for (i, c) in self.convs.iter().enumerate() {
+            y = c.forward(&y, train, k)?;
+            if i < last {
+                y = y.relu()?;
+            }
+        }
         let identity = match &self.downsample {
             Some(d) => d.forward(xs, train, k)?,
             None => xs.clone(),
@@ -139,13 +182,14 @@ impl BasicBlock {
     }
 }
 
-/// A ResNet with basic blocks: 7x7/2 stem convolution, batch norm, ReLU, 3x3/2 max-pool with
-/// padding 1, four stages, global average pooling. Layers: `conv1`, `bn1`, `layer1` .. `layer4`.
+/// A ResNet: 7x7/2 stem convolution, batch norm, ReLU, 3x3/2 max-pool with padding 1, four
+/// stages, global average pooling. Layers: `conv1`, `bn1`, `layer1` .. `layer4`.
 pub struct ResNet {
     cfg: ResNetConfig,
     stem: ConvBn,
-    stages: Vec<Vec<BasicBlock>>,
+    stages: Vec<Vec<Block>>,
     layers: Vec<String>,
+    name: String,
 }
 
 impl ResNet {
@@ -179,36 +223,38 @@ impl ResNet {
             for i in 0..n {
                 let stride = if s > 0 && i == 0 { 2 } else { 1 };
                 let p = format!("layer{}.{i}", s + 1);
-                let a = ConvBn::new(
-                    vm,
-                    &format!("{p}.conv1"),
-                    &format!("{p}.bn1"),
-                    cin,
-                    w,
-                    3,
-                    stride,
-                    rng,
-                    device,
-                )?;
-                let b = ConvBn::new(
-                    vm,
-                    &format!("{p}.conv2"),
-                    &format!("{p}.bn2"),
-                    w,
-                    w,
-                    3,
-                    1,
-                    rng,
-                    device,
-                )?;
-                let downsample = if stride != 1 || cin != w {
+                let out = w * cfg.expansion();
+                // (input, output, kernel, stride) of conv1, conv2 (and conv3).
+                let shapes: Vec<(usize, usize, usize, usize)> = if cfg.bottleneck {
+                    vec![(cin, w, 1, 1), (w, w, 3, stride), (w, out, 1, 1)]
+                } else {
+                    vec![(cin, w, 3, stride), (w, w, 3, 1)]
+                };
+                let convs = shapes
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, (ci, co, ks, st))| {
+                        ConvBn::new(
+                            vm,
+                            &format!("{p}.conv{}", j + 1),
+                            &format!("{p}.bn{}", j + 1),
+                            ci,
+                            co,
+                            ks,
+                            st,
+                            rng,
+                            device,
+                        )
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let downsample = if stride != 1 || cin != out {
                     let d = format!("{p}.downsample");
                     Some(ConvBn::new(
                         vm,
                         &format!("{d}.0"),
                         &format!("{d}.1"),
                         cin,
-                        w,
+                        out,
                         1,
                         stride,
                         rng,
@@ -217,33 +263,52 @@ impl ResNet {
                 } else {
                     None
                 };
-                blocks.push(BasicBlock { a, b, downsample });
-                cin = w;
+                blocks.push(Block { convs, downsample });
+                cin = out;
             }
             stages.push(blocks);
         }
         let layers = ["conv1", "bn1", "layer1", "layer2", "layer3", "layer4"]
             .map(String::from)
             .to_vec();
+        let convs_per_block = if cfg.bottleneck { 3 } else { 2 };
+        let depth = 2 + convs_per_block * cfg.blocks.iter().sum::<usize>();
+        let name = if cfg.widths == [64, 128, 256, 512] {
+            format!("resnet{depth}")
+        } else {
+            format!("resnet{depth}-{}", cfg.widths.map(|w| w.to_string()).join("-"))
+        };
         Ok(Self {
             cfg,
             stem,
             stages,
             layers,
+            name,
         })
     }
 }
 
 impl Backbone for ResNet {
     fn features(&self, xs: &Tensor, train: bool) -> dtl_core::Result<Tensor> {
+        self.features_frozen_prefix(xs, train, 0)
+    }
+
+    fn features_frozen_prefix(&self, xs: &Tensor, train: bool, n: usize) -> dtl_core::Result<Tensor> {
+        check_input(&self.name, xs, self.input_shape())?;
         let k = self.cfg.kernels;
+        // The output of layer `done` (1-based: conv1, bn1, layer1 ..), detached when it closes
+        // the frozen prefix.
+        let cut = |x: Tensor, done: usize| if done == n { x.detach() } else { x };
         let run = || -> candle_core::Result<Tensor> {
-            let mut x = self.stem.forward(xs, train, k)?.relu()?;
-            x = k.max_pool2d(&x, 3, 2, 1)?;
-            for stage in &self.stages {
+            let x = k.conv2d(xs, &self.stem.weight, None, self.stem.stride, self.stem.padding)?;
+            let x = cut(x, 1);
+            let x = self.stem.bn.forward(&x, train, k)?.relu()?;
+            let mut x = cut(k.max_pool2d(&x, 3, 2, 1)?, 2);
+            for (s, stage) in self.stages.iter().enumerate() {
                 for block in stage {
                     x = block.forward(&x, train, k)?;
                 }
+                x = cut(x, 3 + s);
             }
             x.flatten_from(2)?.mean(D::Minus1)
         };
@@ -251,7 +316,7 @@ impl Backbone for ResNet {
     }
 
     fn feature_dim(&self) -> usize {
-        self.cfg.widths[3]
+        self.cfg.widths[3] * self.cfg.expansion()
     }
 
     fn layers(&self) -> &[String] {
@@ -263,6 +328,6 @@ impl Backbone for ResNet {
     }
 
     fn name(&self) -> &str {
-        "resnet"
+        &self.name
     }
 }

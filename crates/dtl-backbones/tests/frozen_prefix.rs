@@ -11,6 +11,7 @@ fn spec(kind: BackboneKind) -> ModelSpec {
         input_shape: (1, 16, 16),
         class_names: (0..10).map(|d| d.to_string()).collect(),
         adapt_width: None,
+        normalize: None,
     }
 }
 

@@ -395,12 +395,8 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
         });
     }
 
-    let spec = ModelSpec {
-        backbone: v.backbone,
-        input_shape: source.train.image_shape(),
-        class_names: source.class_names.clone(),
-        adapt_width: cfg.strategy.adapt_width(),
-    };
+    let spec = ModelSpec::new(v.backbone, source.train.image_shape(), source.class_names.clone())
+        .with_adapt_width(cfg.strategy.adapt_width());
     let model = Classifier::new(spec, cfg.seed, &v.device)?;
     // A path, or hf:ORG/NAME[@REVISION][/FILE] from the hub (cache first).
     let init_from = cfg

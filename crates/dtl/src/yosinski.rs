@@ -292,6 +292,7 @@ fn spec(cfg: &SweepConfig, classes: &[String]) -> ModelSpec {
         input_shape: (1, cfg.image_size, cfg.image_size),
         class_names: classes.to_vec(),
         adapt_width: None,
+        normalize: None,
     }
 }
 

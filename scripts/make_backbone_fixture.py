@@ -28,7 +28,8 @@ torchvision does (dtl loads both through the same names).
 
 Usage: /path/to/venv/bin/python scripts/make_backbone_fixture.py
 Writes crates/dtl-backbones/tests/fixtures/torchvision_parity.json (tensor names and shapes)
-and torchvision_parity.safetensors (logits)."""
+and torchvision_parity.safetensors (logits), and crates/dtl-backbones/src/imagenet_classes.txt
+(torchvision's ImageNet-1k class names, index order)."""
 import json
 import math
 import os
@@ -128,3 +129,10 @@ with open(os.path.join(out_dir, "torchvision_parity.json"), "w") as f:
         indent=0,
     )
 save_file(logits, os.path.join(out_dir, "torchvision_parity.safetensors"))
+
+# ImageNet-1k class names in index order, for `dtl predict --backbone ... --pretrained ...`.
+from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+assert len(_IMAGENET_CATEGORIES) == 1000 and len(set(_IMAGENET_CATEGORIES)) == 1000
+with open(os.path.join(root, "crates/dtl-backbones/src/imagenet_classes.txt"), "w") as f:
+    f.write("\n".join(_IMAGENET_CATEGORIES) + "\n")

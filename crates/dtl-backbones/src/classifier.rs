@@ -297,6 +297,15 @@ pub struct PretrainedLoad {
     pub skipped: Vec<String>,
 }
 
+/// ImageNet-1k's class names in index order (torchvision's list; `scripts/make_backbone_fixture.py`
+/// writes it), the classes of torchvision's and timm's ImageNet heads.
+pub fn imagenet_classes() -> Vec<String> {
+    include_str!("imagenet_classes.txt")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 /// Reads every tensor of a safetensors file; errors name the file.
 pub fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     let bytes = std::fs::read(path).map_err(|e| Error::Io {
@@ -731,8 +740,8 @@ impl Classifier {
     /// backbone, translating names with [`BackboneKind::translate_external`].
     ///
     /// Every backbone tensor must be present with its exact shape; the error names the first one
-    /// (in forward order, by the checkpoint's own name) that is missing or does not fit, which is
-    /// how a checkpoint of another architecture shows. The head is taken when its shape matches
+    /// (layer by layer in forward order, by the checkpoint's own name) that does not fit, else
+    /// the first missing one, which is how a checkpoint of another architecture shows. The head is taken when its shape matches
     /// (the same number of classes), else it keeps its fresh initialisation, as does an adaptation
     /// layer the checkpoint lacks. Tensors the model has no place for are an error. Nothing is
     /// changed on error.
@@ -760,6 +769,7 @@ impl Classifier {
         let vars = params::all(&self.varmap);
         let mut plan: Vec<(&candle_core::Var, &Tensor)> = Vec::new();
         let mut head = true;
+        let mut first_missing: Option<&String> = None;
         let optional = |layer: &str| layer == "head" || layer == "adapt";
         for layer in &self.layers {
             let mine: Vec<&(String, candle_core::Var)> = vars
@@ -791,10 +801,8 @@ impl Classifier {
             }
             for (n, v) in mine {
                 let Some((ext, t)) = by_ours.get(n) else {
-                    return Err(bad(format!(
-                        "tensor `{n}` is missing: not a checkpoint of a {} (torchvision or timm names, or dtl's)",
-                        kind.as_str()
-                    )));
+                    first_missing.get_or_insert(n);
+                    continue;
                 };
                 if t.dims() != v.dims() {
                     return Err(bad(format!(
@@ -806,6 +814,14 @@ impl Classifier {
                 }
                 plan.push((v, t));
             }
+        }
+        // A tensor of the wrong shape says more about the file than a missing one: it is
+        // reported first.
+        if let Some(n) = first_missing {
+            return Err(bad(format!(
+                "tensor `{n}` is missing: not a checkpoint of a {} (torchvision or timm names, or dtl's)",
+                kind.as_str()
+            )));
         }
         let mut unexpected: Vec<&String> = by_ours
             .iter()
@@ -835,6 +851,43 @@ impl Classifier {
             head,
             skipped,
         })
+    }
+
+    /// Builds a `kind` classifier on `3 x size x size` images from a published checkpoint
+    /// (torchvision's, timm's, or dtl's names; see [`Classifier::load_pretrained`]), head
+    /// included: the head's width is the checkpoint's number of classes, named by
+    /// [`imagenet_classes`] for 1000 classes, else `0`, `1`, ...
+    pub fn from_pretrained(
+        kind: BackboneKind,
+        size: usize,
+        path: &Path,
+        device: &Device,
+    ) -> Result<(Self, PretrainedLoad)> {
+        let tensors = read_safetensors(path, device)?;
+        let head = tensors
+            .iter()
+            .find(|(n, _)| kind.translate_external(n).as_deref() == Some("head.weight"))
+            .map(|(_, t)| t.dims().to_vec());
+        let classes = match head.as_deref() {
+            Some([k, _]) => *k,
+            _ => {
+                return Err(Error::Checkpoint {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "no classifier head for a {} (`fc.weight` for ResNets, `classifier.6.weight` for AlexNet, or `head.weight`): train one with `dtl train --pretrained`",
+                        kind.as_str()
+                    ),
+                })
+            }
+        };
+        let names = if classes == 1000 {
+            imagenet_classes()
+        } else {
+            (0..classes).map(|i| i.to_string()).collect()
+        };
+        let model = Self::new(ModelSpec::new(kind, (3, size, size), names), 0, device)?;
+        let report = model.load_pretrained(&tensors, path)?;
+        Ok((model, report))
     }
 
     /// Replaces every parameter with the tensor of the same name in `tensors`.

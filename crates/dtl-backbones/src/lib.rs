@@ -35,8 +35,8 @@ pub mod resnet;
 
 pub use alexnet::{AlexNet, AlexNetConfig};
 pub use classifier::{
-    read_safetensors, BackboneKind, Classifier, ModelSpec, Normalize, PretrainedLoad, Tap, Taps,
-    IMAGENET_NORMALIZE,
+    imagenet_classes, read_safetensors, BackboneKind, Classifier, ModelSpec, Normalize, PretrainedLoad, Tap,
+    Taps, IMAGENET_NORMALIZE,
 };
 pub use convnet::{ConvNet8, ConvNet8Config};
 pub use dtl_ops::Kernels;

@@ -102,6 +102,8 @@ pub struct LoadOptions {
     pub test_fraction: f64,
     /// Folder domains: skip undecodable images with a warning instead of stopping.
     pub skip_bad_images: bool,
+    /// Folder domains: how images of another size are brought to the canvas.
+    pub fit: crate::images::Fit,
 }
 
 impl Default for LoadOptions {
@@ -114,6 +116,7 @@ impl Default for LoadOptions {
             channels: None,
             test_fraction: 0.2,
             skip_bad_images: false,
+            fit: crate::images::Fit::Stretch,
         }
     }
 }
@@ -230,6 +233,7 @@ impl Domain {
             path,
             &crate::folder::FolderOptions {
                 shape: (channels, opts.image_size, opts.image_size),
+                fit: opts.fit,
                 test_fraction: opts.test_fraction,
                 skip_bad_images: opts.skip_bad_images,
                 seed: opts.seed,

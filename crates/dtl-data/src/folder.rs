@@ -20,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::images::{is_image_path, list_images, load_image};
+use crate::images::{is_image_path, list_images, load_image_fit, Fit};
 use crate::{Dataset, Error, FileRecord, Result};
 
 /// How a folder domain is read.
@@ -28,6 +28,8 @@ use crate::{Dataset, Error, FileRecord, Result};
 pub struct FolderOptions {
     /// Input shape `(C, H, W)` every image is brought to.
     pub shape: (usize, usize, usize),
+    /// How images of another size are brought to it.
+    pub fit: Fit,
     /// Share of each class held out for testing when the folder has no `train/` and `test/`.
     pub test_fraction: f64,
     /// Skip undecodable images with a warning instead of stopping.
@@ -107,7 +109,7 @@ fn decode(
         .par_iter()
         .map(|(p, _)| {
             let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
-            let pixels = load_image(p, opts.shape)?;
+            let pixels = load_image_fit(p, opts.shape, opts.fit)?;
             Ok((pixels, Sha256::digest(&bytes).into()))
         })
         .collect();

@@ -65,6 +65,59 @@ pub fn list_images(path: &Path) -> Result<Vec<PathBuf>> {
 
 /// Decodes `path` and brings it to `shape = (C, H, W)` (`C` 1 or 3), values in `[0, 1]`.
 pub fn load_image(path: &Path, shape: (usize, usize, usize)) -> Result<Vec<f32>> {
+    load_image_fit(path, shape, Fit::Stretch)
+}
+
+/// How an image of another size is brought to the model's input size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fit {
+    /// Resize the whole image to the input size (aspect ratio not kept): digits, and images
+    /// already square.
+    #[default]
+    Stretch,
+    /// torchvision's ImageNet evaluation transform: scale the shorter side to `size / 0.875`
+    /// (256 for 224) and keep the central `size x size` square (aspect ratio kept).
+    Crop,
+}
+
+impl Fit {
+    /// The name configs and checkpoints use.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Fit::Stretch => "stretch",
+            Fit::Crop => "crop",
+        }
+    }
+}
+
+impl std::str::FromStr for Fit {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "stretch" => Ok(Fit::Stretch),
+            "crop" => Ok(Fit::Crop),
+            _ => Err(Error::Msg(format!(
+                "invalid value for `fit`: `{s}` is not one of stretch, crop"
+            ))),
+        }
+    }
+}
+
+/// The rectangle `(top, left, height, width)` of an `ih x iw` image that [`Fit::Crop`] scales to
+/// `h x w`: the centred region that scaling the shorter side to `side / 0.875` and cropping the
+/// centre would keep.
+pub fn crop_window(ih: usize, iw: usize, h: usize, w: usize) -> (usize, usize, usize, usize) {
+    let resized_short = (h.min(w) as f64 / 0.875).round();
+    let scale = resized_short / ih.min(iw) as f64;
+    let ch = ((h as f64 / scale).round() as usize).clamp(1, ih);
+    let cw = ((w as f64 / scale).round() as usize).clamp(1, iw);
+    ((ih - ch) / 2, (iw - cw) / 2, ch, cw)
+}
+
+/// [`load_image`] with a choice of [`Fit`]. An image already at `(H, W)` is used as it is with
+/// either fit.
+pub fn load_image_fit(path: &Path, shape: (usize, usize, usize), fit: Fit) -> Result<Vec<f32>> {
     let (c, h, w) = shape;
     if !(c == 1 || c == 3) || h == 0 || w == 0 {
         return Err(Error::Msg(format!(
@@ -101,9 +154,55 @@ pub fn load_image(path: &Path, shape: (usize, usize, usize)) -> Result<Vec<f32>>
     for (plane, dst) in planes.iter().zip(out.chunks_mut(h * w)) {
         if (ih, iw) == (h, w) {
             dst.copy_from_slice(plane);
+        } else if fit == Fit::Crop {
+            let (top, left, ch, cw) = crop_window(ih, iw, h, w);
+            let window: Vec<f32> = (top..top + ch)
+                .flat_map(|r| plane[r * iw + left..r * iw + left + cw].iter().copied())
+                .collect();
+            resize_bilinear(&window, ch, cw, dst, h, w);
         } else {
             resize_bilinear(plane, ih, iw, dst, h, w);
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// torchvision's `Resize(256)` then `CenterCrop(224)` keeps, of a 341x256 (WxH) photo, rows
+    /// 16..240 and columns 58..282 (its left offset rounds 58.5 to 58); of a 683x512 one, the same
+    /// region at twice the scale.
+    #[test]
+    fn crop_window_is_torchvisions_resize_and_centre_crop() {
+        assert_eq!(crop_window(256, 341, 224, 224), (16, 58, 224, 224));
+        assert_eq!(crop_window(512, 683, 224, 224), (32, 117, 448, 448));
+        // Portrait orientation: the shorter side is the width.
+        assert_eq!(crop_window(341, 256, 224, 224), (58, 16, 224, 224));
+        assert_eq!("crop".parse::<Fit>().unwrap(), Fit::Crop);
+        assert!("zoom"
+            .parse::<Fit>()
+            .unwrap_err()
+            .to_string()
+            .contains("stretch, crop"));
+    }
+
+    /// A crop of a picture whose centre square is white and surround black is all white.
+    #[test]
+    fn crop_keeps_the_centre() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wide.png");
+        // 64 wide, 32 high: the crop window for 16x16 is 28x28 at (2, 18).
+        image::GrayImage::from_fn(64, 32, |x, _| {
+            image::Luma([if (16..48).contains(&x) { 255 } else { 0 }])
+        })
+        .save(&path)
+        .unwrap();
+        assert_eq!(crop_window(32, 64, 16, 16), (2, 18, 28, 28));
+        let crop = load_image_fit(&path, (1, 16, 16), Fit::Crop).unwrap();
+        assert!(crop.iter().all(|&v| v == 1.0), "{crop:?}");
+        let stretch = load_image_fit(&path, (1, 16, 16), Fit::Stretch).unwrap();
+        assert_eq!(stretch[0], 0.0);
+    }
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use candle_core::Device;
 use dtl_backbones::{BackboneKind, Classifier, ModelSpec};
+use dtl_data::images::Fit;
 use dtl_data::{DataDir, Domain, DomainSource, FileRecord, LoadOptions, Placement};
 use dtl_strategies::{
     EpochLog, Evaluation, FeatureGap, LoopConfig, OptimSettings, OptimizerKind, StrategyConfig,
@@ -68,6 +69,15 @@ pub struct RunConfig {
     /// `hf:ORG/NAME[@REVISION][/FILE]` on the Hugging Face hub ([`dtl_backbones::hub`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init_from: Option<PathBuf>,
+    /// Published weights for the backbone (torchvision's or timm's ImageNet checkpoints, e.g.
+    /// `hf:timm/resnet18.a1_in1k`, or a path): the backbone starts from them, the head from the
+    /// seed unless its classes match. Exclusive with `init_from`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<String>,
+    /// How folder images of another size become the canvas: `stretch` or `crop` (torchvision's
+    /// resize-and-centre-crop); unset: `crop` for the ImageNet backbones, else `stretch`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fit: Option<String>,
     /// Update rule and its constants.
     pub optimizer: OptimizerKind,
     /// The strategy and its own settings.
@@ -95,6 +105,8 @@ impl Default for RunConfig {
             data_dir: None,
             device: "cpu".into(),
             init_from: None,
+            pretrained: None,
+            fit: None,
             optimizer: optim.kind,
             strategy: StrategyConfig::SourceOnly,
         }
@@ -135,6 +147,7 @@ struct Validated {
     target: DomainSource,
     backbone: BackboneKind,
     placement: Placement,
+    fit: Fit,
     device: Device,
 }
 
@@ -178,10 +191,23 @@ impl RunConfig {
             });
         }
         self.optimizer.validate()?;
+        if self.pretrained.is_some() && self.init_from.is_some() {
+            return Err(Error::Config {
+                field: "pretrained".into(),
+                message: "give either pretrained (published weights for the backbone) or init-from (a checkpoint written by dtl train), not both".into(),
+            });
+        }
+        let backbone: BackboneKind = self.backbone.parse()?;
+        let fit = match &self.fit {
+            Some(f) => f.parse().map_err(|e| field_err("fit", e))?,
+            None if backbone.is_imagenet() => Fit::Crop,
+            None => Fit::Stretch,
+        };
         Ok(Validated {
             source: self.source.parse().map_err(|e| field_err("source", e))?,
             target: self.target.parse().map_err(|e| field_err("target", e))?,
-            backbone: self.backbone.parse()?,
+            backbone,
+            fit,
             placement: self.placement.parse().map_err(|e| field_err("placement", e))?,
             device: parse_device(&self.device)?,
         })
@@ -366,6 +392,7 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
                 seed: cfg.seed.wrapping_add(salt),
                 channels,
                 skip_bad_images: cfg.skip_bad_images,
+                fit: v.fit,
                 ..Default::default()
             },
         )
@@ -398,6 +425,16 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
     let spec = ModelSpec::new(v.backbone, source.train.image_shape(), source.class_names.clone())
         .with_adapt_width(cfg.strategy.adapt_width());
     let model = Classifier::new(spec, cfg.seed, &v.device)?;
+    if let Some(spec) = &cfg.pretrained {
+        let path = spec.parse::<dtl_backbones::hub::Pretrained>()?.resolve()?;
+        let tensors = dtl_backbones::read_safetensors(&path, &v.device)?;
+        let report = model.load_pretrained(&tensors, &path)?;
+        tracing::info!(
+            "backbone from {spec} ({} tensors; head {})",
+            report.loaded,
+            if report.head { "from the checkpoint" } else { "new" }
+        );
+    }
     // A path, or hf:ORG/NAME[@REVISION][/FILE] from the hub (cache first).
     let init_from = cfg
         .init_from
@@ -491,6 +528,7 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
             ("dtl.source", v.source.to_string()),
             ("dtl.target", v.target.to_string()),
             ("dtl.placement", v.placement.as_str().to_string()),
+            ("dtl.fit", v.fit.as_str().to_string()),
             ("dtl.seed", cfg.seed.to_string()),
         ],
     )?;
@@ -561,7 +599,8 @@ pub fn evaluate_checkpoint(
         None => Placement::Fill,
     };
     let data_dir = DataDir::resolve(data_dir)?;
-    let d = load_for(&model, domain, &data_dir, placement)?;
+    let fit = fit_of(&model, &meta)?;
+    let d = load_for(&model, domain, &data_dir, placement, fit)?;
     let test = dtl_strategies::evaluate(
         |xs| model.forward(xs, false).map_err(dtl_backbones::Error::into_core),
         &d.test,
@@ -570,7 +609,7 @@ pub fn evaluate_checkpoint(
     )?;
     let feature_gap = match gap_from {
         Some(from) => {
-            let f = load_for(&model, from, &data_dir, placement)?;
+            let f = load_for(&model, from, &data_dir, placement, fit)?;
             Some(dtl_strategies::feature_gap(
                 &model, &f.test, &d.test, 1000, device,
             )?)
@@ -586,8 +625,24 @@ pub fn evaluate_checkpoint(
     })
 }
 
+/// How a checkpoint's training run fitted folder images (`dtl.fit`; older checkpoints: the
+/// backbone's default).
+pub fn fit_of(model: &Classifier, meta: &std::collections::HashMap<String, String>) -> Result<Fit> {
+    match meta.get("dtl.fit") {
+        Some(f) => f.parse().map_err(|e| field_err("dtl.fit", e)),
+        None if model.spec().backbone.is_imagenet() => Ok(Fit::Crop),
+        None => Ok(Fit::Stretch),
+    }
+}
+
 /// Loads `domain` at the checkpoint's canvas size, checking channels and classes.
-fn load_for(model: &Classifier, domain: &str, data_dir: &DataDir, placement: Placement) -> Result<Domain> {
+fn load_for(
+    model: &Classifier,
+    domain: &str,
+    data_dir: &DataDir,
+    placement: Placement,
+    fit: Fit,
+) -> Result<Domain> {
     let id: DomainSource = domain.parse().map_err(|e| field_err("domain", e))?;
     let (c, h, _) = model.spec().input_shape;
     let d = Domain::load_source(
@@ -597,6 +652,7 @@ fn load_for(model: &Classifier, domain: &str, data_dir: &DataDir, placement: Pla
             image_size: h,
             placement,
             channels: matches!(id, DomainSource::Folder(_)).then_some(c),
+            fit,
             ..Default::default()
         },
     )?;
@@ -604,7 +660,8 @@ fn load_for(model: &Classifier, domain: &str, data_dir: &DataDir, placement: Pla
         DomainSource::Folder(_) => d.relabelled_to(&model.spec().class_names)?,
         DomainSource::Builtin(_) => d,
     };
-    if d.test.image_shape().0 != c {
+    // A colour model replicates grayscale images (Classifier::prepare_input).
+    if d.test.image_shape().0 != c && !(c == 3 && d.test.image_shape().0 == 1) {
         return Err(Error::Config {
             field: "domain".into(),
             message: format!(

@@ -128,9 +128,17 @@ struct TrainArgs {
     /// with finetune, only its first --transfer-layers layers).
     #[arg(long, value_name = "FILE")]
     init_from: Option<PathBuf>,
-    /// Backbone: lenet.
+    /// Backbone: lenet, convnet8, alexnet, resnet18, resnet34, resnet50.
     #[arg(long)]
     backbone: Option<String>,
+    /// Published weights for the backbone: a safetensors path or hf:ORG/NAME[@REVISION][/FILE]
+    /// (torchvision's or timm's names, e.g. hf:timm/resnet18.a1_in1k).
+    #[arg(long, value_name = "SPEC", conflicts_with = "init_from")]
+    pretrained: Option<String>,
+    /// Folder images of another size: stretch, or crop (resize the shorter side, keep the centre)
+    /// [default: crop for ImageNet backbones, else stretch].
+    #[arg(long)]
+    fit: Option<String>,
     /// Passes over the source training split [default: 10].
     #[arg(long)]
     epochs: Option<usize>,
@@ -210,8 +218,22 @@ struct EvalArgs {
 #[derive(Args)]
 struct PredictArgs {
     /// Checkpoint written by `dtl train`: a path or hf:ORG/NAME[@REVISION][/FILE].
+    #[arg(long, required_unless_present = "pretrained", conflicts_with_all = ["pretrained", "backbone"])]
+    checkpoint: Option<String>,
+    /// Architecture of --pretrained: alexnet, resnet18, resnet34, resnet50.
+    #[arg(long, requires = "pretrained")]
+    backbone: Option<String>,
+    /// Published weights with their classifier head (torchvision's or timm's ImageNet
+    /// checkpoints): a path or hf:ORG/NAME[@REVISION][/FILE]; needs --backbone.
+    #[arg(long, value_name = "SPEC", requires = "backbone")]
+    pretrained: Option<String>,
+    /// Input side for --pretrained.
+    #[arg(long, default_value_t = 224)]
+    image_size: usize,
+    /// Images of another size: stretch or crop [default: the checkpoint's; crop for ImageNet
+    /// backbones].
     #[arg(long)]
-    checkpoint: String,
+    fit: Option<String>,
     /// An image file, or a directory searched recursively for image files (PNG, JPEG, TIFF, BMP,
     /// GIF, WebP, PNM).
     #[arg(long)]
@@ -308,6 +330,12 @@ fn train(a: TrainArgs) -> Result<()> {
     if a.init_from.is_some() {
         cfg.init_from = a.init_from.clone();
     }
+    if a.pretrained.is_some() {
+        cfg.pretrained = a.pretrained.clone();
+    }
+    if a.fit.is_some() {
+        cfg.fit = a.fit.clone();
+    }
     if let Some(s) = &a.strategy {
         // Keep the config file's settings of the same strategy; flags below override them.
         if s != cfg.strategy.name() {
@@ -394,11 +422,26 @@ fn eval(a: EvalArgs) -> Result<()> {
 
 fn predict(a: PredictArgs) -> Result<()> {
     let device = experiment::parse_device(&a.device)?;
-    let path = a
-        .checkpoint
-        .parse::<dtl::backbones::hub::Pretrained>()?
-        .resolve()?;
-    let (model, _) = dtl::backbones::Classifier::load(&path, &device)?;
+    let (model, fit) = match (&a.checkpoint, &a.backbone, &a.pretrained) {
+        (Some(c), _, _) => {
+            let path = c.parse::<dtl::backbones::hub::Pretrained>()?.resolve()?;
+            let (model, meta) = dtl::backbones::Classifier::load(&path, &device)?;
+            let fit = experiment::fit_of(&model, &meta)?;
+            (model, fit)
+        }
+        (None, Some(b), Some(p)) => {
+            let kind: dtl::backbones::BackboneKind = b.parse()?;
+            let path = p.parse::<dtl::backbones::hub::Pretrained>()?.resolve()?;
+            let (model, _) = dtl::backbones::Classifier::from_pretrained(kind, a.image_size, &path, &device)?;
+            let fit = experiment::fit_of(&model, &Default::default())?;
+            (model, fit)
+        }
+        _ => anyhow::bail!("give --checkpoint FILE, or --backbone NAME with --pretrained SPEC"),
+    };
+    let fit = match &a.fit {
+        Some(f) => f.parse()?,
+        None => fit,
+    };
     let images = dtl::data::images::list_images(&a.input)?;
     if images.is_empty() {
         anyhow::bail!(
@@ -406,7 +449,7 @@ fn predict(a: PredictArgs) -> Result<()> {
             a.input.display()
         );
     }
-    let preds = dtl::predict::predict_images(&model, &images, a.top_k, a.logits, a.batch_size, &device)?;
+    let preds = dtl::predict::predict_images(&model, &images, a.top_k, a.logits, a.batch_size, fit, &device)?;
     let mut out = std::io::stdout().lock();
     for p in preds {
         use std::io::Write as _;

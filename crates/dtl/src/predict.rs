@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use candle_core::{Device, Tensor, D};
 use dtl_backbones::Classifier;
+use dtl_data::images::Fit;
 use serde::Serialize;
 
 use crate::Result;
@@ -33,14 +34,16 @@ pub struct Prediction {
     pub logits: Option<Vec<f32>>,
 }
 
-/// Predicts every image in `paths`, `batch_size` at a time; `top_k` is capped at the number of
-/// classes. Unreadable images are errors naming the file.
+/// Predicts every image in `paths`, `batch_size` at a time, images of another size than the
+/// model's input brought to it by `fit`; `top_k` is capped at the number of classes. Unreadable
+/// images are errors naming the file.
 pub fn predict_images(
     model: &Classifier,
     paths: &[PathBuf],
     top_k: usize,
     with_logits: bool,
     batch_size: usize,
+    fit: Fit,
     device: &Device,
 ) -> Result<Vec<Prediction>> {
     let shape = model.spec().input_shape;
@@ -51,7 +54,7 @@ pub fn predict_images(
     for chunk in paths.chunks(batch_size.max(1)) {
         let mut pixels = Vec::with_capacity(chunk.len() * per);
         for p in chunk {
-            pixels.extend(dtl_data::images::load_image(p, shape)?);
+            pixels.extend(dtl_data::images::load_image_fit(p, shape, fit)?);
         }
         let xs = Tensor::from_vec(pixels, (chunk.len(), shape.0, shape.1, shape.2), device)?;
         let logits = model.forward(&xs, false)?;

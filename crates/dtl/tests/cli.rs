@@ -443,3 +443,67 @@ fn adda_stage2_runs_from_a_source_checkpoint_and_dann_logs_its_game() {
         assert!(last.contains_key(key), "{key} not logged: {last:?}");
     }
 }
+
+/// `--backbone resnet18 --pretrained FILE` on grayscale digits: the published weights (here all
+/// zero but the head's bias) initialise the backbone, the 1000-class head is replaced by a new
+/// 10-class one, grayscale batches are replicated to the model's 3 channels, and the checkpoint
+/// records the run. `conv1` stays exactly zero: behind a zero batch-norm scale it gets no
+/// gradient, where a fresh initialisation would be non-zero.
+#[test]
+fn train_from_published_imagenet_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = tmp.path().join("resnet18.safetensors");
+    common::write_constant_resnet18(&weights, 207, 10.0);
+    let out = tmp.path().join("run");
+    let o = common::dtl(&[
+        "train",
+        "--source",
+        "mnist-small",
+        "--target",
+        "optdigits",
+        "--backbone",
+        "resnet18",
+        "--pretrained",
+        weights.to_str().unwrap(),
+        "--image-size",
+        "32",
+        "--source-train-size",
+        "64",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ckpt = out.join("model.safetensors");
+    let t = candle_core::safetensors::load(&ckpt, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(t["head.weight"].dims(), &[10, 512]);
+    assert_eq!(t["conv1.weight"].dims(), &[64, 3, 7, 7]);
+    let conv1 = t["conv1.weight"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert!(
+        conv1.iter().all(|&v| v == 0.0),
+        "conv1 did not come from the published weights"
+    );
+    let (_, meta) = dtl::backbones::Classifier::load(&ckpt, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(meta["dtl.fit"], "crop");
+    assert_eq!(meta["dtl.normalize_mean"], "0.485,0.456,0.406");
+    let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(config.contains("pretrained = "), "{config}");
+
+    // Published weights and a dtl checkpoint together are refused.
+    let o = common::dtl(&[
+        "train",
+        "--backbone",
+        "resnet18",
+        "--pretrained",
+        weights.to_str().unwrap(),
+        "--init-from",
+        ckpt.to_str().unwrap(),
+        "--out",
+        tmp.path().join("both").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+}

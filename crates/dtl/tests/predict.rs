@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::{dtl, small_train, write_png};
+use common::{dtl, dtl_env, put_in_hub_cache, small_train, write_constant_resnet18, write_png};
 
 use candle_core::{Device, Tensor, D};
 use dtl::backbones::Classifier;
@@ -156,4 +156,76 @@ fn predict_prints_the_models_probabilities_for_image_files() {
     let o = predict(&ckpt, &empty, &[]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("no image files"));
+}
+
+/// `--backbone resnet18 --pretrained hf:ORG/NAME` served offline from a local hub cache: the
+/// classes are ImageNet's, and with every weight zero but the head's bias (10 at "golden
+/// retriever", index 207) the probabilities are the closed-form softmax of that bias, whatever
+/// the image (here 40x30 colour, cropped to the input). A checkpoint of another architecture, or
+/// a repository not in the cache, is an error that names it.
+#[test]
+fn predict_with_published_imagenet_weights_from_the_hub_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = tmp.path().join("resnet18.safetensors");
+    write_constant_resnet18(&ckpt, 207, 10.0);
+    let hf_home = tmp.path().join("hf-home");
+    put_in_hub_cache(&hf_home, "timm/resnet18.a1_in1k", &ckpt, "model.safetensors");
+    let img = tmp.path().join("photo.png");
+    image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([(x * 6) as u8, (y * 8) as u8, 128]))
+        .save(&img)
+        .unwrap();
+    let offline = Path::new("1");
+    let env = [("HF_HOME", hf_home.as_path()), ("HF_HUB_OFFLINE", offline)];
+    let run = |backbone: &str, spec: &str| {
+        dtl_env(
+            &[
+                "predict",
+                "--backbone",
+                backbone,
+                "--pretrained",
+                spec,
+                "--image-size",
+                "64",
+                "--top-k",
+                "2",
+                "--input",
+                img.to_str().unwrap(),
+            ],
+            &env,
+        )
+    };
+    let o = run("resnet18", "hf:timm/resnet18.a1_in1k");
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let e10 = 10f64.exp();
+    let top = line["top"].as_array().unwrap();
+    assert_eq!(top[0]["class"], "golden retriever");
+    assert!((top[0]["prob"].as_f64().unwrap() - e10 / (e10 + 999.0)).abs() < 1e-5);
+    // The 999 others tie; the lowest index comes first: ImageNet's class 0.
+    assert_eq!(top[1]["class"], "tench");
+    assert!((top[1]["prob"].as_f64().unwrap() - 1.0 / (e10 + 999.0)).abs() < 1e-6);
+
+    let o = run("resnet50", "hf:timm/resnet18.a1_in1k");
+    assert!(!o.status.success());
+    let err = common::stderr(&o);
+    assert!(
+        err.contains("`layer1.0.conv1.weight` has shape [64, 64, 3, 3], a resnet50 expects [64, 64, 1, 1]"),
+        "{err}"
+    );
+
+    let o = run("resnet50", "hf:timm/resnet50.a1_in1k");
+    assert!(!o.status.success());
+    let err = common::stderr(&o);
+    assert!(
+        err.contains("timm/resnet50.a1_in1k") && err.contains("HF_HUB_OFFLINE"),
+        "{err}"
+    );
+
+    let o = dtl(&["predict", "--pretrained", "x.safetensors", "--input", "."]);
+    assert!(!o.status.success());
+    assert!(
+        common::stderr(&o).contains("--backbone"),
+        "{}",
+        common::stderr(&o)
+    );
 }

@@ -77,3 +77,48 @@ pub fn write_png(path: &Path, pixels: &[f32], side: u32, rgb: bool) {
             .unwrap();
     }
 }
+
+/// Puts `file` into a local Hugging Face hub cache under `hf_home` as hf-hub lays it out
+/// (`hub/models--ORG--NAME/refs/main` naming a commit, `snapshots/COMMIT/NAME`), so that
+/// `hf:ORG/NAME/NAME` resolves offline with `HF_HOME=hf_home`.
+pub fn put_in_hub_cache(hf_home: &Path, repo_id: &str, file: &Path, name: &str) {
+    let repo = hf_home
+        .join("hub")
+        .join(format!("models--{}", repo_id.replace('/', "--")));
+    let commit = "89abcdef0123456789abcdef0123456789abcdef";
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs").join("main"), commit).unwrap();
+    std::fs::create_dir_all(repo.join("snapshots").join(commit)).unwrap();
+    std::fs::copy(file, repo.join("snapshots").join(commit).join(name)).unwrap();
+}
+
+/// torchvision's ResNet-18 state dict (names and shapes from the parity fixture of
+/// `dtl-backbones`) with every tensor zero except `fc.bias`, which is `bias` at class `class`:
+/// whatever the image, the logits are exactly `fc.bias`.
+pub fn write_constant_resnet18(path: &Path, class: usize, bias: f32) {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../dtl-backbones/tests/fixtures/torchvision_parity.json");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    let mut map = std::collections::HashMap::new();
+    for e in json["tensors"]["resnet18"].as_array().unwrap() {
+        let name = e[0].as_str().unwrap();
+        let shape: Vec<usize> = e[1]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect();
+        let dev = &candle_core::Device::Cpu;
+        let t = if e[2] == "int64" {
+            candle_core::Tensor::zeros(shape.as_slice(), candle_core::DType::I64, dev).unwrap()
+        } else if name == "fc.bias" {
+            let mut v = vec![0f32; shape[0]];
+            v[class] = bias;
+            candle_core::Tensor::from_vec(v, shape.as_slice(), dev).unwrap()
+        } else {
+            candle_core::Tensor::zeros(shape.as_slice(), candle_core::DType::F32, dev).unwrap()
+        };
+        map.insert(name.to_string(), t);
+    }
+    candle_core::safetensors::save(&map, path).unwrap();
+}

@@ -174,6 +174,22 @@ impl Dataset {
         Ok((xs, ys))
     }
 
+    /// [`Dataset::batch`] with each image augmented by `augment`, drawing from `rng`.
+    pub fn batch_augmented(
+        &self,
+        indices: &[usize],
+        device: &Device,
+        augment: &crate::augment::Augment,
+        rng: &mut rand_chacha::ChaCha8Rng,
+    ) -> Result<(Tensor, Tensor)> {
+        let (mut pixels, labels) = self.gather(indices)?;
+        augment.apply(&mut pixels, self.shape, rng)?;
+        let (c, h, w) = self.shape;
+        let xs = Tensor::from_vec(pixels, (indices.len(), c, h, w), device)?;
+        let ys = Tensor::from_vec(labels, indices.len(), device)?;
+        Ok((xs, ys))
+    }
+
     /// Places every image on a `size x size` canvas, following `placement`.
     pub fn placed(&self, size: usize, placement: Placement) -> Self {
         let (c, h, w) = self.shape;

@@ -27,6 +27,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod augment;
 pub mod batch;
 pub mod bundled;
 pub mod catalog;

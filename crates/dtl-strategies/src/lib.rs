@@ -15,7 +15,7 @@
 //! let data = Domain::load(DomainId::Optdigits, None, &LoadOptions { image_size: 16, ..Default::default() })?;
 //! let model = Classifier::new(ModelSpec::lenet_digits(16), 0, &dev)?;
 //! let mut strategy = build(&StrategyConfig::SourceOnly, model, &OptimSettings::default(), 0)?;
-//! let cfg = trainer::LoopConfig { epochs: 1, batch_size: 64, seed: 0, progress: false };
+//! let cfg = trainer::LoopConfig { epochs: 1, batch_size: 64, seed: 0, progress: false, augment: None };
 //! let report = trainer::train(strategy.as_mut(), &data.train, None, &cfg, &dev)?;
 //! assert_eq!(report.epochs.len(), 1);
 //! let e = eval::evaluate(|xs| strategy.predict(xs), &data.test, 256, &dev)?;

@@ -7,8 +7,11 @@ use std::time::Instant;
 
 use candle_core::Device;
 use dtl_core::{DomainBatch, Strategy};
+use dtl_data::augment::Augment;
 use dtl_data::{Batcher, Dataset};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::{Error, Result};
@@ -24,6 +27,9 @@ pub struct LoopConfig {
     pub seed: u64,
     /// Draw a progress bar (the caller decides, e.g. only on a terminal).
     pub progress: bool,
+    /// Augment source and target training batches (random resized crop, flip), from streams
+    /// seeded by `seed`.
+    pub augment: Option<Augment>,
 }
 
 /// The mean of each reported scalar over one epoch.
@@ -92,6 +98,11 @@ pub fn train(
     let mut source_batches = Batcher::new(source.len(), cfg.batch_size, cfg.seed);
     let mut target_batches = target.map(|t| Batcher::new(t.len(), cfg.batch_size, cfg.seed ^ 0x007a_59e7));
     let steps_per_epoch = source_batches.batches_per_epoch();
+    let mut source_aug = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x0a09_3e17);
+    let mut target_aug = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x7a09_3e17);
+    if let Some(a) = &cfg.augment {
+        a.validate()?;
+    }
     let bar = if cfg.progress {
         ProgressBar::new((steps_per_epoch * cfg.epochs) as u64)
     } else {
@@ -120,10 +131,17 @@ pub fn train(
         let mut sums: BTreeMap<String, f64> = BTreeMap::new();
         let batches = source_batches.epoch();
         for (i, idx) in batches.iter().enumerate() {
-            let (xs, ys) = source.batch(idx, device)?;
+            let (xs, ys) = match &cfg.augment {
+                Some(a) => source.batch_augmented(idx, device, a, &mut source_aug)?,
+                None => source.batch(idx, device)?,
+            };
             let (target_x, target_y) = match (target, target_batches.as_mut()) {
                 (Some(t), Some(tb)) => {
-                    let (tx, ty) = t.batch(&tb.next_batch(), device)?;
+                    let ti = tb.next_batch();
+                    let (tx, ty) = match &cfg.augment {
+                        Some(a) => t.batch_augmented(&ti, device, a, &mut target_aug)?,
+                        None => t.batch(&ti, device)?,
+                    };
                     (Some(tx), needs.target_labels.then_some(ty))
                 }
                 _ => (None, None),

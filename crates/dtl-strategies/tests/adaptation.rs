@@ -49,6 +49,7 @@ fn gap_after_training(
         batch_size: 64,
         seed: 0,
         progress: false,
+        augment: None,
     };
     let report = train(s.as_mut(), &source.train, Some(&target.train), &loop_cfg, &dev).unwrap();
     let last = &report.epochs.last().unwrap().means;

@@ -37,6 +37,7 @@ fn loop_cfg(epochs: usize) -> LoopConfig {
         batch_size: 64,
         seed: 0,
         progress: false,
+        augment: None,
     }
 }
 

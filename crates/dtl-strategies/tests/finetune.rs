@@ -93,6 +93,7 @@ fn frozen_layers_stay_bit_identical_without_optimizer_state_and_tuned_ones_move(
         batch_size: 64,
         seed: 0,
         progress: false,
+        augment: None,
     };
     for (freeze, mult) in [(true, 1.0), (false, 0.1)] {
         let model = Classifier::new(ModelSpec::lenet_digits(16), 2, &dev).unwrap();

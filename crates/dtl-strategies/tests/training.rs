@@ -2,6 +2,7 @@
 
 use candle_core::Device;
 use dtl_backbones::{Classifier, ModelSpec};
+use dtl_data::augment::Augment;
 use dtl_data::{Domain, DomainId, LoadOptions};
 use dtl_strategies::{build, evaluate, train, LoopConfig, OptimSettings, StrategyConfig};
 
@@ -17,7 +18,13 @@ fn optdigits16() -> Domain {
     .unwrap()
 }
 
-fn run(data: &Domain, seed: u64, epochs: usize) -> (f64, Vec<(String, candle_core::Tensor)>, (f64, f64)) {
+type Outcome = (f64, Vec<(String, candle_core::Tensor)>, (f64, f64));
+
+fn run(data: &Domain, seed: u64, epochs: usize) -> Outcome {
+    run_with(data, seed, epochs, None)
+}
+
+fn run_with(data: &Domain, seed: u64, epochs: usize, augment: Option<Augment>) -> Outcome {
     let dev = Device::Cpu;
     let model = Classifier::new(ModelSpec::lenet_digits(16), seed, &dev).unwrap();
     let optim = OptimSettings {
@@ -30,6 +37,7 @@ fn run(data: &Domain, seed: u64, epochs: usize) -> (f64, Vec<(String, candle_cor
         batch_size: 32,
         seed,
         progress: false,
+        augment,
     };
     let report = train(s.as_mut(), &data.train, None, &cfg, &dev).unwrap();
     let acc = evaluate(|xs| s.predict(xs), &data.test, 200, &dev)
@@ -97,6 +105,7 @@ fn loop_settings_are_validated() {
         batch_size: 32,
         seed: 0,
         progress: false,
+        augment: None,
     };
     let err = train(s.as_mut(), &data.train, None, &cfg, &Device::Cpu)
         .unwrap_err()
@@ -104,4 +113,25 @@ fn loop_settings_are_validated() {
     assert!(err.contains("epochs"), "{err}");
     let err = StrategyConfig::from_name("dann-typo").unwrap_err().to_string();
     assert!(err.contains("dann-typo") && err.contains("source-only"), "{err}");
+}
+
+/// Augmented training draws its crops and flips from the run's seed: it repeats exactly, differs
+/// from training on the plain images, and still learns.
+#[test]
+fn augmented_training_repeats_and_differs_from_plain() {
+    let data = optdigits16();
+    let aug = Augment {
+        crop_scale: (0.7, 1.0),
+        crop_ratio: (0.9, 1.1),
+        flip: false,
+    };
+    let (acc, a, _) = run_with(&data, 4, 2, Some(aug));
+    let (_, b, _) = run_with(&data, 4, 2, Some(aug));
+    let (_, plain, _) = run(&data, 4, 2);
+    let flat = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for ((n, x), (_, y)) in a.iter().zip(&b) {
+        assert_eq!(flat(x), flat(y), "{n} differs between two augmented runs");
+    }
+    assert_ne!(flat(&a[0].1), flat(&plain[0].1), "augmentation changed nothing");
+    assert!(acc > 0.5, "augmented test accuracy {acc}");
 }

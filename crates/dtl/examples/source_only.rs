@@ -51,6 +51,7 @@ fn main() -> anyhow::Result<()> {
         batch_size: 128,
         seed: cfg.seed,
         progress: false,
+        augment: None,
     };
     train(strategy.as_mut(), &src.train, Some(&tgt.train), &loop_cfg, &dev)?;
     let s = evaluate(|xs| strategy.predict(xs), &src.test, 500, &dev)?;

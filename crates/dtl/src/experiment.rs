@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use candle_core::Device;
 use dtl_backbones::{BackboneKind, Classifier, ModelSpec};
+use dtl_data::augment::Augment;
 use dtl_data::images::Fit;
 use dtl_data::{DataDir, Domain, DomainSource, FileRecord, LoadOptions, Placement};
 use dtl_strategies::{
@@ -78,6 +79,9 @@ pub struct RunConfig {
     /// resize-and-centre-crop); unset: `crop` for the ImageNet backbones, else `stretch`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fit: Option<String>,
+    /// Augment training batches (random resized crop, horizontal flip; [`dtl_data::augment`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub augment: Option<Augment>,
     /// Update rule and its constants.
     pub optimizer: OptimizerKind,
     /// The strategy and its own settings.
@@ -107,6 +111,7 @@ impl Default for RunConfig {
             init_from: None,
             pretrained: None,
             fit: None,
+            augment: None,
             optimizer: optim.kind,
             strategy: StrategyConfig::SourceOnly,
         }
@@ -489,6 +494,7 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
         batch_size: cfg.batch_size,
         seed: cfg.seed,
         progress: opts.progress,
+        augment: cfg.augment,
     };
     tracing::info!(
         "training {} on {} ({} images) -> {} ({} images), {} epochs",

@@ -139,6 +139,10 @@ struct TrainArgs {
     /// [default: crop for ImageNet backbones, else stretch].
     #[arg(long)]
     fit: Option<String>,
+    /// Augment training batches: random resized crops (8%-100% of the area, ratio 3/4-4/3) and
+    /// horizontal flips, torchvision's ImageNet training transform.
+    #[arg(long)]
+    augment: bool,
     /// Passes over the source training split [default: 10].
     #[arg(long)]
     epochs: Option<usize>,
@@ -335,6 +339,9 @@ fn train(a: TrainArgs) -> Result<()> {
     }
     if a.fit.is_some() {
         cfg.fit = a.fit.clone();
+    }
+    if a.augment {
+        cfg.augment = Some(dtl::data::augment::Augment::default());
     }
     if let Some(s) = &a.strategy {
         // Keep the config file's settings of the same strategy; flags below override them.

@@ -327,6 +327,7 @@ fn train_net(
         batch_size: cfg.batch_size,
         seed,
         progress: false,
+        augment: None,
     };
     train(&mut strategy, &task.train, None, &loop_cfg, dev)?;
     let e = evaluate(

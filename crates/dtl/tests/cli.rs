@@ -447,7 +447,7 @@ fn adda_stage2_runs_from_a_source_checkpoint_and_dann_logs_its_game() {
 /// `--backbone resnet18 --pretrained FILE` on grayscale digits: the published weights (here all
 /// zero but the head's bias) initialise the backbone, the 1000-class head is replaced by a new
 /// 10-class one, grayscale batches are replicated to the model's 3 channels, and the checkpoint
-/// records the run. `conv1` stays exactly zero: behind a zero batch-norm scale it gets no
+/// records the run (training batches augmented). `conv1` stays exactly zero: behind a zero batch-norm scale it gets no
 /// gradient, where a fresh initialisation would be non-zero.
 #[test]
 fn train_from_published_imagenet_weights() {
@@ -465,6 +465,7 @@ fn train_from_published_imagenet_weights() {
         "resnet18",
         "--pretrained",
         weights.to_str().unwrap(),
+        "--augment",
         "--image-size",
         "32",
         "--source-train-size",
@@ -490,7 +491,10 @@ fn train_from_published_imagenet_weights() {
     assert_eq!(meta["dtl.fit"], "crop");
     assert_eq!(meta["dtl.normalize_mean"], "0.485,0.456,0.406");
     let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
-    assert!(config.contains("pretrained = "), "{config}");
+    assert!(
+        config.contains("pretrained = ") && config.contains("[augment]"),
+        "{config}"
+    );
 
     // Published weights and a dtl checkpoint together are refused.
     let o = common::dtl(&[

@@ -180,7 +180,7 @@ mod tests {
             let (t, l, ch, cw) = d.window;
             assert!(t + ch <= 32 && l + cw <= 48 && ch >= 1 && cw >= 1);
             let share = (ch * cw) as f64 / (32.0 * 48.0);
-            assert!(share <= 1.0 && share >= 0.08 * 0.8, "{share}");
+            assert!((0.08 * 0.8..=1.0).contains(&share), "{share}");
             flips += d.flip as usize;
         }
         assert!((900..1100).contains(&flips), "{flips}");

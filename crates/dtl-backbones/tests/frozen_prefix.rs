@@ -1,6 +1,7 @@
 //! A frozen prefix stops the backward pass behind the frozen layers and changes nothing else: the
 //! same logits, no gradient for the frozen layers' parameters, and bit-identical gradients for
-//! every other parameter (against the same model without the prefix).
+//! every other parameter (against the same model without the prefix), for LeNet, ConvNet8 and
+//! ResNet-18.
 
 use candle_core::{Device, Tensor, Var};
 use dtl_backbones::{BackboneKind, Classifier, ModelSpec};
@@ -8,10 +9,19 @@ use dtl_backbones::{BackboneKind, Classifier, ModelSpec};
 fn spec(kind: BackboneKind) -> ModelSpec {
     ModelSpec {
         backbone: kind,
-        input_shape: (1, 16, 16),
+        input_shape: shape(kind),
         class_names: (0..10).map(|d| d.to_string()).collect(),
         adapt_width: None,
         normalize: None,
+    }
+}
+
+/// Digit networks on 1 x 16 x 16, ResNet-18 on its smallest input, 3 x 32 x 32.
+fn shape(kind: BackboneKind) -> (usize, usize, usize) {
+    if kind.is_imagenet() {
+        (3, 32, 32)
+    } else {
+        (1, 16, 16)
     }
 }
 
@@ -44,12 +54,20 @@ fn grads(model: &Classifier, xs: &Tensor, g: &Tensor) -> anyhow::Result<(Vec<f32
 #[test]
 fn frozen_prefix_keeps_values_and_drops_only_the_frozen_gradients() -> anyhow::Result<()> {
     let dev = Device::Cpu;
-    let xs = Tensor::rand(0f32, 1f32, (6, 1, 16, 16), &dev)?;
     let g = Tensor::randn(0f32, 1f32, (6, 10), &dev)?;
-    for kind in [BackboneKind::LeNet, BackboneKind::ConvNet8] {
+    for kind in [
+        BackboneKind::LeNet,
+        BackboneKind::ConvNet8,
+        BackboneKind::ResNet18,
+    ] {
+        let (c, h, w) = shape(kind);
+        let xs = Tensor::rand(0f32, 1f32, (6, c, h, w), &dev)?;
         let reference = Classifier::new(spec(kind), 3, &dev)?;
         let (logits_ref, grads_ref) = grads(&reference, &xs, &g)?;
-        assert!(grads_ref.iter().all(|(_, g)| g.is_some()));
+        // Every parameter has a gradient (batch-norm running statistics are buffers).
+        assert!(grads_ref
+            .iter()
+            .all(|(n, g)| g.is_some() != dtl_core::params::is_buffer(n)));
         let layers = reference.backbone().layers().to_vec();
         for n in 1..=layers.len() {
             let mut model = Classifier::new(spec(kind), 3, &dev)?;

@@ -306,6 +306,31 @@ pub fn imagenet_classes() -> Vec<String> {
         .collect()
 }
 
+/// Rewrites a safetensors file's JSON header with its keys sorted (the metadata map comes out of
+/// the `safetensors` crate in hash order), keeping its length: two identical models then give
+/// byte-identical files, whose checksums can be published.
+fn canonical_header(mut bytes: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    let n = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+        .ok_or("serialised checkpoint shorter than its header")?;
+    let header = bytes
+        .get(8..8 + n)
+        .ok_or("serialised checkpoint shorter than its header")?;
+    // serde_json's map is ordered by key (no `preserve_order`), so this sorts every level.
+    let value: serde_json::Value = serde_json::from_slice(header).map_err(|e| e.to_string())?;
+    let mut sorted = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+    if sorted.len() > n {
+        return Err(format!(
+            "sorted header is {} bytes, the original {n}",
+            sorted.len()
+        ));
+    }
+    sorted.resize(n, b' ');
+    bytes[8..8 + n].copy_from_slice(&sorted);
+    Ok(bytes)
+}
+
 /// Reads every tensor of a safetensors file; errors name the file.
 pub fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     let bytes = std::fs::read(path).map_err(|e| Error::Io {
@@ -633,6 +658,10 @@ impl Classifier {
                 path: path.to_path_buf(),
                 message: e.to_string(),
             })?;
+        let bytes = canonical_header(bytes).map_err(|message| Error::Checkpoint {
+            path: path.to_path_buf(),
+            message,
+        })?;
         dtl_core::write_atomic(path, &bytes).map_err(|e| Error::Io {
             path: path.to_path_buf(),
             source: e,

@@ -2,7 +2,7 @@
 //! separate processes and compares with PyTorch through `scripts/bench_torch.py`).
 //!
 //! ```text
-//! cargo bench -p dtl --bench workloads -- prepare --dir DIR
+//! cargo bench -p dtl --bench workloads -- prepare --dir DIR [--workloads W1,W2,W3,W4|R18T,R18E]
 //! cargo bench -p dtl --bench workloads -- run --workload W1 --impl dtl|candle --dir DIR [--steps N] [--warmup N]
 //! ```
 //!
@@ -12,6 +12,9 @@
 //!   batch (two forward passes).
 //! - W3: ResNet-18 topology at widths 16/32/64/128 on 3x32x32, batch 64, batch norm in training mode.
 //! - W4: W3 in evaluation mode, batch 256 (throughput).
+//! - R18T / R18E: torchvision's ResNet-18 (widths 64-512) on 3x224x224, batch 32, one training
+//!   step / evaluation-mode forward pass (ImageNet-scale throughput; not part of `cargo xtask bench`'s
+//!   default set, run them by name).
 //!
 //! `prepare` writes one safetensors file per workload with the initial weights and the batches, so
 //! that every implementation starts from the same numbers. `run` prints one line
@@ -65,7 +68,12 @@ fn build(workload: &str, kernels: Kernels) -> Result<Model> {
             cfg.kernels = kernels;
             Box::new(ResNet::new(cfg, &vm, &mut rng, &dev)?)
         }
-        other => bail!("unknown workload `{other}` (W1, W2, W3, W4)"),
+        "R18T" | "R18E" => {
+            let mut cfg = ResNetConfig::torchvision(18, 3, 224)?;
+            cfg.kernels = kernels;
+            Box::new(ResNet::new(cfg, &vm, &mut rng, &dev)?)
+        }
+        other => bail!("unknown workload `{other}` (W1, W2, W3, W4, R18T, R18E)"),
     };
     let head = uniform_param(&vm, "head", &[10, backbone.feature_dim()], &mut rng, &dev)?;
     Ok(Model { backbone, head, vm })
@@ -75,14 +83,15 @@ fn batch(workload: &str) -> (usize, (usize, usize, usize)) {
     match workload {
         "W1" | "W2" => (128, (1, 28, 28)),
         "W3" => (64, (3, 32, 32)),
+        "R18T" | "R18E" => (32, (3, 224, 224)),
         _ => (256, (3, 32, 32)),
     }
 }
 
-fn prepare(dir: &Path) -> Result<()> {
+fn prepare(dir: &Path, workloads: &[&str]) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    for w in ["W1", "W2", "W3", "W4"] {
+    for &w in workloads {
         let model = build(w, Kernels::Dtl)?;
         let mut tensors: HashMap<String, Tensor> = params::snapshot(&model.vm)?.into_iter().collect();
         let (b, (c, h, wd)) = batch(w);
@@ -153,7 +162,8 @@ fn run(workload: &str, kernels: Kernels, dir: &Path, steps: usize, warmup: usize
     }
     let mut times = Vec::new();
     let mut losses = Vec::new();
-    if workload == "W4" {
+    let eval = workload == "W4" || workload == "R18E";
+    if eval {
         for i in 0..warmup + steps {
             let t0 = Instant::now();
             let logits = model.head.linear(&model.backbone.features(&x, false)?)?.detach();
@@ -197,7 +207,8 @@ fn run(workload: &str, kernels: Kernels, dir: &Path, steps: usize, warmup: usize
         Kernels::Candle => "candle",
     };
     println!(
-        "RESULT workload={workload} impl={imp} median_ms={median:.2} rss_mb={:.1} loss0={} loss_last={}",
+        "RESULT workload={workload} impl={imp} median_ms={median:.2} img_s={:.1} rss_mb={:.1} loss0={} loss_last={}",
+        x.dim(0)? as f64 / (median / 1e3),
         peak_rss_mb().unwrap_or(f64::NAN),
         losses.first().map_or(f32::NAN, |v| *v),
         losses.last().map_or(f32::NAN, |v| *v),
@@ -215,9 +226,13 @@ fn main() -> Result<()> {
     };
     let dir = PathBuf::from(flag("--dir").unwrap_or_else(|| "target/bench".into()));
     match args.first().map(String::as_str) {
-        Some("prepare") => prepare(&dir),
+        Some("prepare") => {
+            // `--workloads R18T,R18E` prepares those; default W1-W4.
+            let list = flag("--workloads").unwrap_or_else(|| "W1,W2,W3,W4".into());
+            prepare(&dir, &list.split(',').collect::<Vec<_>>())
+        }
         Some("run") => {
-            let workload = flag("--workload").context("--workload W1|W2|W3|W4")?;
+            let workload = flag("--workload").context("--workload W1|W2|W3|W4|R18T|R18E")?;
             let kernels = match flag("--impl").as_deref() {
                 Some("dtl") => {
                     // dtl's configuration, as the `dtl` binary runs; candle-native keeps candle's.
@@ -233,7 +248,7 @@ fn main() -> Result<()> {
         }
         // `cargo bench` without arguments: a quick run of every workload with dtl's kernels.
         None => {
-            prepare(&dir)?;
+            prepare(&dir, &["W1", "W2", "W3", "W4"])?;
             for w in ["W1", "W2", "W3", "W4"] {
                 run(w, Kernels::Dtl, &dir, 5, 1)?;
             }

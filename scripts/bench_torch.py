@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""PyTorch side of `cargo xtask bench`: the workloads W1-W4 of crates/dtl/benches/workloads.rs with
+"""PyTorch side of `cargo xtask bench`: the workloads W1-W4 (and R18T / R18E, ResNet-18 at 224x224)
+of crates/dtl/benches/workloads.rs with
 the same initial weights and batches (read from the safetensors files `prepare` wrote).
 
 Usage: python scripts/bench_torch.py --workload W1 --dir DIR [--steps N] [--warmup N] [--threads T]
-Prints `RESULT workload=W1 impl=torch median_ms=.. rss_mb=.. loss0=.. loss_last=..`."""
+Prints `RESULT workload=W1 impl=torch median_ms=.. img_s=.. rss_mb=.. loss0=.. loss_last=..`."""
 import argparse, json, resource, struct, time
 
 import torch
@@ -102,7 +103,12 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     t = load_safetensors(f"{a.dir}/{a.workload}.safetensors")
-    model = LeNet() if a.workload in ("W1", "W2") else ResNet()
+    if a.workload in ("W1", "W2"):
+        model = LeNet()
+    elif a.workload.startswith("R18"):
+        model = ResNet((64, 128, 256, 512))
+    else:
+        model = ResNet()
     state = {k: v for k, v in t.items() if not k.startswith("input.")}
     missing = model.load_state_dict(state, strict=False)
     # PyTorch keeps a batch counter dtl does not store.
@@ -110,7 +116,7 @@ def main():
     x, y = t["input.x"], t["input.y"].long()
     xt = t.get("input.xt")
     times, losses = [], []
-    if a.workload == "W4":
+    if a.workload in ("W4", "R18E"):
         model.eval()
         with torch.no_grad():
             for i in range(a.warmup + a.steps):
@@ -137,7 +143,8 @@ def main():
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     nan = float("nan")
     print(
-        f"RESULT workload={a.workload} impl=torch median_ms={times[len(times) // 2]:.2f} rss_mb={rss:.1f} "
+        f"RESULT workload={a.workload} impl=torch median_ms={times[len(times) // 2]:.2f} "
+        f"img_s={x.shape[0] / (times[len(times) // 2] / 1e3):.1f} rss_mb={rss:.1f} "
         f"loss0={losses[0] if losses else nan} loss_last={losses[-1] if losses else nan}"
     )
 

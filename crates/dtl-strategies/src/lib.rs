@@ -39,6 +39,7 @@ pub mod finetune;
 pub mod optim;
 pub mod source_only;
 pub mod trainer;
+pub mod weighting;
 
 pub use adda::{Adda, AddaConfig, GeneratorLoss};
 pub use adversarial::Discriminator;

@@ -1,0 +1,153 @@
+//! KLIEP, the Kullback-Leibler importance estimation procedure (Sugiyama et al. 2008, "Direct
+//! importance estimation with model selection and its application to covariate shift
+//! adaptation"): the ratio is modelled as `w(x) = sum_l alpha_l k(x, c_l)` with Gaussian kernels
+//! centred on `b` target samples, and `alpha` maximises the target log-likelihood
+//! `sum_j log w(t_j)` subject to `alpha >= 0` and `1/n_s sum_i w(x_i) = 1`, by the paper's
+//! projected gradient ascent (its Fig. 1): a gradient step, then projection onto the constraint
+//! `b^T alpha = 1`, onto `alpha >= 0`, and rescaling. The step size adapts: a step that does not
+//! raise the objective is undone and the step halved.
+
+use rand::seq::index::sample;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::{config, gaussian_gram, median_sigma, Samples};
+use crate::Result;
+
+/// Settings of KLIEP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct KliepConfig {
+    /// Gaussian kernel width; `None`: the median distance between samples.
+    pub sigma: Option<f64>,
+    /// Kernel centres: up to this many target samples (the paper: 100).
+    pub centres: usize,
+    /// Gradient-ascent iterations.
+    pub iterations: usize,
+}
+
+impl Default for KliepConfig {
+    /// Median width, 100 centres, 2,000 iterations.
+    fn default() -> Self {
+        Self {
+            sigma: None,
+            centres: 100,
+            iterations: 2000,
+        }
+    }
+}
+
+/// A fitted KLIEP model: `w(x) = sum_l alpha_l exp(-|x - c_l|^2 / (2 sigma^2))`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KliepFit {
+    /// Indices of the target samples used as centres.
+    pub centres: Vec<usize>,
+    /// Coefficients, non-negative.
+    pub alpha: Vec<f64>,
+    /// Kernel width.
+    pub sigma: f64,
+    /// Mean target log-likelihood `1/n_t sum_j log w(t_j)` at the end.
+    pub log_likelihood: f64,
+}
+
+impl KliepConfig {
+    /// The weights of `source` relative to `target` (mean 1 by the constraint).
+    pub fn estimate(&self, source: Samples, target: Samples, seed: u64) -> Result<Vec<f64>> {
+        let fit = self.fit(source, target, seed)?;
+        let centres: Vec<f32> = fit.centres.iter().flat_map(|&i| target.row(i).to_vec()).collect();
+        let c = Samples::new(&centres, fit.centres.len(), target.d, "kliep centres")?;
+        let ks = gaussian_gram(source, c, fit.sigma);
+        Ok(ks
+            .chunks(c.n)
+            .map(|r| r.iter().zip(&fit.alpha).map(|(k, a)| k * a).sum())
+            .collect())
+    }
+
+    /// Fits `alpha` (see the module docs).
+    pub fn fit(&self, source: Samples, target: Samples, seed: u64) -> Result<KliepFit> {
+        let sigma = self.sigma.unwrap_or_else(|| median_sigma(source, target, seed));
+        if self.centres == 0 || self.iterations == 0 || !(sigma.is_finite() && sigma > 0.0) {
+            return Err(config(
+                "estimator",
+                format!(
+                    "kliep needs centres >= 1, iterations >= 1 and sigma > 0, got sigma {sigma}, {self:?}"
+                ),
+            ));
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0c11e9);
+        let mut centres = sample(&mut rng, target.n, self.centres.min(target.n)).into_vec();
+        centres.sort_unstable();
+        let cdata: Vec<f32> = centres.iter().flat_map(|&i| target.row(i).to_vec()).collect();
+        let c = Samples::new(&cdata, centres.len(), target.d, "kliep centres")?;
+        let m = c.n;
+        // A_jl = k(t_j, c_l); b_l = 1/n_s sum_i k(x_i, c_l).
+        let a = gaussian_gram(target, c, sigma);
+        let ks = gaussian_gram(source, c, sigma);
+        let mut b = vec![0.0; m];
+        for row in ks.chunks(m) {
+            b.iter_mut()
+                .zip(row)
+                .for_each(|(bl, k)| *bl += k / source.n as f64);
+        }
+        let bb: f64 = b.iter().map(|v| v * v).sum();
+        let project = |alpha: &mut Vec<f64>| {
+            let ba: f64 = b.iter().zip(alpha.iter()).map(|(x, y)| x * y).sum();
+            alpha
+                .iter_mut()
+                .zip(&b)
+                .for_each(|(al, bl)| *al += (1.0 - ba) * bl / bb);
+            alpha.iter_mut().for_each(|al| *al = al.max(0.0));
+            let ba: f64 = b.iter().zip(alpha.iter()).map(|(x, y)| x * y).sum();
+            if ba > 0.0 {
+                alpha.iter_mut().for_each(|al| *al /= ba);
+            }
+        };
+        let objective = |alpha: &[f64]| -> f64 {
+            a.chunks(m)
+                .map(|r| {
+                    r.iter()
+                        .zip(alpha)
+                        .map(|(x, y)| x * y)
+                        .sum::<f64>()
+                        .max(1e-300)
+                        .ln()
+                })
+                .sum::<f64>()
+                / target.n as f64
+        };
+        let mut alpha = vec![1.0; m];
+        project(&mut alpha);
+        let mut best = objective(&alpha);
+        let mut step = 1.0;
+        for _ in 0..self.iterations {
+            // Gradient of the mean log-likelihood: 1/n_t A^T (1 / (A alpha)).
+            let mut grad = vec![0.0; m];
+            for r in a.chunks(m) {
+                let wa: f64 = r.iter().zip(&alpha).map(|(x, y)| x * y).sum::<f64>().max(1e-300);
+                grad.iter_mut()
+                    .zip(r)
+                    .for_each(|(g, x)| *g += x / wa / target.n as f64);
+            }
+            let mut next: Vec<f64> = alpha.iter().zip(&grad).map(|(al, g)| al + step * g).collect();
+            project(&mut next);
+            let value = objective(&next);
+            if value > best {
+                alpha = next;
+                best = value;
+                step *= 1.2;
+            } else {
+                step *= 0.5;
+                if step < 1e-12 {
+                    break;
+                }
+            }
+        }
+        Ok(KliepFit {
+            centres,
+            alpha,
+            sigma,
+            log_likelihood: best,
+        })
+    }
+}

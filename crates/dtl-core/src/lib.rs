@@ -106,6 +106,9 @@ pub trait Backbone: Send + Sync {
 pub struct DomainBatch {
     /// Source images `(B, C, H, W)` and labels `(B,)` (u32).
     pub source: (Tensor, Tensor),
+    /// Positions of the source samples in the source training set (per-sample state such as
+    /// instance weights is looked up by them).
+    pub source_indices: Vec<usize>,
     /// Target images `(B', C, H, W)`, when the strategy asked for them.
     pub target: Option<Tensor>,
     /// Target labels, only in the semi-supervised setting.

@@ -36,6 +36,7 @@ pub mod ddc;
 pub mod discrepancy;
 pub mod eval;
 pub mod finetune;
+pub mod iw;
 pub mod optim;
 pub mod source_only;
 pub mod trainer;
@@ -109,6 +110,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub trait TransferStrategy: dtl_core::Strategy {
     /// The classifier that predicts target labels.
     fn model(&self) -> &Classifier;
+    /// The source samples' instance weights, summarised, for strategies that weight them (`iw`).
+    fn weight_stats(&self) -> Option<&weighting::WeightStats> {
+        None
+    }
 }
 
 /// Optimizer settings shared by the strategies.
@@ -155,6 +160,8 @@ pub enum StrategyConfig {
     /// Sequential transfer: the first layers from a checkpoint, frozen or fine-tuned (Yosinski et
     /// al. 2014).
     Finetune(FinetuneConfig),
+    /// Importance-weighted source risk with instance weights from an estimator (Shimodaira 2000).
+    Iw(iw::IwConfig),
 }
 
 /// Strategy settings given on the command line; each applies only to strategies that have it.
@@ -182,11 +189,26 @@ pub struct StrategyOverrides {
     pub freeze: bool,
     /// Learning-rate multiplier of the copied layers (finetune).
     pub transferred_lr_mult: Option<f64>,
+    /// Instance-weight estimator by name: ratio, kmm, kliep (iw).
+    pub weight_estimator: Option<String>,
+    /// What the weights are estimated on (iw).
+    pub weights_on: Option<iw::WeightsOn>,
+    /// Re-estimate the weights every this many epochs (iw).
+    pub reweight_every: Option<usize>,
 }
 
 impl StrategyConfig {
     /// Every strategy name, for help texts and errors.
-    pub const NAMES: [&'static str; 7] = ["source-only", "ddc", "dan", "coral", "dann", "adda", "finetune"];
+    pub const NAMES: [&'static str; 8] = [
+        "source-only",
+        "ddc",
+        "dan",
+        "coral",
+        "dann",
+        "adda",
+        "finetune",
+        "iw",
+    ];
 
     /// The strategy's name.
     pub fn name(&self) -> &'static str {
@@ -198,6 +220,7 @@ impl StrategyConfig {
             StrategyConfig::Dann(_) => "dann",
             StrategyConfig::Adda(_) => "adda",
             StrategyConfig::Finetune(_) => "finetune",
+            StrategyConfig::Iw(_) => "iw",
         }
     }
 
@@ -211,6 +234,7 @@ impl StrategyConfig {
             "dann" => Ok(StrategyConfig::Dann(DannConfig::default())),
             "adda" => Ok(StrategyConfig::Adda(AddaConfig::default())),
             "finetune" => Ok(StrategyConfig::Finetune(FinetuneConfig::default())),
+            "iw" => Ok(StrategyConfig::Iw(iw::IwConfig::default())),
             _ => Err(Error::Core(dtl_core::Error::config(
                 "strategy",
                 format!(
@@ -229,7 +253,7 @@ impl StrategyConfig {
             StrategyConfig::Dan(c) => c.adapt_width(),
             StrategyConfig::Coral(c) => c.adapt_width(),
             StrategyConfig::Dann(c) => c.adapt_width(),
-            StrategyConfig::Adda(_) | StrategyConfig::Finetune(_) => None,
+            StrategyConfig::Adda(_) | StrategyConfig::Finetune(_) | StrategyConfig::Iw(_) => None,
         }
     }
 
@@ -327,6 +351,24 @@ impl StrategyConfig {
                 _ => return unsupported("shared-layers"),
             }
         }
+        if let Some(v) = &o.weight_estimator {
+            match self {
+                S::Iw(c) => c.estimator = weighting::Estimator::from_name(v)?,
+                _ => return unsupported("estimator"),
+            }
+        }
+        if let Some(v) = o.weights_on {
+            match self {
+                S::Iw(c) => c.weights_on = v,
+                _ => return unsupported("weights-on"),
+            }
+        }
+        if let Some(v) = o.reweight_every {
+            match self {
+                S::Iw(c) => c.every = v,
+                _ => return unsupported("reweight-every"),
+            }
+        }
         Ok(())
     }
 }
@@ -342,7 +384,10 @@ pub fn build(
 ) -> Result<Box<dyn TransferStrategy>> {
     let any_model = matches!(
         cfg,
-        StrategyConfig::SourceOnly | StrategyConfig::Adda(_) | StrategyConfig::Finetune(_)
+        StrategyConfig::SourceOnly
+            | StrategyConfig::Adda(_)
+            | StrategyConfig::Finetune(_)
+            | StrategyConfig::Iw(_)
     );
     if !any_model && model.spec().adapt_width != cfg.adapt_width() {
         return Err(Error::Core(dtl_core::Error::config(
@@ -363,5 +408,27 @@ pub fn build(
         StrategyConfig::Dann(c) => Box::new(c.build(model, optim, seed)?),
         StrategyConfig::Adda(c) => Box::new(c.build(model, optim, seed)?),
         StrategyConfig::Finetune(c) => Box::new(c.build(model, optim)?),
+        StrategyConfig::Iw(_) => {
+            return Err(Error::Core(dtl_core::Error::config(
+                "strategy",
+                "iw estimates weights from the training data: build it with build_with_data",
+            )))
+        }
     })
+}
+
+/// [`build`] for every strategy, `iw` included, which reads the source training set the trainer
+/// will batch and the target training set (images only) to estimate its weights.
+pub fn build_with_data(
+    cfg: &StrategyConfig,
+    model: Classifier,
+    optim: &OptimSettings,
+    seed: u64,
+    source: &dtl_data::Dataset,
+    target: &dtl_data::Dataset,
+) -> Result<Box<dyn TransferStrategy>> {
+    match cfg {
+        StrategyConfig::Iw(c) => Ok(Box::new(c.build(model, optim, source, target, seed)?)),
+        other => build(other, model, optim, seed),
+    }
 }

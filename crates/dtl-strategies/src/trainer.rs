@@ -148,6 +148,7 @@ pub fn train(
             };
             let batch = DomainBatch {
                 source: (xs, ys),
+                source_indices: idx.clone(),
                 target: target_x,
                 target_labels: target_y,
                 progress: (epoch * steps_per_epoch + i) as f64 / (cfg.epochs * steps_per_epoch) as f64,

@@ -8,7 +8,7 @@
 //! The bars (0.95 for the well-specified domain classifier, whose log-odds are linear in `x` as the
 //! true log-ratio is; 0.85 for the kernel estimators at their default, median-heuristic widths) sit
 //! below the values measured at these sizes and seeds (printed by each test: ratio 0.996, KMM 0.97
-//! exact and 0.98 on random features, KLIEP 0.93) and far above what random weights give (about 0).
+//! exact and 0.98 on random features, KLIEP 0.95) and far above what random weights give (about 0).
 //!
 //! KMM is also checked against the optimum of its quadratic programme found independently, by
 //! enumerating the active sets of a 4-sample problem; TrAdaBoost's update against the paper's

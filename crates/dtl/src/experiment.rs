@@ -326,6 +326,10 @@ pub struct Metrics {
     /// MMD^2 and CORAL between the source and target test splits' representations (up to 1,000
     /// images each, no labels used): how well the model aligned the domains.
     pub feature_gap: FeatureGap,
+    /// `iw`: the source instance weights at the end of training (effective sample size, range,
+    /// per-class means and histograms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_weights: Option<dtl_strategies::weighting::WeightStats>,
     /// Per-epoch means of the strategy's logged scalars.
     pub history: Vec<EpochLog>,
     /// Where it ran.
@@ -488,7 +492,14 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
         lr: cfg.lr,
         weight_decay: cfg.weight_decay,
     };
-    let mut strategy = dtl_strategies::build(&cfg.strategy, model, &optim, cfg.seed)?;
+    let mut strategy = dtl_strategies::build_with_data(
+        &cfg.strategy,
+        model,
+        &optim,
+        cfg.seed,
+        &source.train,
+        &target.train,
+    )?;
     let loop_cfg = LoopConfig {
         epochs: cfg.epochs,
         batch_size: cfg.batch_size,
@@ -556,6 +567,7 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
         data,
         drop: source_test.accuracy - target_test.accuracy,
         feature_gap,
+        source_weights: strategy.weight_stats().cloned(),
         source_test,
         target_test,
         history: report.epochs,

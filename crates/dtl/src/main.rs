@@ -88,7 +88,7 @@ struct TrainArgs {
     /// Target domain: mnist, usps, optdigits, mnist-small, or folder:PATH (classes matched by name).
     #[arg(long)]
     target: Option<String>,
-    /// Strategy: source-only, ddc, dan, coral, dann, adda, finetune.
+    /// Strategy: source-only, ddc, dan, coral, dann, adda, finetune, iw.
     #[arg(long)]
     strategy: Option<String>,
     /// Weight of the adaptation loss (ddc 0.25, dan 1, coral 25 by default).
@@ -121,6 +121,15 @@ struct TrainArgs {
     /// finetune: keep the copied layers frozen.
     #[arg(long)]
     freeze: bool,
+    /// iw: instance-weight estimator: ratio (domain classifier), kmm, kliep.
+    #[arg(long)]
+    estimator: Option<String>,
+    /// iw: estimate the weights on pixels or on the model's features.
+    #[arg(long)]
+    weights_on: Option<String>,
+    /// iw: re-estimate the weights every K epochs (on features).
+    #[arg(long, value_name = "K")]
+    reweight_every: Option<usize>,
     /// finetune: learning-rate multiplier of the copied layers.
     #[arg(long, value_name = "X")]
     transferred_lr_mult: Option<f64>,
@@ -377,6 +386,13 @@ fn train(a: TrainArgs) -> Result<()> {
         transfer_layers: a.transfer_layers,
         freeze: a.freeze,
         transferred_lr_mult: a.transferred_lr_mult,
+        weight_estimator: a.estimator.clone(),
+        weights_on: a
+            .weights_on
+            .as_deref()
+            .map(|k| parse_choice("weights-on", k))
+            .transpose()?,
+        reweight_every: a.reweight_every,
     };
     cfg.strategy.apply(&overrides)?;
     if let Some(o) = &a.optimizer {

@@ -129,6 +129,7 @@ impl Iw {
     }
 
     fn estimate(&mut self, epoch: usize) -> Result<()> {
+        let started = std::time::Instant::now();
         let s = self.representation(&self.source)?;
         let t = self.representation(&self.target)?;
         let d = s.len() / self.source.len();
@@ -140,7 +141,7 @@ impl Iw {
         let labels = self.source.labels();
         let stats = WeightStats::of(&w, labels, self.source.num_classes());
         tracing::info!(
-            "iw ({}, on {:?}) before epoch {}: effective sample size {:.0} of {} ({:.1}%), weights {:.3}..{:.3}",
+            "iw ({}, on {:?}) before epoch {}: effective sample size {:.0} of {} ({:.1}%), weights {:.3}..{:.3}, {:.1} s",
             self.cfg.estimator.name(),
             self.cfg.weights_on,
             epoch + 1,
@@ -148,7 +149,8 @@ impl Iw {
             w.len(),
             100.0 * stats.ess_fraction,
             stats.min,
-            stats.max
+            stats.max,
+            started.elapsed().as_secs_f64()
         );
         self.weights = w.iter().map(|&v| v as f32).collect();
         self.stats = Some(stats);

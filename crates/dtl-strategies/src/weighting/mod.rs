@@ -156,6 +156,20 @@ pub fn self_normalise(w: &mut [f64]) {
     }
 }
 
+/// Self-normalises `w` to mean 1 with no weight above `clip`: clipping lowers the mean, and
+/// renormalising raises the clipped weights again, so the two alternate until the largest weight
+/// is within `clip` (at most 100 rounds; `clip` must exceed 1).
+pub fn clip_at(w: &mut [f64], clip: f64) {
+    self_normalise(w);
+    for _ in 0..100 {
+        if w.iter().all(|&v| v <= clip * (1.0 + 1e-9)) {
+            break;
+        }
+        w.iter_mut().for_each(|v| *v = v.min(clip));
+        self_normalise(w);
+    }
+}
+
 /// Kish's effective sample size `(sum w)^2 / sum w^2`: `n` for equal weights, 1 when one sample
 /// carries everything.
 pub fn effective_sample_size(w: &[f64]) -> f64 {
@@ -313,5 +327,15 @@ mod tests {
         assert!((s.per_class[1].mean - 4.5).abs() < 1e-12);
         assert_eq!((s.min, s.max), (0.1, 9.0));
         assert!((iwcv(&[1.0, 3.0], &[3.0, 1.0]).unwrap() - 1.5).abs() < 1e-12);
+        // One huge weight among nine ones: clipped to 3 times the mean, the mean kept at 1.
+        let mut w = vec![1.0; 9];
+        w.push(1000.0);
+        clip_at(&mut w, 3.0);
+        assert!((w.iter().sum::<f64>() / 10.0 - 1.0).abs() < 1e-12);
+        // The fixed point: 9 a + 3 = 10, a = 7/9.
+        assert!(
+            (w[9] - 3.0).abs() < 1e-6 && (w[0] - 7.0 / 9.0).abs() < 1e-6,
+            "{w:?}"
+        );
     }
 }

@@ -4,12 +4,12 @@
 //! domains weighted equally, so that its odds `p(t|x) / p(s|x)` estimate `p_T(x) / p_S(x)` (with
 //! unequal sample counts this is the classifier's odds times `n_s / n_t`). Weights are clipped at
 //! `clip` times the mean (a few source points deep in the target's region would otherwise carry
-//! the whole risk) and self-normalised to mean 1.
+//! the whole risk) and self-normalised to mean 1 ([`clip_at`]).
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{config, self_normalise, Samples};
+use super::{clip_at, config, Samples};
 use crate::Result;
 
 /// Settings of the domain-classifier estimator.
@@ -127,9 +127,7 @@ impl RatioConfig {
         }
         // Balanced training: the odds estimate p_T(x) / p_S(x) directly.
         let mut w: Vec<f64> = xs.par_iter().map(|x| logit(&theta, x).min(50.0).exp()).collect();
-        self_normalise(&mut w);
-        w.iter_mut().for_each(|x| *x = x.min(self.clip));
-        self_normalise(&mut w);
+        clip_at(&mut w, self.clip);
         tracing::debug!(
             "ratio weights: min {:.3e}, max {:.3}",
             w.iter().copied().fold(f64::INFINITY, f64::min),

@@ -75,6 +75,10 @@ struct YosinskiArgs {
     /// runs.csv and summary.json.
     #[arg(long)]
     replot: bool,
+    /// Continue an interrupted sweep in --out (same flags): the networks in its runs.csv are not
+    /// trained again.
+    #[arg(long, conflicts_with = "replot")]
+    resume: bool,
 }
 
 #[derive(Args)]
@@ -497,7 +501,7 @@ fn fetch(a: FetchArgs) -> Result<()> {
 }
 
 fn yosinski(a: YosinskiArgs) -> Result<()> {
-    use dtl::yosinski::{replot, reproduce, Split, SweepConfig};
+    use dtl::yosinski::{replot, reproduce_resuming, Split, SweepConfig};
     if a.replot {
         let summary = replot(&a.out)?;
         print_sweep(&summary);
@@ -536,7 +540,7 @@ fn yosinski(a: YosinskiArgs) -> Result<()> {
     if a.no_random_control {
         cfg.random_control = false;
     }
-    let summary = reproduce(&cfg, &a.out)?;
+    let summary = reproduce_resuming(&cfg, &a.out, a.resume)?;
     print_sweep(&summary);
     println!("wrote {} ({:.0} s)", a.out.display(), summary.seconds);
     Ok(())

@@ -341,7 +341,20 @@ fn train_net(
 
 /// Runs the sweep, calling `progress` after every trained network, and returns every network's
 /// row and the summary (without writing anything).
-pub fn sweep(cfg: &SweepConfig, mut progress: impl FnMut(&RunRow)) -> Result<(Vec<RunRow>, Summary)> {
+pub fn sweep(cfg: &SweepConfig, progress: impl FnMut(&RunRow)) -> Result<(Vec<RunRow>, Summary)> {
+    sweep_resuming(cfg, &[], progress)
+}
+
+/// [`sweep`] that takes the networks in `previous` (rows of an interrupted sweep of the same
+/// config) as done: their rows are reused, not retrained. A split and seed with every row done
+/// is skipped whole; otherwise its two base networks are trained again (the later networks copy
+/// their layers; training repeats exactly from the seed, so the result is the uninterrupted
+/// sweep's).
+pub fn sweep_resuming(
+    cfg: &SweepConfig,
+    previous: &[RunRow],
+    mut progress: impl FnMut(&RunRow),
+) -> Result<(Vec<RunRow>, Summary)> {
     cfg.validate()?;
     let started = Instant::now();
     let dev = Device::Cpu;
@@ -355,6 +368,20 @@ pub fn sweep(cfg: &SweepConfig, mut progress: impl FnMut(&RunRow)) -> Result<(Ve
         let mut descs = Vec::new();
         let first = rows.len();
         for &seed in &cfg.seeds {
+            let have = |setting: &str, n: usize| {
+                previous
+                    .iter()
+                    .find(|r| r.split == split.as_str() && r.seed == seed && r.setting == setting && r.n == n)
+                    .map(|r| r.top1)
+            };
+            let names: &[&str] = if cfg.random_control {
+                &["BnB", "BnB+", "AnB", "AnB+", "RnB"]
+            } else {
+                &["BnB", "BnB+", "AnB", "AnB+"]
+            };
+            let all_done = have("baseA", 0).is_some()
+                && have("baseB", 0).is_some()
+                && cfg.ns.iter().all(|&n| names.iter().all(|s| have(s, n).is_some()));
             let (a, b, desc) = tasks(cfg, split, seed, dir.as_ref())?;
             tracing::info!("{} split, {desc}", split.as_str());
             descs.push(desc);
@@ -369,6 +396,20 @@ pub fn sweep(cfg: &SweepConfig, mut progress: impl FnMut(&RunRow)) -> Result<(Ve
                 progress(&row);
                 rows.push(row);
             };
+            if all_done {
+                tracing::info!(
+                    "{} split, seed {seed}: every network done before, reused",
+                    split.as_str()
+                );
+                push("baseA", 0, have("baseA", 0).expect("checked"));
+                push("baseB", 0, have("baseB", 0).expect("checked"));
+                for &n in &cfg.ns {
+                    for s in names {
+                        push(s, n, have(s, n).expect("checked"));
+                    }
+                }
+                continue;
+            }
             let (base_a, acc) = train_net(cfg, &a, seed, None, &dev)?;
             push("baseA", 0, acc);
             // baseB from another initialisation than the B networks' fresh layers.
@@ -386,6 +427,10 @@ pub fn sweep(cfg: &SweepConfig, mut progress: impl FnMut(&RunRow)) -> Result<(Ve
                     settings.push(("RnB", &random, true));
                 }
                 for (name, from, freeze) in settings {
+                    if let Some(acc) = have(name, n) {
+                        push(name, n, acc);
+                        continue;
+                    }
                     let (_, acc) = train_net(cfg, &b, seed, Some((from, n, freeze)), &dev)?;
                     push(name, n, acc);
                 }
@@ -459,7 +504,54 @@ pub fn runs_csv(rows: &[RunRow]) -> String {
 /// Runs the sweep and writes `config.toml`, `runs.csv` (as it goes), `summary.json`,
 /// `figure.svg` and `figure.png` into `out`.
 pub fn reproduce(cfg: &SweepConfig, out: &Path) -> Result<Summary> {
+    reproduce_resuming(cfg, out, false)
+}
+
+/// [`reproduce`]; with `resume`, an interrupted sweep in `out` (its `config.toml` must equal
+/// `cfg`) continues: the networks in its `runs.csv` are not trained again ([`sweep_resuming`]).
+pub fn reproduce_resuming(cfg: &SweepConfig, out: &Path, resume: bool) -> Result<Summary> {
     cfg.validate()?;
+    let previous = if resume {
+        let read = |name: &str| -> Result<Option<String>> {
+            let path = out.join(name);
+            match std::fs::read_to_string(&path) {
+                Ok(t) => Ok(Some(t)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::Io { path, source: e }),
+            }
+        };
+        let config = read("config.toml")?.ok_or_else(|| Error::Config {
+            field: "resume".into(),
+            message: format!("{} holds no config.toml: nothing to resume", out.display()),
+        })?;
+        let before: SweepConfig = toml::from_str(&config).map_err(|e| Error::Config {
+            field: out.join("config.toml").display().to_string(),
+            message: e.to_string(),
+        })?;
+        if &before != cfg {
+            return Err(Error::Config {
+                field: "resume".into(),
+                message: format!(
+                    "{} was started with another config; resume it with the same flags (or --config {})",
+                    out.display(),
+                    out.join("config.toml").display()
+                ),
+            });
+        }
+        match read("runs.csv")? {
+            Some(text) => parse_runs_csv(&text, &out.join("runs.csv"))?,
+            None => Vec::new(),
+        }
+    } else {
+        Vec::new()
+    };
+    if resume {
+        tracing::info!(
+            "resuming {}: {} networks done before",
+            out.display(),
+            previous.len()
+        );
+    }
     std::fs::create_dir_all(out).map_err(|e| Error::Io {
         path: out.to_path_buf(),
         source: e,
@@ -475,7 +567,7 @@ pub fn reproduce(cfg: &SweepConfig, out: &Path) -> Result<Summary> {
             .as_bytes(),
     )?;
     let mut done = Vec::new();
-    let (rows, summary) = sweep(cfg, |row| {
+    let (rows, summary) = sweep_resuming(cfg, &previous, |row| {
         tracing::info!(
             "{} {} n={} seed {}: top-1 {:.4}",
             row.split,

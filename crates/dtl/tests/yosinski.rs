@@ -138,3 +138,45 @@ fn bad_sweep_settings_are_named() {
         assert!(err.contains(field), "{err}");
     }
 }
+
+/// An interrupted sweep resumed with `reproduce_resuming` ends as the uninterrupted one: the rows
+/// already in `runs.csv` are kept (a marked row shows they are not retrained), the others are
+/// trained with the same results; another config is refused.
+#[test]
+fn a_resumed_sweep_equals_the_uninterrupted_one() {
+    use dtl::yosinski::{parse_runs_csv, reproduce_resuming};
+    let cfg = SweepConfig {
+        splits: vec![Split::Random],
+        seeds: vec![4],
+        ns: vec![2],
+        epochs: 1,
+        image_size: 8,
+        b_train_size: Some(200),
+        ..Default::default()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let full = tmp.path().join("full");
+    reproduce(&cfg, &full).unwrap();
+    let path = full.join("runs.csv");
+    let rows = parse_runs_csv(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
+    assert_eq!(rows.len(), 7);
+
+    // Interrupted after baseA, baseB and BnB, whose accuracy is marked to tell reuse from retraining.
+    let part = tmp.path().join("part");
+    std::fs::create_dir_all(&part).unwrap();
+    std::fs::copy(full.join("config.toml"), part.join("config.toml")).unwrap();
+    let mut kept = rows[..3].to_vec();
+    kept[2].top1 = 0.1234;
+    std::fs::write(part.join("runs.csv"), runs_csv(&kept)).unwrap();
+    reproduce_resuming(&cfg, &part, true).unwrap();
+    let path = part.join("runs.csv");
+    let resumed = parse_runs_csv(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
+    assert_eq!(resumed[2].top1, 0.1234, "BnB was retrained");
+    let mut expected = rows.clone();
+    expected[2].top1 = 0.1234;
+    assert_eq!(resumed, expected);
+
+    let other = SweepConfig { epochs: 2, ..cfg };
+    let err = reproduce_resuming(&other, &part, true).unwrap_err().to_string();
+    assert!(err.contains("another config"), "{err}");
+}

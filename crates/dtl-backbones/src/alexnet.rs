@@ -17,7 +17,7 @@ use dtl_ops::Kernels;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::init::{check_input, dropout_mask, uniform_param, Param};
+use crate::init::{check_input, dropout, uniform_param, Param};
 use crate::{Error, Result};
 
 /// Convolutions of torchvision's AlexNet: `(filters, kernel, stride, padding, max-pool after)`.
@@ -173,15 +173,6 @@ impl AlexNet {
     pub fn config(&self) -> &AlexNetConfig {
         &self.cfg
     }
-
-    fn dropout(&self, xs: &Tensor) -> Result<Tensor> {
-        let p = self.cfg.dropout;
-        if p == 0.0 {
-            return Ok(xs.clone());
-        }
-        let mask = dropout_mask(&self.dropout_rng, xs.elem_count(), p);
-        Ok((xs * Tensor::from_vec(mask, xs.shape(), xs.device())?)?)
-    }
 }
 
 impl Backbone for AlexNet {
@@ -206,7 +197,7 @@ impl Backbone for AlexNet {
             for (j, p) in self.fc.iter().enumerate() {
                 // torchvision: Dropout, Linear, ReLU.
                 if train {
-                    x = self.dropout(&x)?;
+                    x = dropout(&self.dropout_rng, &x, self.cfg.dropout)?;
                 }
                 x = p.linear(&x)?.relu()?;
                 x = cut(x, self.conv.len() + j + 1);

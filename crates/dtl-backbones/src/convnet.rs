@@ -13,7 +13,7 @@ use dtl_ops::Kernels;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::init::{check_input, dropout_mask, kaiming_param, Param};
+use crate::init::{check_input, dropout, kaiming_param, Param};
 use crate::{Error, Result};
 
 /// Settings of a [`ConvNet8`].
@@ -125,16 +125,6 @@ impl ConvNet8 {
     pub fn config(&self) -> &ConvNet8Config {
         &self.cfg
     }
-
-    /// Zeroes each unit with probability `p` and scales the rest by `1/(1-p)`.
-    fn dropout(&self, xs: &Tensor) -> Result<Tensor> {
-        let p = self.cfg.dropout;
-        if p == 0.0 {
-            return Ok(xs.clone());
-        }
-        let mask = dropout_mask(&self.dropout_rng, xs.elem_count(), p);
-        Ok((xs * Tensor::from_vec(mask, xs.shape(), xs.device())?)?)
-    }
 }
 
 impl Backbone for ConvNet8 {
@@ -160,7 +150,7 @@ impl Backbone for ConvNet8 {
             for (j, p) in self.fc.iter().enumerate() {
                 x = p.linear(&x)?.relu()?;
                 if train {
-                    x = self.dropout(&x)?;
+                    x = dropout(&self.dropout_rng, &x, self.cfg.dropout)?;
                 }
                 x = cut(x, self.conv.len() + j + 1);
             }

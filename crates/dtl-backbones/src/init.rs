@@ -106,6 +106,16 @@ pub fn dropout_mask(rng: &std::sync::Mutex<ChaCha8Rng>, n: usize, p: f32) -> Vec
         .collect()
 }
 
+/// Inverted dropout of every unit of `xs` with probability `p` (masks from [`dropout_mask`]);
+/// `p = 0` returns `xs` as it is.
+pub fn dropout(rng: &std::sync::Mutex<ChaCha8Rng>, xs: &Tensor, p: f32) -> Result<Tensor> {
+    if p == 0.0 {
+        return Ok(xs.clone());
+    }
+    let mask = dropout_mask(rng, xs.elem_count(), p);
+    Ok((xs * Tensor::from_vec(mask, xs.shape(), xs.device())?)?)
+}
+
 /// Checks that `xs` is a batch `(B, C, H, W)` of images of `shape = (C, H, W)`; the error names
 /// the backbone's input and both shapes.
 pub fn check_input(backbone: &str, xs: &Tensor, shape: (usize, usize, usize)) -> dtl_core::Result<()> {

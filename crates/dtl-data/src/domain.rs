@@ -104,6 +104,10 @@ pub struct LoadOptions {
     pub skip_bad_images: bool,
     /// Folder domains: how images of another size are brought to the canvas.
     pub fit: crate::images::Fit,
+    /// Keep this share of each class's training samples (a seeded subset per class, one value
+    /// per class in `[0, 1]`): a source with a skewed class composition, for prior shift.
+    /// Applied before `train_size`; test splits are never changed.
+    pub class_fractions: Option<Vec<f64>>,
 }
 
 impl Default for LoadOptions {
@@ -117,6 +121,7 @@ impl Default for LoadOptions {
             test_fraction: 0.2,
             skip_bad_images: false,
             fit: crate::images::Fit::Stretch,
+            class_fractions: None,
         }
     }
 }
@@ -364,6 +369,10 @@ impl Domain {
 
 /// The seeded training subset of `opts.train_size` images, if capped.
 fn cap_train(train: Dataset, opts: &LoadOptions) -> Result<Dataset> {
+    let train = match &opts.class_fractions {
+        Some(f) => keep_class_fractions(train, f, opts.seed)?,
+        None => train,
+    };
     match opts.train_size {
         Some(0) => Err(Error::Config {
             field: "train-size".into(),
@@ -377,6 +386,40 @@ fn cap_train(train: Dataset, opts: &LoadOptions) -> Result<Dataset> {
         }
         _ => Ok(train),
     }
+}
+
+/// Keeps `round(fraction[c] * n_c)` samples of each class `c` (at least one where the fraction is
+/// positive), chosen by `seed`, in their original order.
+fn keep_class_fractions(train: Dataset, fractions: &[f64], seed: u64) -> Result<Dataset> {
+    if fractions.len() != train.num_classes() || fractions.iter().any(|f| !(0.0..=1.0).contains(f)) {
+        return Err(Error::Config {
+            field: "class-fractions".into(),
+            message: format!(
+                "{} values given, the data set has {} classes; each must lie in [0, 1]",
+                fractions.len(),
+                train.num_classes()
+            ),
+        });
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc1a5_5f4a);
+    let mut keep = Vec::new();
+    for (c, &f) in fractions.iter().enumerate() {
+        let members: Vec<usize> = (0..train.len())
+            .filter(|&i| train.labels()[i] as usize == c)
+            .collect();
+        let k = ((f * members.len() as f64).round() as usize)
+            .max(usize::from(f > 0.0))
+            .min(members.len());
+        keep.extend(sample(&mut rng, members.len(), k).into_iter().map(|j| members[j]));
+    }
+    if keep.is_empty() {
+        return Err(Error::Config {
+            field: "class-fractions".into(),
+            message: "every class fraction is 0: no training sample left".into(),
+        });
+    }
+    keep.sort_unstable();
+    train.subset(&keep)
 }
 
 /// MNIST digits already sit in a 20x20 box: both placements only resize them.
@@ -442,4 +485,39 @@ fn check_content(path: &Path, data: &[u8], spec: &FileSpec) {
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Class fractions keep `round(f * n_c)` samples of class `c` (at least one for `f > 0`), and
+    /// leave the test split alone; bad lists are named errors.
+    #[test]
+    fn class_fractions_skew_the_training_split() {
+        let plain = Domain::load(DomainId::Optdigits, None, &LoadOptions::default()).unwrap();
+        let f = vec![1.0, 1.0, 1.0, 1.0, 1.0, 0.1, 0.1, 0.1, 0.1, 0.0];
+        let opts = LoadOptions {
+            class_fractions: Some(f.clone()),
+            ..Default::default()
+        };
+        let skewed = Domain::load(DomainId::Optdigits, None, &opts).unwrap();
+        let (before, after) = (plain.train.class_counts(), skewed.train.class_counts());
+        for c in 0..10 {
+            let want = ((f[c] * before[c] as f64).round() as usize).max(usize::from(f[c] > 0.0));
+            assert_eq!(after[c], want, "class {c}");
+        }
+        assert_eq!(skewed.test.len(), plain.test.len());
+        let bad = LoadOptions {
+            class_fractions: Some(vec![1.0; 3]),
+            ..Default::default()
+        };
+        let err = Domain::load(DomainId::Optdigits, None, &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("class-fractions") && err.contains("10 classes"),
+            "{err}"
+        );
+    }
 }

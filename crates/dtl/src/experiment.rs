@@ -53,6 +53,13 @@ pub struct RunConfig {
     /// Cap on target training samples (seeded subset), `"all"` for none.
     #[serde(with = "size_cap")]
     pub target_train_size: Option<usize>,
+    /// Share of each source class's training samples to keep (one value per class, seeded): a
+    /// source with a skewed class composition (prior shift, the case instance weighting is for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_class_fractions: Option<Vec<f64>>,
+    /// The same for the target's training split (its test split is never changed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_class_fractions: Option<Vec<f64>>,
     /// Channels of folder domains' images (1: luma, 3: RGB); unset: 3 if the source folder holds
     /// colour images, else 1.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -104,6 +111,8 @@ impl Default for RunConfig {
             placement: "fill".into(),
             source_train_size: None,
             target_train_size: None,
+            source_class_fractions: None,
+            target_class_fractions: None,
             channels: None,
             skip_bad_images: false,
             data_dir: None,
@@ -390,7 +399,11 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
     written.data_dir = Some(data_dir.path().to_path_buf());
     write_file(&out.join("config.toml"), written.to_toml().as_bytes())?;
 
-    let load = |src: &DomainSource, cap: Option<usize>, salt: u64, channels: Option<usize>| {
+    let load = |src: &DomainSource,
+                cap: Option<usize>,
+                salt: u64,
+                channels: Option<usize>,
+                class_fractions: Option<Vec<f64>>| {
         Domain::load_source(
             src,
             Some(&data_dir),
@@ -402,13 +415,23 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
                 channels,
                 skip_bad_images: cfg.skip_bad_images,
                 fit: v.fit,
+                class_fractions,
                 ..Default::default()
             },
         )
         .map_err(Error::from)
     };
-    let source = load(&v.source, cfg.source_train_size, 0, cfg.channels)?;
-    let target = if v.target == v.source && cfg.target_train_size == cfg.source_train_size {
+    let source = load(
+        &v.source,
+        cfg.source_train_size,
+        0,
+        cfg.channels,
+        cfg.source_class_fractions.clone(),
+    )?;
+    let target = if v.target == v.source
+        && cfg.target_train_size == cfg.source_train_size
+        && cfg.target_class_fractions == cfg.source_class_fractions
+    {
         source.clone()
     } else {
         // The target is read at the source's canvas, channels included.
@@ -417,6 +440,7 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
             cfg.target_train_size,
             1,
             Some(source.train.image_shape().0),
+            cfg.target_class_fractions.clone(),
         )?;
         match (&v.source, &v.target) {
             (DomainSource::Builtin(_), DomainSource::Builtin(_)) => target,

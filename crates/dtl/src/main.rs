@@ -125,6 +125,13 @@ struct TrainArgs {
     /// finetune: keep the copied layers frozen.
     #[arg(long)]
     freeze: bool,
+    /// Keep this share of each source class's training samples, comma-separated, one per class
+    /// (e.g. 1,1,1,1,1,0.1,0.1,0.1,0.1,0.1: a prior-shifted source).
+    #[arg(long, value_delimiter = ',', value_name = "F,..")]
+    source_class_fractions: Option<Vec<f64>>,
+    /// The same for the target's training split.
+    #[arg(long, value_delimiter = ',', value_name = "F,..")]
+    target_class_fractions: Option<Vec<f64>>,
     /// iw: instance-weight estimator: ratio (domain classifier), kmm, kliep.
     #[arg(long)]
     estimator: Option<String>,
@@ -349,6 +356,12 @@ fn train(a: TrainArgs) -> Result<()> {
     }
     if a.pretrained.is_some() {
         cfg.pretrained = a.pretrained.clone();
+    }
+    if a.source_class_fractions.is_some() {
+        cfg.source_class_fractions = a.source_class_fractions.clone();
+    }
+    if a.target_class_fractions.is_some() {
+        cfg.target_class_fractions = a.target_class_fractions.clone();
     }
     if a.fit.is_some() {
         cfg.fit = a.fit.clone();

@@ -511,3 +511,35 @@ fn train_from_published_imagenet_weights() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
 }
+
+/// `--source-class-fractions` keeps that share of each source class (here classes 0-4 whole,
+/// 5-9 none): the run trains on exactly those samples and records their number.
+#[test]
+fn source_class_fractions_skew_the_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("skewed");
+    let o = common::small_train(
+        "mnist-small",
+        "optdigits",
+        "1",
+        &out,
+        &["--source-class-fractions", "1,1,1,1,1,0,0,0,0,0"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    let d = dtl::data::Domain::load(
+        dtl::data::DomainId::MnistSmall,
+        None,
+        &dtl::data::LoadOptions {
+            image_size: 16,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let want: usize = d.train.class_counts()[..5].iter().sum();
+    assert_eq!(m["data"]["mnist-small"]["train_size"], want);
+    let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(config.contains("source_class_fractions"), "{config}");
+}

@@ -79,6 +79,10 @@ struct YosinskiArgs {
     /// trained again.
     #[arg(long, conflicts_with = "replot")]
     resume: bool,
+    /// Train nothing: merge these finished sweeps of other seeds (comma-separated directories)
+    /// into --out, with means and std over all their seeds.
+    #[arg(long, value_delimiter = ',', value_name = "DIR,..", conflicts_with_all = ["replot", "resume"])]
+    merge: Option<Vec<PathBuf>>,
 }
 
 #[derive(Args)]
@@ -515,6 +519,12 @@ fn fetch(a: FetchArgs) -> Result<()> {
 
 fn yosinski(a: YosinskiArgs) -> Result<()> {
     use dtl::yosinski::{replot, reproduce_resuming, Split, SweepConfig};
+    if let Some(dirs) = &a.merge {
+        let summary = dtl::yosinski::merge(dirs, &a.out)?;
+        print_sweep(&summary);
+        println!("wrote {}", a.out.display());
+        return Ok(());
+    }
     if a.replot {
         let summary = replot(&a.out)?;
         print_sweep(&summary);

@@ -655,6 +655,89 @@ pub fn parse_runs_csv(text: &str, path: &Path) -> Result<Vec<RunRow>> {
         .collect()
 }
 
+/// Merges finished sweeps of disjoint seeds (run separately, on other machines or in other
+/// sessions) into one in `out`: their rows together in `runs.csv`, a `summary.json` whose means
+/// and standard deviations cover every seed (seconds added up; host and revision of the first,
+/// which the others must share), and the figure. Each directory needs `runs.csv` and
+/// `summary.json`; a seed that appears in two of them is an error.
+pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary> {
+    let mut rows: Vec<RunRow> = Vec::new();
+    let mut summaries: Vec<Summary> = Vec::new();
+    for dir in dirs {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).map_err(|e| Error::Io { path, source: e })
+        };
+        let these = parse_runs_csv(&read("runs.csv")?, &dir.join("runs.csv"))?;
+        if let Some(r) = these
+            .iter()
+            .find(|r| rows.iter().any(|o| o.seed == r.seed && o.split == r.split))
+        {
+            return Err(Error::Config {
+                field: "merge".into(),
+                message: format!(
+                    "seed {} of the {} split is in more than one directory ({})",
+                    r.seed,
+                    r.split,
+                    dir.display()
+                ),
+            });
+        }
+        rows.extend(these);
+        summaries.push(
+            serde_json::from_str(&read("summary.json")?).map_err(|e| Error::Config {
+                field: dir.join("summary.json").display().to_string(),
+                message: e.to_string(),
+            })?,
+        );
+    }
+    let first = summaries.first().ok_or_else(|| Error::Config {
+        field: "merge".into(),
+        message: "no sweep directories given".into(),
+    })?;
+    let mut splits = Vec::new();
+    for split in [Split::Random, Split::Dissimilar] {
+        let of_split: Vec<RunRow> = rows
+            .iter()
+            .filter(|r| r.split == split.as_str())
+            .cloned()
+            .collect();
+        if of_split.is_empty() {
+            continue;
+        }
+        let tasks: Vec<String> = summaries
+            .iter()
+            .flat_map(|s| s.splits.iter().filter(|x| x.split == split.as_str()))
+            .flat_map(|x| x.tasks.clone())
+            .collect();
+        splits.push(summarise(split, tasks, &of_split));
+    }
+    let summary = Summary {
+        dtl_version: first.dtl_version.clone(),
+        git_rev: first.git_rev.clone(),
+        host: first.host.clone(),
+        seconds: summaries.iter().map(|s| s.seconds).sum(),
+        splits,
+    };
+    std::fs::create_dir_all(out).map_err(|e| Error::Io {
+        path: out.to_path_buf(),
+        source: e,
+    })?;
+    let write = |name: &str, bytes: &[u8]| {
+        let path = out.join(name);
+        dtl_core::write_atomic(&path, bytes).map_err(|e| Error::Io { path, source: e })
+    };
+    write("runs.csv", runs_csv(&rows).as_bytes())?;
+    write(
+        "summary.json",
+        serde_json::to_string_pretty(&summary)
+            .expect("summary serialises")
+            .as_bytes(),
+    )?;
+    write_figures(out, &rows, &summary)?;
+    Ok(summary)
+}
+
 /// Redraws `figure.svg` and `figure.png` of a finished sweep in `dir` from its `runs.csv` and
 /// `summary.json` (after a change to the figure's style, without retraining).
 pub fn replot(dir: &Path) -> Result<Summary> {

@@ -180,3 +180,47 @@ fn a_resumed_sweep_equals_the_uninterrupted_one() {
     let err = reproduce_resuming(&other, &part, true).unwrap_err().to_string();
     assert!(err.contains("another config"), "{err}");
 }
+
+/// Sweeps of two seeds run apart merge into one whose statistics cover both: baseB's mean and
+/// sample std are those of the two rows; a seed given twice is refused.
+#[test]
+fn sweeps_of_other_seeds_merge() {
+    use dtl::yosinski::{merge, parse_runs_csv};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut dirs = Vec::new();
+    for seed in [5, 6] {
+        let cfg = SweepConfig {
+            splits: vec![Split::Random],
+            seeds: vec![seed],
+            ns: vec![1],
+            epochs: 1,
+            image_size: 8,
+            b_train_size: Some(200),
+            random_control: false,
+            ..Default::default()
+        };
+        let dir = tmp.path().join(format!("s{seed}"));
+        reproduce(&cfg, &dir).unwrap();
+        dirs.push(dir);
+    }
+    let out = tmp.path().join("merged");
+    let summary = merge(&dirs, &out).unwrap();
+    let path = out.join("runs.csv");
+    let rows = parse_runs_csv(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
+    assert_eq!(rows.len(), 2 * 6);
+    let b: Vec<f64> = rows
+        .iter()
+        .filter(|r| r.setting == "baseB")
+        .map(|r| r.top1)
+        .collect();
+    let mean = (b[0] + b[1]) / 2.0;
+    let std = ((b[0] - mean).powi(2) + (b[1] - mean).powi(2)).sqrt();
+    let s = &summary.splits[0];
+    assert!((s.base_b.mean - mean).abs() < 1e-12 && (s.base_b.std - std).abs() < 1e-12);
+    assert_eq!(s.tasks.len(), 2);
+    assert!(out.join("figure.png").exists());
+    let err = merge(&[dirs[0].clone(), dirs[0].clone()], &tmp.path().join("twice"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("more than one directory"), "{err}");
+}

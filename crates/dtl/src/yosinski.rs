@@ -657,8 +657,8 @@ pub fn parse_runs_csv(text: &str, path: &Path) -> Result<Vec<RunRow>> {
 
 /// Merges finished sweeps of disjoint seeds (run separately, on other machines or in other
 /// sessions) into one in `out`: their rows together in `runs.csv`, a `summary.json` whose means
-/// and standard deviations cover every seed (seconds added up; host and revision of the first,
-/// which the others must share), and the figure. Each directory needs `runs.csv` and
+/// and standard deviations cover every seed (seconds added up, the host of the first, every
+/// distinct revision joined by `+`), and the figure. Each directory needs `runs.csv` and
 /// `summary.json`; a seed that appears in two of them is an error.
 pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary> {
     let mut rows: Vec<RunRow> = Vec::new();
@@ -714,7 +714,15 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary> {
     }
     let summary = Summary {
         dtl_version: first.dtl_version.clone(),
-        git_rev: first.git_rev.clone(),
+        git_rev: {
+            let mut revs: Vec<String> = Vec::new();
+            for r in summaries.iter().filter_map(|s| s.git_rev.clone()) {
+                if !revs.contains(&r) {
+                    revs.push(r);
+                }
+            }
+            (!revs.is_empty()).then(|| revs.join("+"))
+        },
         host: first.host.clone(),
         seconds: summaries.iter().map(|s| s.seconds).sum(),
         splits,

@@ -28,12 +28,15 @@ print("|---|---|---|---|---|---|---|---|---|---|---|")
 for key, runs in groups.items():
     m0 = runs[0][1]
     src, tgt = m0["source"], m0["target"]
-    sizes = f'{m0["data"][src]["train_size"]} / {m0["data"][tgt]["train_size"]}'
+    # One domain on both sides: metrics.json keys its records "<domain> (source)" / "(target)".
+    dsrc, dtgt = (f"{src} (source)", f"{tgt} (target)") if src == tgt else (src, tgt)
+    dsrc, dtgt = (dsrc if dsrc in m0["data"] else src), (dtgt if dtgt in m0["data"] else tgt)
+    sizes = f'{m0["data"][dsrc]["train_size"]} / {m0["data"][dtgt]["train_size"]}'
     s = [r[1]["source_test"]["accuracy"] for r in runs]
     t = [r[1]["target_test"]["accuracy"] for r in runs]
     e = [r[1]["seconds_per_epoch"] for r in runs]
     seeds = ",".join(str(r[1]["seed"]) for r in runs)
-    place = m0["data"][tgt]["placement"]
+    place = m0["data"][dtgt]["placement"]
     gaps = [r[1]["feature_gap"]["mmd2"] for r in runs if "feature_gap" in r[1]]
     gap = ms(gaps) if len(gaps) == len(runs) else ""
     wall = statistics.mean(r[1]["train_seconds"] for r in runs)

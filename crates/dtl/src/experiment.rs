@@ -575,8 +575,14 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
     )?;
 
     let mut data = BTreeMap::new();
-    data.insert(v.source.to_string(), DataRecord::of(&source));
-    data.insert(v.target.to_string(), DataRecord::of(&target));
+    // One domain on both sides (a prior shift made with class fractions) keeps both records.
+    let (source_key, target_key) = if v.source == v.target {
+        (format!("{} (source)", v.source), format!("{} (target)", v.target))
+    } else {
+        (v.source.to_string(), v.target.to_string())
+    };
+    data.insert(source_key, DataRecord::of(&source));
+    data.insert(target_key, DataRecord::of(&target));
     let metrics = Metrics {
         dtl_version: env!("CARGO_PKG_VERSION").into(),
         git_rev: crate::git_rev(),

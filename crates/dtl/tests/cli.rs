@@ -513,7 +513,8 @@ fn train_from_published_imagenet_weights() {
 }
 
 /// `--source-class-fractions` keeps that share of each source class (here classes 0-4 whole,
-/// 5-9 none): the run trains on exactly those samples and records their number.
+/// 5-9 none): the run trains on exactly those samples and records their number; with the same
+/// domain as the balanced target, both records are kept.
 #[test]
 fn source_class_fractions_skew_the_source() {
     let tmp = tempfile::tempdir().unwrap();
@@ -540,6 +541,21 @@ fn source_class_fractions_skew_the_source() {
     .unwrap();
     let want: usize = d.train.class_counts()[..5].iter().sum();
     assert_eq!(m["data"]["mnist-small"]["train_size"], want);
+
+    let same = tmp.path().join("same-domain");
+    let o = common::small_train(
+        "mnist-small",
+        "mnist-small",
+        "1",
+        &same,
+        &["--source-class-fractions", "1,1,1,1,1,0,0,0,0,0"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(same.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(m["data"]["mnist-small (source)"]["train_size"], want);
+    assert_eq!(m["data"]["mnist-small (target)"]["train_size"], d.train.len());
     let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
     assert!(config.contains("source_class_fractions"), "{config}");
 }

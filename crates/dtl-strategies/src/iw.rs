@@ -2,9 +2,12 @@
 //! cross-entropy of each sample is weighted by an estimate of `p_T(x) / p_S(x)` from one of the
 //! estimators of [`crate::weighting`], so that training minimises an estimate of the target risk.
 //!
-//! The weights are estimated before the first epoch, on the images themselves (`pixels`) or on the
-//! model's current features (`features`), and, with `every = k`, again every `k` epochs on the
-//! features as they have become. The loss of a batch is `sum_i w_i l_i / sum_i w_i`.
+//! On the images themselves (`pixels`) the weights are estimated before the first epoch (and,
+//! with `every = k`, again every `k` epochs). On the model's features (`features`) a freshly
+//! initialised network's features say little about the domains, so the first `k` epochs (at least
+//! one) train with equal weights and the weights are estimated before epoch `k + 1`, then every `k`
+//! epochs on the features as they have become. The loss of a batch is
+//! `sum_i w_i l_i / sum_i w_i`.
 
 use candle_core::{DType, Device, Tensor, D};
 use dtl_backbones::Classifier;
@@ -38,7 +41,8 @@ pub struct IwConfig {
     pub estimator: Estimator,
     /// Estimate on pixels or on features.
     pub weights_on: WeightsOn,
-    /// Re-estimate every this many epochs (0: once, before training).
+    /// Re-estimate every this many epochs (0: once). On features, also the number of
+    /// equal-weight epochs before the first estimate (at least 1).
     pub every: usize,
     /// At most this many target training images go into an estimate (a seeded subset).
     pub max_target: usize,
@@ -164,7 +168,13 @@ impl Strategy for Iw {
     }
 
     fn start_epoch(&mut self, epoch: usize, _epochs: usize) -> dtl_core::Result<()> {
-        let due = epoch == 0 || (self.cfg.every > 0 && epoch % self.cfg.every == 0);
+        let due = match self.cfg.weights_on {
+            WeightsOn::Pixels => epoch == 0 || (self.cfg.every > 0 && epoch % self.cfg.every == 0),
+            WeightsOn::Features => {
+                let k = self.cfg.every.max(1);
+                epoch > 0 && epoch % k == 0
+            }
+        };
         if due {
             self.estimate(epoch).map_err(Error::into_core)?;
         }

@@ -40,8 +40,10 @@ fn iw_weights_concentrate_on_the_targets_classes() {
             ..Default::default()
         };
         let mut s = build_with_data(&cfg, model, &optim, 0, &data.train, &target).unwrap();
+        // On features the first estimate comes after one epoch of equal weights.
+        let epochs = if on == WeightsOn::Features { 2 } else { 1 };
         let loop_cfg = LoopConfig {
-            epochs: 1,
+            epochs,
             batch_size: 64,
             seed: 0,
             progress: false,
@@ -67,5 +69,39 @@ fn iw_weights_concentrate_on_the_targets_classes() {
         // Equal class sizes: the true weights are 2 on 0-4 and 0 on 5-9.
         assert!(kept > 3.0 * dropped, "{}: {kept} vs {dropped}", estimator.name());
         assert!(stats.ess < data.train.len() as f64);
+    }
+}
+
+/// On features the first epoch trains with equal weights: after one epoch nothing has been
+/// estimated yet; on pixels the weights exist from the start.
+#[test]
+fn feature_weights_wait_for_one_epoch() {
+    let dev = Device::Cpu;
+    let data = Domain::load(
+        DomainId::Optdigits,
+        None,
+        &LoadOptions {
+            image_size: 16,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let target = data.train.with_classes(&[0, 1, 2, 3, 4]).unwrap();
+    for (on, estimated) in [(WeightsOn::Features, false), (WeightsOn::Pixels, true)] {
+        let cfg = StrategyConfig::Iw(IwConfig {
+            weights_on: on,
+            ..IwConfig::default()
+        });
+        let model = Classifier::new(ModelSpec::lenet_digits(16), 0, &dev).unwrap();
+        let mut s = build_with_data(&cfg, model, &OptimSettings::default(), 0, &data.train, &target).unwrap();
+        let loop_cfg = LoopConfig {
+            epochs: 1,
+            batch_size: 64,
+            seed: 0,
+            progress: false,
+            augment: None,
+        };
+        train(s.as_mut(), &data.train, None, &loop_cfg, &dev).unwrap();
+        assert_eq!(s.weight_stats().is_some(), estimated, "{on:?}");
     }
 }

@@ -10,9 +10,8 @@ use dtl_strategies::iw::{IwConfig, WeightsOn};
 use dtl_strategies::weighting::{Estimator, KliepConfig, KmmConfig};
 use dtl_strategies::{build_with_data, train, LoopConfig, OptimSettings, StrategyConfig};
 
-#[test]
-fn iw_weights_concentrate_on_the_targets_classes() {
-    let dev = Device::Cpu;
+/// Optdigits at 16x16 and, as the target, its training images of classes 0-4.
+fn prior_shift() -> (Domain, dtl_data::Dataset) {
     let data = Domain::load(
         DomainId::Optdigits,
         None,
@@ -23,6 +22,13 @@ fn iw_weights_concentrate_on_the_targets_classes() {
     )
     .unwrap();
     let target = data.train.with_classes(&[0, 1, 2, 3, 4]).unwrap();
+    (data, target)
+}
+
+#[test]
+fn iw_weights_concentrate_on_the_targets_classes() {
+    let dev = Device::Cpu;
+    let (data, target) = prior_shift();
     for (estimator, on) in [
         (Estimator::default(), WeightsOn::Pixels),
         (Estimator::default(), WeightsOn::Features),
@@ -77,16 +83,7 @@ fn iw_weights_concentrate_on_the_targets_classes() {
 #[test]
 fn feature_weights_wait_for_one_epoch() {
     let dev = Device::Cpu;
-    let data = Domain::load(
-        DomainId::Optdigits,
-        None,
-        &LoadOptions {
-            image_size: 16,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let target = data.train.with_classes(&[0, 1, 2, 3, 4]).unwrap();
+    let (data, target) = prior_shift();
     for (on, estimated) in [(WeightsOn::Features, false), (WeightsOn::Pixels, true)] {
         let cfg = StrategyConfig::Iw(IwConfig {
             weights_on: on,

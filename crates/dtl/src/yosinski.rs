@@ -580,15 +580,38 @@ pub fn reproduce_resuming(cfg: &SweepConfig, out: &Path, resume: bool) -> Result
         // Partial results survive an interrupted sweep.
         let _ = dtl_core::write_atomic(&out.join("runs.csv"), runs_csv(&done).as_bytes());
     })?;
-    write("runs.csv", runs_csv(&rows).as_bytes())?;
+    write_results(out, &rows, &summary)?;
+    Ok(summary)
+}
+
+/// Writes `runs.csv`, `summary.json` and the figure of a finished sweep into `out`.
+fn write_results(out: &Path, rows: &[RunRow], summary: &Summary) -> Result<()> {
+    let write = |name: &str, bytes: &[u8]| {
+        let path = out.join(name);
+        dtl_core::write_atomic(&path, bytes).map_err(|e| Error::Io { path, source: e })
+    };
+    write("runs.csv", runs_csv(rows).as_bytes())?;
     write(
         "summary.json",
-        serde_json::to_string_pretty(&summary)
+        serde_json::to_string_pretty(summary)
             .expect("summary serialises")
             .as_bytes(),
     )?;
-    write_figures(out, &rows, &summary)?;
-    Ok(summary)
+    write_figures(out, rows, summary)
+}
+
+/// The `runs.csv` rows and `summary.json` of a finished sweep in `dir`.
+fn read_finished(dir: &Path) -> Result<(Vec<RunRow>, Summary)> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).map_err(|e| Error::Io { path, source: e })
+    };
+    let rows = parse_runs_csv(&read("runs.csv")?, &dir.join("runs.csv"))?;
+    let summary: Summary = serde_json::from_str(&read("summary.json")?).map_err(|e| Error::Config {
+        field: dir.join("summary.json").display().to_string(),
+        message: e.to_string(),
+    })?;
+    Ok((rows, summary))
 }
 
 fn write_figures(out: &Path, rows: &[RunRow], summary: &Summary) -> Result<()> {
@@ -664,11 +687,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary> {
     let mut rows: Vec<RunRow> = Vec::new();
     let mut summaries: Vec<Summary> = Vec::new();
     for dir in dirs {
-        let read = |name: &str| {
-            let path = dir.join(name);
-            std::fs::read_to_string(&path).map_err(|e| Error::Io { path, source: e })
-        };
-        let these = parse_runs_csv(&read("runs.csv")?, &dir.join("runs.csv"))?;
+        let (these, summary) = read_finished(dir)?;
         if let Some(r) = these
             .iter()
             .find(|r| rows.iter().any(|o| o.seed == r.seed && o.split == r.split))
@@ -684,12 +703,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary> {
             });
         }
         rows.extend(these);
-        summaries.push(
-            serde_json::from_str(&read("summary.json")?).map_err(|e| Error::Config {
-                field: dir.join("summary.json").display().to_string(),
-                message: e.to_string(),
-            })?,
-        );
+        summaries.push(summary);
     }
     let first = summaries.first().ok_or_else(|| Error::Config {
         field: "merge".into(),
@@ -731,33 +745,14 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary> {
         path: out.to_path_buf(),
         source: e,
     })?;
-    let write = |name: &str, bytes: &[u8]| {
-        let path = out.join(name);
-        dtl_core::write_atomic(&path, bytes).map_err(|e| Error::Io { path, source: e })
-    };
-    write("runs.csv", runs_csv(&rows).as_bytes())?;
-    write(
-        "summary.json",
-        serde_json::to_string_pretty(&summary)
-            .expect("summary serialises")
-            .as_bytes(),
-    )?;
-    write_figures(out, &rows, &summary)?;
+    write_results(out, &rows, &summary)?;
     Ok(summary)
 }
 
 /// Redraws `figure.svg` and `figure.png` of a finished sweep in `dir` from its `runs.csv` and
 /// `summary.json` (after a change to the figure's style, without retraining).
 pub fn replot(dir: &Path) -> Result<Summary> {
-    let read = |name: &str| {
-        let path = dir.join(name);
-        std::fs::read_to_string(&path).map_err(|e| Error::Io { path, source: e })
-    };
-    let rows = parse_runs_csv(&read("runs.csv")?, &dir.join("runs.csv"))?;
-    let summary: Summary = serde_json::from_str(&read("summary.json")?).map_err(|e| Error::Config {
-        field: dir.join("summary.json").display().to_string(),
-        message: e.to_string(),
-    })?;
+    let (rows, summary) = read_finished(dir)?;
     write_figures(dir, &rows, &summary)?;
     Ok(summary)
 }

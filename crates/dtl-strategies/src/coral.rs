@@ -27,6 +27,9 @@ pub struct CoralConfig {
     pub adapt_width: usize,
     /// The layers aligned (each gets its own CORAL term).
     pub layers: Vec<Tap>,
+    /// Importance-weight the source cross-entropy ([`crate::iw`]); unset: equal weights.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_weights: Option<crate::iw::IwConfig>,
 }
 
 impl Default for CoralConfig {
@@ -37,6 +40,7 @@ impl Default for CoralConfig {
             schedule: Schedule::Ramp,
             adapt_width: 0,
             layers: vec![Tap::Features],
+            instance_weights: None,
         }
     }
 }

@@ -35,6 +35,9 @@ pub struct DanConfig {
     pub weights: Vec<f64>,
     /// The MMD estimator.
     pub estimator: EstimatorChoice,
+    /// Importance-weight the source cross-entropy ([`crate::iw`]); unset: equal weights.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_weights: Option<crate::iw::IwConfig>,
 }
 
 impl Default for DanConfig {
@@ -49,6 +52,7 @@ impl Default for DanConfig {
             multipliers: vec![0.25, 0.5, 1.0, 2.0, 4.0],
             weights: Vec::new(),
             estimator: EstimatorChoice::Biased,
+            instance_weights: None,
         }
     }
 }

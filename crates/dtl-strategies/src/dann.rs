@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::adversarial::{loss_err, Discriminator};
 use crate::discrepancy::adapt_width;
+use crate::iw::{source_loss, IwConfig, SourceWeighter};
 use crate::optim::{Optimizer, ParamGroup};
-use crate::source_only::cross_entropy_with_accuracy;
+use crate::weighting::WeightStats;
 use crate::{Error, OptimSettings, Result, TransferStrategy};
 
 /// Settings of `dann`.
@@ -41,6 +42,9 @@ pub struct DannConfig {
     pub beta: f64,
     /// Width of an adaptation layer before the head (the discriminator then reads it); 0 for none.
     pub adapt_width: usize,
+    /// Importance-weight the source cross-entropy ([`crate::iw`]); unset: equal weights.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_weights: Option<IwConfig>,
 }
 
 impl Default for DannConfig {
@@ -55,6 +59,7 @@ impl Default for DannConfig {
             alpha: 10.0,
             beta: 0.75,
             adapt_width: 0,
+            instance_weights: None,
         }
     }
 }
@@ -117,6 +122,7 @@ impl DannConfig {
             disc,
             opt,
             base_lr: optim.lr,
+            weighter: None,
         })
     }
 }
@@ -128,6 +134,7 @@ pub struct Dann {
     disc: Discriminator,
     opt: Optimizer,
     base_lr: f64,
+    weighter: Option<SourceWeighter>,
 }
 
 impl Dann {
@@ -136,8 +143,20 @@ impl Dann {
         &self.disc
     }
 
+    /// Weights the source cross-entropy by `weighter`'s instance weights; the domain loss stays
+    /// unweighted.
+    pub fn with_instance_weights(mut self, weighter: SourceWeighter) -> Self {
+        self.weighter = Some(weighter);
+        self
+    }
+
+    /// The instance weighter, if the source loss is weighted.
+    pub fn weighter(&self) -> Option<&SourceWeighter> {
+        self.weighter.as_ref()
+    }
+
     fn step(&mut self, batch: &DomainBatch) -> Result<StepStats> {
-        let (xs, ys) = &batch.source;
+        let xs = &batch.source.0;
         let xt = batch.target.as_ref().ok_or_else(|| {
             Error::Core(dtl_core::Error::Msg(
                 "dann needs a target batch at every step".into(),
@@ -151,16 +170,15 @@ impl Dann {
         self.opt.set_lr(lr);
         let taps = self.model.forward_taps(&Tensor::cat(&[xs, xt], 0)?, true)?;
         let logits_s = taps.logits.narrow(0, 0, n)?;
-        let (loss_cls, acc) = cross_entropy_with_accuracy(&logits_s, ys)?;
+        let mut stats = StepStats::new();
+        let (loss_cls, acc) = source_loss(self.weighter.as_ref(), &logits_s, batch, &mut stats)?;
         let reversed = grad_reverse(taps.hidden(), coeff).map_err(loss_err)?;
         let d = self.disc.forward(&reversed)?;
         let (d_s, d_t) = (d.narrow(0, 0, n)?, d.narrow(0, n, m)?);
         let loss_domain = discriminator_loss(&d_s, &d_t).map_err(loss_err)?;
         let disc_acc = discriminator_accuracy(&d_s.detach(), &d_t.detach()).map_err(loss_err)?;
         let loss = (&loss_cls + &loss_domain)?;
-        let mut stats = StepStats::new();
         stats
-            .push("loss_cls", loss_cls.to_scalar::<f32>()? as f64)
             .push("loss_domain", loss_domain.to_scalar::<f32>()? as f64)
             .push("disc_acc", disc_acc)
             .push("grl_coeff", coeff)
@@ -183,6 +201,13 @@ impl Strategy for Dann {
         }
     }
 
+    fn start_epoch(&mut self, epoch: usize, _epochs: usize) -> dtl_core::Result<()> {
+        match &mut self.weighter {
+            Some(w) => w.start_epoch(epoch, &self.model).map_err(Error::into_core),
+            None => Ok(()),
+        }
+    }
+
     fn train_step(&mut self, batch: &DomainBatch) -> dtl_core::Result<StepStats> {
         self.step(batch).map_err(Error::into_core)
     }
@@ -197,5 +222,9 @@ impl Strategy for Dann {
 impl TransferStrategy for Dann {
     fn model(&self) -> &Classifier {
         &self.model
+    }
+
+    fn weight_stats(&self) -> Option<&WeightStats> {
+        self.weighter.as_ref().and_then(|w| w.stats())
     }
 }

@@ -44,6 +44,9 @@ pub struct DdcConfig {
     pub multipliers: Vec<f64>,
     /// The MMD estimator.
     pub estimator: EstimatorChoice,
+    /// Importance-weight the source cross-entropy ([`crate::iw`]); unset: equal weights.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_weights: Option<crate::iw::IwConfig>,
 }
 
 impl Default for DdcConfig {
@@ -57,6 +60,7 @@ impl Default for DdcConfig {
             kernel: KernelChoice::Linear,
             multipliers: vec![0.25, 0.5, 1.0, 2.0, 4.0],
             estimator: EstimatorChoice::Biased,
+            instance_weights: None,
         }
     }
 }

@@ -12,8 +12,9 @@ use dtl_core::{params, DomainBatch, StepStats, Strategy, StrategyNeeds};
 use dtl_losses::{Estimator, MmdKernel};
 use serde::{Deserialize, Serialize};
 
+use crate::iw::{source_loss, SourceWeighter};
 use crate::optim::{Optimizer, ParamGroup};
-use crate::source_only::cross_entropy_with_accuracy;
+use crate::weighting::WeightStats;
 use crate::{Error, OptimSettings, Result, TransferStrategy};
 
 /// Which MMD estimator a strategy uses (see [`dtl_losses::Estimator`]).
@@ -113,7 +114,8 @@ pub(crate) fn adapt_width(width: usize) -> Option<usize> {
     (width > 0).then_some(width)
 }
 
-/// Source cross-entropy plus `lambda` times a distance summed over layers, on one shared network.
+/// Source cross-entropy plus `lambda` times a distance summed over layers, on one shared network;
+/// the cross-entropy optionally importance-weighted ([`Discrepancy::with_instance_weights`]).
 pub struct Discrepancy {
     name: &'static str,
     model: Classifier,
@@ -122,6 +124,7 @@ pub struct Discrepancy {
     schedule: Schedule,
     layers: Vec<Tap>,
     distance: Distance,
+    weighter: Option<SourceWeighter>,
 }
 
 impl Discrepancy {
@@ -163,7 +166,20 @@ impl Discrepancy {
             schedule,
             layers,
             distance,
+            weighter: None,
         })
+    }
+
+    /// Weights the source cross-entropy by `weighter`'s instance weights (estimated before the
+    /// epochs its schedule names), the adaptation loss staying as it is.
+    pub fn with_instance_weights(mut self, weighter: SourceWeighter) -> Self {
+        self.weighter = Some(weighter);
+        self
+    }
+
+    /// The instance weighter, if the source loss is weighted.
+    pub fn weighter(&self) -> Option<&SourceWeighter> {
+        self.weighter.as_ref()
     }
 
     /// The trade-off weight.
@@ -182,7 +198,7 @@ impl Discrepancy {
     }
 
     fn step(&mut self, batch: &DomainBatch) -> Result<StepStats> {
-        let (xs, ys) = &batch.source;
+        let xs = &batch.source.0;
         let xt = batch.target.as_ref().ok_or_else(|| {
             Error::Core(dtl_core::Error::Msg(format!(
                 "{} needs a target batch at every step",
@@ -190,9 +206,8 @@ impl Discrepancy {
             )))
         })?;
         let (source, target) = joint_taps(&self.model, xs, xt, true)?;
-        let (loss_cls, acc) = cross_entropy_with_accuracy(&source.logits, ys)?;
         let mut stats = StepStats::new();
-        stats.push("loss_cls", loss_cls.to_scalar::<f32>()? as f64);
+        let (loss_cls, acc) = source_loss(self.weighter.as_ref(), &source.logits, batch, &mut stats)?;
         let mut total_distance: Option<Tensor> = None;
         for &layer in &self.layers {
             let d = self.distance.between(source.get(layer)?, target.get(layer)?)?;
@@ -236,6 +251,13 @@ impl Strategy for Discrepancy {
         }
     }
 
+    fn start_epoch(&mut self, epoch: usize, _epochs: usize) -> dtl_core::Result<()> {
+        match &mut self.weighter {
+            Some(w) => w.start_epoch(epoch, &self.model).map_err(Error::into_core),
+            None => Ok(()),
+        }
+    }
+
     fn train_step(&mut self, batch: &DomainBatch) -> dtl_core::Result<StepStats> {
         self.step(batch).map_err(Error::into_core)
     }
@@ -250,5 +272,9 @@ impl Strategy for Discrepancy {
 impl TransferStrategy for Discrepancy {
     fn model(&self) -> &Classifier {
         &self.model
+    }
+
+    fn weight_stats(&self) -> Option<&WeightStats> {
+        self.weighter.as_ref().and_then(|w| w.stats())
     }
 }

@@ -8,8 +8,13 @@
 //! one) train with equal weights and the weights are estimated before epoch `k + 1`, then every `k`
 //! epochs on the features as they have become. The loss of a batch is
 //! `sum_i w_i l_i / sum_i w_i`.
+//!
+//! The weighting itself is a [`SourceWeighter`], which the discrepancy strategies (`ddc`, `dan`,
+//! `coral`) and `dann` also take (`instance-weights` in their settings): their source
+//! cross-entropy is then weighted the same way while their adaptation loss pulls the feature
+//! distributions together, the combination of instance weighting and feature transformation.
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Tensor, D};
 use dtl_backbones::Classifier;
 use dtl_core::{params, DomainBatch, StepStats, Strategy};
 use dtl_data::Dataset;
@@ -19,6 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::optim::{Optimizer, ParamGroup};
+use crate::source_only::cross_entropy_with_accuracy;
 use crate::weighting::{Estimator, Samples, WeightStats};
 use crate::{Error, OptimSettings, Result, TransferStrategy};
 
@@ -61,31 +67,25 @@ impl Default for IwConfig {
 }
 
 impl IwConfig {
-    /// The strategy around `model`, with the source training set the trainer will batch (the
-    /// same samples in the same order: weights are looked up by position) and the target
-    /// training set whose images (never labels) the estimator reads.
-    pub fn build(
-        &self,
-        model: Classifier,
-        optim: &OptimSettings,
-        source: &Dataset,
-        target: &Dataset,
-        seed: u64,
-    ) -> Result<Iw> {
+    /// The weighter of `source`, the training set the trainer will batch (the same samples in the
+    /// same order: weights are looked up by position), against `target`, the training set whose
+    /// images (never labels) the estimator reads, at most [`IwConfig::max_target`] of them.
+    pub fn weighter(&self, source: &Dataset, target: &Dataset, seed: u64) -> Result<SourceWeighter> {
         if self.max_target == 0 {
             return Err(Error::Core(dtl_core::Error::config(
                 "max-target",
                 "must be at least 1",
             )));
         }
-        let group = ParamGroup::new(params::trainable(model.varmap()));
-        let opt = Optimizer::new(optim.kind, optim.lr, optim.weight_decay, vec![group])?;
+        if target.is_empty() {
+            return Err(Error::Core(dtl_core::Error::config(
+                "target",
+                "instance weights need target training images, the target training set is empty",
+            )));
+        }
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x1a7e);
         let keep = sample(&mut rng, target.len(), self.max_target.min(target.len())).into_vec();
-        Ok(Iw {
-            device: model.device().clone(),
-            model,
-            opt,
+        Ok(SourceWeighter {
             cfg: self.clone(),
             source: source.clone(),
             target: target.subset(&keep)?,
@@ -94,37 +94,97 @@ impl IwConfig {
             seed,
         })
     }
+
+    /// The strategy around `model`, weighting `source` against `target` (see
+    /// [`IwConfig::weighter`]).
+    pub fn build(
+        &self,
+        model: Classifier,
+        optim: &OptimSettings,
+        source: &Dataset,
+        target: &Dataset,
+        seed: u64,
+    ) -> Result<Iw> {
+        Iw::new(model, optim, self.weighter(source, target, seed)?)
+    }
 }
 
-/// The `iw` strategy.
-pub struct Iw {
-    model: Classifier,
-    opt: Optimizer,
+/// One weight per source training sample, estimated by an [`Estimator`] on pixels or on a
+/// model's features, and re-estimated on the schedule of an [`IwConfig`]. Strategies call
+/// [`SourceWeighter::start_epoch`] before each epoch and weight their source loss with
+/// [`source_loss`].
+#[derive(Debug, Clone)]
+pub struct SourceWeighter {
     cfg: IwConfig,
     source: Dataset,
     target: Dataset,
     weights: Vec<f32>,
     stats: Option<WeightStats>,
     seed: u64,
-    device: Device,
 }
 
-impl Iw {
-    /// The current weight of each source training sample (mean 1).
+impl SourceWeighter {
+    /// The current weight of each source training sample (mean 1; all 1 before the first
+    /// estimate).
     pub fn weights(&self) -> &[f32] {
         &self.weights
     }
 
+    /// The last estimate's summary, once there is one.
+    pub fn stats(&self) -> Option<&WeightStats> {
+        self.stats.as_ref()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &IwConfig {
+        &self.cfg
+    }
+
+    /// Whether the weights are (re-)estimated before 0-based `epoch`.
+    pub fn due(&self, epoch: usize) -> bool {
+        match self.cfg.weights_on {
+            WeightsOn::Pixels => epoch == 0 || (self.cfg.every > 0 && epoch % self.cfg.every == 0),
+            WeightsOn::Features => {
+                let k = self.cfg.every.max(1);
+                epoch > 0 && epoch % k == 0
+            }
+        }
+    }
+
+    /// Estimates the weights before `epoch` if the schedule says so; `model` gives the features.
+    pub fn start_epoch(&mut self, epoch: usize, model: &Classifier) -> Result<()> {
+        if self.due(epoch) {
+            self.estimate(epoch, model)?;
+        }
+        Ok(())
+    }
+
+    /// The weights of the source samples at `indices` (a batch's
+    /// [`DomainBatch::source_indices`]) as a `(B,)` tensor on `device`.
+    pub fn batch_weights(&self, indices: &[usize], device: &candle_core::Device) -> Result<Tensor> {
+        let w: Vec<f32> = indices
+            .iter()
+            .map(|&i| self.weights.get(i).copied())
+            .collect::<Option<_>>()
+            .ok_or_else(|| {
+                Error::Core(dtl_core::Error::Msg(format!(
+                    "instance weights: a batch index lies outside the {} source samples the weights were estimated for",
+                    self.weights.len()
+                )))
+            })?;
+        Ok(Tensor::from_vec(w, indices.len(), device)?)
+    }
+
     /// Rows of `data` as the estimator sees them.
-    fn representation(&self, data: &Dataset) -> Result<Vec<f32>> {
+    fn representation(&self, data: &Dataset, model: &Classifier) -> Result<Vec<f32>> {
         match self.cfg.weights_on {
             WeightsOn::Pixels => Ok((0..data.len()).flat_map(|i| data.image(i).to_vec()).collect()),
             WeightsOn::Features => {
                 let mut out = Vec::new();
                 let idx: Vec<usize> = (0..data.len()).collect();
                 for chunk in idx.chunks(512) {
-                    let (xs, _) = data.batch(chunk, &self.device)?;
-                    let f = self.model.features(&xs, false)?.detach();
+                    let (xs, _) = data.batch(chunk, model.device())?;
+                    let f = model.features(&xs, false)?.detach();
                     out.extend(f.flatten_all()?.to_vec1::<f32>()?);
                 }
                 Ok(out)
@@ -132,11 +192,11 @@ impl Iw {
         }
     }
 
-    fn estimate(&mut self, epoch: usize) -> Result<()> {
+    fn estimate(&mut self, epoch: usize, model: &Classifier) -> Result<()> {
         let started = std::time::Instant::now();
-        let s = self.representation(&self.source)?;
-        let t = self.representation(&self.target)?;
-        let d = s.len() / self.source.len();
+        let s = self.representation(&self.source, model)?;
+        let t = self.representation(&self.target, model)?;
+        let d = s.len() / self.source.len().max(1);
         let w = self.cfg.estimator.estimate(
             Samples::new(&s, self.source.len(), d, "source")?,
             Samples::new(&t, self.target.len(), d, "target")?,
@@ -145,7 +205,7 @@ impl Iw {
         let labels = self.source.labels();
         let stats = WeightStats::of(&w, labels, self.source.num_classes());
         tracing::info!(
-            "iw ({}, on {:?}) before epoch {}: effective sample size {:.0} of {} ({:.1}%), weights {:.3}..{:.3}, {:.1} s",
+            "instance weights ({}, on {:?}) before epoch {}: effective sample size {:.0} of {} ({:.1}%), weights {:.3}..{:.3}, {:.1} s",
             self.cfg.estimator.name(),
             self.cfg.weights_on,
             epoch + 1,
@@ -162,62 +222,101 @@ impl Iw {
     }
 }
 
+/// The importance-weighted cross-entropy `sum_i w_i l_i / sum_i w_i` of `logits` against
+/// `labels` with per-sample weights `w`, the plain mean `l`, and the batch accuracy.
+pub fn weighted_cross_entropy(
+    logits: &Tensor,
+    labels: &Tensor,
+    w: &Tensor,
+) -> candle_core::Result<(Tensor, f64, f64)> {
+    let nll = candle_nn::ops::log_softmax(logits, D::Minus1)?
+        .gather(&labels.unsqueeze(1)?, 1)?
+        .squeeze(1)?
+        .neg()?;
+    let total = w.sum_all()?.to_scalar::<f32>()?.max(1e-12) as f64;
+    let loss = ((&nll * w)?.sum_all()? / total)?;
+    let plain = nll.mean_all()?.to_scalar::<f32>()? as f64;
+    let acc = logits
+        .detach()
+        .argmax(1)?
+        .eq(labels)?
+        .to_dtype(DType::F32)?
+        .mean_all()?
+        .to_scalar::<f32>()? as f64;
+    Ok((loss, plain, acc))
+}
+
+/// The source loss of a batch with `logits` for its source images: the cross-entropy, weighted
+/// by `weighter` when there is one. Logs `loss_cls` (the plain mean) and, when weighted,
+/// `loss_iw` into `stats`; returns the loss to minimise and the batch accuracy.
+pub fn source_loss(
+    weighter: Option<&SourceWeighter>,
+    logits: &Tensor,
+    batch: &DomainBatch,
+    stats: &mut StepStats,
+) -> Result<(Tensor, f64)> {
+    let ys = &batch.source.1;
+    match weighter {
+        None => {
+            let (loss, acc) = cross_entropy_with_accuracy(logits, ys)?;
+            stats.push("loss_cls", loss.to_scalar::<f32>()? as f64);
+            Ok((loss, acc))
+        }
+        Some(weighter) => {
+            let w = weighter.batch_weights(&batch.source_indices, logits.device())?;
+            let (loss, plain, acc) = weighted_cross_entropy(logits, ys, &w)?;
+            stats
+                .push("loss_iw", loss.to_scalar::<f32>()? as f64)
+                .push("loss_cls", plain);
+            Ok((loss, acc))
+        }
+    }
+}
+
+/// The `iw` strategy: the importance-weighted source risk alone.
+pub struct Iw {
+    model: Classifier,
+    opt: Optimizer,
+    weighter: SourceWeighter,
+}
+
+impl Iw {
+    /// Weighted cross-entropy training of every parameter of `model` with `weighter`'s weights.
+    pub fn new(model: Classifier, optim: &OptimSettings, weighter: SourceWeighter) -> Result<Self> {
+        let group = ParamGroup::new(params::trainable(model.varmap()));
+        let opt = Optimizer::new(optim.kind, optim.lr, optim.weight_decay, vec![group])?;
+        Ok(Iw { model, opt, weighter })
+    }
+
+    /// The current weight of each source training sample (mean 1).
+    pub fn weights(&self) -> &[f32] {
+        self.weighter.weights()
+    }
+
+    /// The weighter.
+    pub fn weighter(&self) -> &SourceWeighter {
+        &self.weighter
+    }
+}
+
 impl Strategy for Iw {
     fn name(&self) -> &str {
         "iw"
     }
 
     fn start_epoch(&mut self, epoch: usize, _epochs: usize) -> dtl_core::Result<()> {
-        let due = match self.cfg.weights_on {
-            WeightsOn::Pixels => epoch == 0 || (self.cfg.every > 0 && epoch % self.cfg.every == 0),
-            WeightsOn::Features => {
-                let k = self.cfg.every.max(1);
-                epoch > 0 && epoch % k == 0
-            }
-        };
-        if due {
-            self.estimate(epoch).map_err(Error::into_core)?;
-        }
-        Ok(())
+        self.weighter
+            .start_epoch(epoch, &self.model)
+            .map_err(Error::into_core)
     }
 
     fn train_step(&mut self, batch: &DomainBatch) -> dtl_core::Result<StepStats> {
         let mut step = || -> Result<StepStats> {
-            let (xs, ys) = &batch.source;
-            let w: Vec<f32> = batch
-                .source_indices
-                .iter()
-                .map(|&i| self.weights.get(i).copied())
-                .collect::<Option<_>>()
-                .ok_or_else(|| {
-                    Error::Core(dtl_core::Error::Msg(format!(
-                        "iw: a batch index lies outside the {} source samples the weights were estimated for",
-                        self.weights.len()
-                    )))
-                })?;
-            let w = Tensor::from_vec(w, batch.source_indices.len(), xs.device())?;
-            let logits = self.model.forward(xs, true)?;
-            let nll = candle_nn::ops::log_softmax(&logits, D::Minus1)?
-                .gather(&ys.unsqueeze(1)?, 1)?
-                .squeeze(1)?
-                .neg()?;
-            let total = w.sum_all()?.to_scalar::<f32>()?.max(1e-12) as f64;
-            let loss = ((&nll * &w)?.sum_all()? / total)?;
-            let value = loss.to_scalar::<f32>()? as f64;
-            let plain = nll.mean_all()?.to_scalar::<f32>()? as f64;
-            let acc = logits
-                .detach()
-                .argmax(1)?
-                .eq(ys)?
-                .to_dtype(DType::F32)?
-                .mean_all()?
-                .to_scalar::<f32>()? as f64;
-            self.opt.backward_step(&loss)?;
+            let logits = self.model.forward(&batch.source.0, true)?;
             let mut stats = StepStats::new();
-            stats
-                .push("loss_iw", value)
-                .push("loss_cls", plain)
-                .push("acc_source", acc);
+            let (loss, acc) = source_loss(Some(&self.weighter), &logits, batch, &mut stats)?;
+            self.opt.backward_step(&loss)?;
+            stats.push("acc_source", acc);
             Ok(stats)
         };
         step().map_err(Error::into_core)
@@ -236,6 +335,48 @@ impl TransferStrategy for Iw {
     }
 
     fn weight_stats(&self) -> Option<&WeightStats> {
-        self.stats.as_ref()
+        self.weighter.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The weighted loss against its closed form, computed from the logits by hand.
+    #[test]
+    fn weighted_cross_entropy_matches_the_closed_form() {
+        let dev = Device::Cpu;
+        let logits = [
+            [2.0f32, -1.0, 0.5],
+            [0.0, 0.0, 3.0],
+            [-2.0, 1.0, 1.5],
+            [0.3, 0.2, 0.1],
+        ];
+        let labels = [0u32, 1, 2, 0];
+        let w = [0.5f32, 2.0, 1.0, 0.0];
+        let nll: Vec<f64> = logits
+            .iter()
+            .zip(labels)
+            .map(|(row, y)| {
+                let lse = row.iter().map(|&v| (v as f64).exp()).sum::<f64>().ln();
+                lse - row[y as usize] as f64
+            })
+            .collect();
+        let want = nll.iter().zip(w).map(|(l, w)| l * w as f64).sum::<f64>() / 3.5;
+        let want_plain = nll.iter().sum::<f64>() / 4.0;
+        let t = Tensor::new(&logits, &dev).unwrap();
+        let (loss, plain, acc) = weighted_cross_entropy(
+            &t,
+            &Tensor::new(&labels, &dev).unwrap(),
+            &Tensor::new(&w, &dev).unwrap(),
+        )
+        .unwrap();
+        let got = loss.to_scalar::<f32>().unwrap() as f64;
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        assert!((plain - want_plain).abs() < 1e-5, "{plain} vs {want_plain}");
+        // Rows 0, 2 and 3 are predicted right; row 1 (label 1, argmax 2) is not.
+        assert_eq!(acc, 0.75);
     }
 }

@@ -189,11 +189,12 @@ pub struct StrategyOverrides {
     pub freeze: bool,
     /// Learning-rate multiplier of the copied layers (finetune).
     pub transferred_lr_mult: Option<f64>,
-    /// Instance-weight estimator by name: ratio, kmm, kliep (iw).
+    /// Instance-weight estimator by name: ratio, kmm, kliep (iw; on ddc, dan, coral and dann it
+    /// switches on weighting of the source loss, as the next two do).
     pub weight_estimator: Option<String>,
-    /// What the weights are estimated on (iw).
+    /// What the weights are estimated on (iw, ddc, dan, coral, dann).
     pub weights_on: Option<iw::WeightsOn>,
-    /// Re-estimate the weights every this many epochs (iw).
+    /// Re-estimate the weights every this many epochs (iw, ddc, dan, coral, dann).
     pub reweight_every: Option<usize>,
 }
 
@@ -243,6 +244,35 @@ impl StrategyConfig {
                 ),
             ))),
         }
+    }
+
+    /// The instance weights of the source loss: `iw`'s settings, or those a discrepancy strategy
+    /// or `dann` was given (`instance-weights`); `None` when the source loss is not weighted.
+    pub fn instance_weights(&self) -> Option<&iw::IwConfig> {
+        match self {
+            StrategyConfig::Iw(c) => Some(c),
+            StrategyConfig::Ddc(c) => c.instance_weights.as_ref(),
+            StrategyConfig::Dan(c) => c.instance_weights.as_ref(),
+            StrategyConfig::Coral(c) => c.instance_weights.as_ref(),
+            StrategyConfig::Dann(c) => c.instance_weights.as_ref(),
+            StrategyConfig::SourceOnly | StrategyConfig::Adda(_) | StrategyConfig::Finetune(_) => None,
+        }
+    }
+
+    /// The instance-weight settings to edit, switched on with the defaults if they were off;
+    /// `None` for strategies whose source loss cannot be weighted.
+    fn instance_weights_mut(&mut self) -> Option<&mut iw::IwConfig> {
+        let slot = match self {
+            StrategyConfig::Iw(c) => return Some(c),
+            StrategyConfig::Ddc(c) => &mut c.instance_weights,
+            StrategyConfig::Dan(c) => &mut c.instance_weights,
+            StrategyConfig::Coral(c) => &mut c.instance_weights,
+            StrategyConfig::Dann(c) => &mut c.instance_weights,
+            StrategyConfig::SourceOnly | StrategyConfig::Adda(_) | StrategyConfig::Finetune(_) => {
+                return None
+            }
+        };
+        Some(slot.get_or_insert_with(iw::IwConfig::default))
     }
 
     /// The width of the adaptation layer the strategy's model needs, if any.
@@ -351,22 +381,29 @@ impl StrategyConfig {
                 _ => return unsupported("shared-layers"),
             }
         }
-        if let Some(v) = &o.weight_estimator {
-            match self {
-                S::Iw(c) => c.estimator = weighting::Estimator::from_name(v)?,
-                _ => return unsupported("estimator"),
+        let weights_asked =
+            o.weight_estimator.is_some() || o.weights_on.is_some() || o.reweight_every.is_some();
+        if weights_asked {
+            let field = if o.weight_estimator.is_some() {
+                "estimator"
+            } else if o.weights_on.is_some() {
+                "weights-on"
+            } else {
+                "reweight-every"
+            };
+            // iw's own settings, or the instance weights another strategy's source loss takes
+            // (switched on by any of these flags).
+            let Some(c) = self.instance_weights_mut() else {
+                return unsupported(field);
+            };
+            if let Some(v) = &o.weight_estimator {
+                c.estimator = weighting::Estimator::from_name(v)?;
             }
-        }
-        if let Some(v) = o.weights_on {
-            match self {
-                S::Iw(c) => c.weights_on = v,
-                _ => return unsupported("weights-on"),
+            if let Some(v) = o.weights_on {
+                c.weights_on = v;
             }
-        }
-        if let Some(v) = o.reweight_every {
-            match self {
-                S::Iw(c) => c.every = v,
-                _ => return unsupported("reweight-every"),
+            if let Some(v) = o.reweight_every {
+                c.every = v;
             }
         }
         Ok(())
@@ -376,12 +413,44 @@ impl StrategyConfig {
 /// Builds the strategy `cfg` around `model`; `seed` initialises whatever networks the strategy adds
 /// (a discriminator). A strategy with an adaptation layer needs the model to have exactly the one
 /// [`StrategyConfig::adapt_width`] asks for; `source-only`, `adda` and `finetune` train any model.
+/// Strategies with instance weights (`iw`, or `instance-weights` set) need the training data:
+/// [`build_with_data`].
 pub fn build(
     cfg: &StrategyConfig,
     model: Classifier,
     optim: &OptimSettings,
     seed: u64,
 ) -> Result<Box<dyn TransferStrategy>> {
+    if cfg.instance_weights().is_some() {
+        return Err(Error::Core(dtl_core::Error::config(
+            "instance-weights",
+            format!(
+                "{} estimates instance weights from the training data: build it with build_with_data",
+                cfg.name()
+            ),
+        )));
+    }
+    check_adapt_width(cfg, &model)?;
+    Ok(match cfg {
+        StrategyConfig::SourceOnly => Box::new(SourceOnly::new(model, optim)?),
+        StrategyConfig::Ddc(c) => Box::new(c.build(model, optim)?),
+        StrategyConfig::Dan(c) => Box::new(c.build(model, optim)?),
+        StrategyConfig::Coral(c) => Box::new(c.build(model, optim)?),
+        StrategyConfig::Dann(c) => Box::new(c.build(model, optim, seed)?),
+        StrategyConfig::Adda(c) => Box::new(c.build(model, optim, seed)?),
+        StrategyConfig::Finetune(c) => Box::new(c.build(model, optim)?),
+        // iw always has instance weights: refused above.
+        StrategyConfig::Iw(_) => {
+            return Err(Error::Core(dtl_core::Error::config(
+                "strategy",
+                "iw needs the training data: build it with build_with_data",
+            )))
+        }
+    })
+}
+
+/// The model's adaptation layer against the one the strategy needs.
+fn check_adapt_width(cfg: &StrategyConfig, model: &Classifier) -> Result<()> {
     let any_model = matches!(
         cfg,
         StrategyConfig::SourceOnly
@@ -400,25 +469,12 @@ pub fn build(
             ),
         )));
     }
-    Ok(match cfg {
-        StrategyConfig::SourceOnly => Box::new(SourceOnly::new(model, optim)?),
-        StrategyConfig::Ddc(c) => Box::new(c.build(model, optim)?),
-        StrategyConfig::Dan(c) => Box::new(c.build(model, optim)?),
-        StrategyConfig::Coral(c) => Box::new(c.build(model, optim)?),
-        StrategyConfig::Dann(c) => Box::new(c.build(model, optim, seed)?),
-        StrategyConfig::Adda(c) => Box::new(c.build(model, optim, seed)?),
-        StrategyConfig::Finetune(c) => Box::new(c.build(model, optim)?),
-        StrategyConfig::Iw(_) => {
-            return Err(Error::Core(dtl_core::Error::config(
-                "strategy",
-                "iw estimates weights from the training data: build it with build_with_data",
-            )))
-        }
-    })
+    Ok(())
 }
 
-/// [`build`] for every strategy, `iw` included, which reads the source training set the trainer
-/// will batch and the target training set (images only) to estimate its weights.
+/// [`build`] for every strategy, including those with instance weights (`iw`, or a discrepancy
+/// strategy or `dann` with `instance-weights`), which read the source training set the trainer
+/// will batch and the target training set (images only) to estimate the weights.
 pub fn build_with_data(
     cfg: &StrategyConfig,
     model: Classifier,
@@ -427,8 +483,20 @@ pub fn build_with_data(
     source: &dtl_data::Dataset,
     target: &dtl_data::Dataset,
 ) -> Result<Box<dyn TransferStrategy>> {
-    match cfg {
-        StrategyConfig::Iw(c) => Ok(Box::new(c.build(model, optim, source, target, seed)?)),
-        other => build(other, model, optim, seed),
-    }
+    let Some(w) = cfg.instance_weights() else {
+        return build(cfg, model, optim, seed);
+    };
+    check_adapt_width(cfg, &model)?;
+    let weighter = w.weighter(source, target, seed)?;
+    Ok(match cfg {
+        StrategyConfig::Iw(_) => Box::new(iw::Iw::new(model, optim, weighter)?),
+        StrategyConfig::Ddc(c) => Box::new(c.build(model, optim)?.with_instance_weights(weighter)),
+        StrategyConfig::Dan(c) => Box::new(c.build(model, optim)?.with_instance_weights(weighter)),
+        StrategyConfig::Coral(c) => Box::new(c.build(model, optim)?.with_instance_weights(weighter)),
+        StrategyConfig::Dann(c) => Box::new(c.build(model, optim, seed)?.with_instance_weights(weighter)),
+        // instance_weights() is None for these: built above.
+        StrategyConfig::SourceOnly | StrategyConfig::Adda(_) | StrategyConfig::Finetune(_) => {
+            return build(cfg, model, optim, seed)
+        }
+    })
 }

@@ -102,3 +102,63 @@ fn feature_weights_wait_for_one_epoch() {
         assert_eq!(s.weight_stats().is_some(), estimated, "{on:?}");
     }
 }
+
+/// Instance weights combine with the adaptation losses: `ddc` and `dann` with `instance-weights`
+/// on the same prior shift weight their source loss (logged as `loss_iw` next to their own
+/// losses), and the weights concentrate on the target's classes as `iw`'s do.
+#[test]
+fn adaptation_strategies_take_instance_weights() {
+    use dtl_strategies::{DannConfig, DdcConfig};
+    let dev = Device::Cpu;
+    let (data, target) = prior_shift();
+    let weights = Some(IwConfig::default());
+    for (cfg, own_loss) in [
+        (
+            StrategyConfig::Ddc(DdcConfig {
+                instance_weights: weights.clone(),
+                ..DdcConfig::default()
+            }),
+            "mmd2_adapt",
+        ),
+        (
+            StrategyConfig::Dann(DannConfig {
+                instance_weights: weights.clone(),
+                ..DannConfig::default()
+            }),
+            "loss_domain",
+        ),
+    ] {
+        let spec = ModelSpec::lenet_digits(16).with_adapt_width(cfg.adapt_width());
+        let model = Classifier::new(spec.clone(), 0, &dev).unwrap();
+        // Without the data the weights cannot be estimated: a clear error, not a silent
+        // unweighted run.
+        let other = Classifier::new(spec, 0, &dev).unwrap();
+        let err = dtl_strategies::build(&cfg, other, &OptimSettings::default(), 0)
+            .err()
+            .expect("build refuses instance weights without data")
+            .to_string();
+        assert!(err.contains("instance-weights"), "{err}");
+        let mut s = build_with_data(&cfg, model, &OptimSettings::default(), 0, &data.train, &target).unwrap();
+        let loop_cfg = LoopConfig {
+            epochs: 1,
+            batch_size: 64,
+            seed: 0,
+            progress: false,
+            augment: None,
+        };
+        let report = train(s.as_mut(), &data.train, Some(&target), &loop_cfg, &dev).unwrap();
+        let means = &report.epochs[0].means;
+        assert!(means.contains_key("loss_iw"), "{}: {means:?}", cfg.name());
+        assert!(means.contains_key(own_loss), "{}: {means:?}", cfg.name());
+        let stats = s.weight_stats().expect("the weights are reported").clone();
+        let mean = |classes: std::ops::Range<usize>| {
+            let (mut w, mut n) = (0.0, 0);
+            for c in &stats.per_class[classes] {
+                w += c.mean * c.n as f64;
+                n += c.n;
+            }
+            w / n as f64
+        };
+        assert!(mean(0..5) > 3.0 * mean(5..10), "{}", cfg.name());
+    }
+}

@@ -136,13 +136,14 @@ struct TrainArgs {
     /// The same for the target's training split.
     #[arg(long, value_delimiter = ',', value_name = "F,..")]
     target_class_fractions: Option<Vec<f64>>,
-    /// iw: instance-weight estimator: ratio (domain classifier), kmm, kliep.
+    /// iw: instance-weight estimator: ratio (domain classifier), kmm, kliep. With ddc, dan, coral
+    /// or dann (as with the next two flags): weight their source loss too.
     #[arg(long)]
     estimator: Option<String>,
-    /// iw: estimate the weights on pixels or on the model's features.
+    /// iw (and ddc, dan, coral, dann): estimate the weights on pixels or on the model's features.
     #[arg(long)]
     weights_on: Option<String>,
-    /// iw: re-estimate the weights every K epochs (on features).
+    /// iw (and ddc, dan, coral, dann): re-estimate the weights every K epochs (on features).
     #[arg(long, value_name = "K")]
     reweight_every: Option<usize>,
     /// finetune: learning-rate multiplier of the copied layers.

@@ -559,3 +559,49 @@ fn source_class_fractions_skew_the_source() {
     let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
     assert!(config.contains("source_class_fractions"), "{config}");
 }
+
+#[test]
+fn instance_weights_from_flags_for_iw_and_the_adaptation_strategies() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (strategy, own_loss) in [("iw", None), ("dann", Some("loss_domain"))] {
+        let out = tmp.path().join(strategy);
+        let o = quick_train(&out, &["--strategy", strategy, "--estimator", "kliep"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let written = std::fs::read_to_string(out.join("config.toml")).unwrap();
+        let cfg: toml::Table = toml::from_str(&written).unwrap();
+        let s = cfg["strategy"].as_table().unwrap();
+        // iw's settings are the strategy's own; dann keeps them under instance-weights.
+        let w = if strategy == "iw" {
+            s
+        } else {
+            s["instance-weights"].as_table().unwrap()
+        };
+        assert_eq!(w["estimator"]["kind"].as_str(), Some("kliep"), "{written}");
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+        let weights = &m["source_weights"];
+        assert_eq!(weights["per_class"].as_array().unwrap().len(), 10, "{m}");
+        let ess = weights["ess"].as_f64().unwrap();
+        assert!(ess > 0.0 && ess <= 512.0 + 1e-6, "{ess}");
+        let logged = m["history"][0]["means"].as_object().unwrap();
+        assert!(logged.contains_key("loss_iw"), "{logged:?}");
+        if let Some(key) = own_loss {
+            assert!(logged.contains_key(key), "{logged:?}");
+        }
+        // The written config runs again as it is.
+        let again = tmp.path().join(format!("{strategy}-again"));
+        let o = quick_train(&again, &["--config", out.join("config.toml").to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let rewritten: toml::Table =
+            toml::from_str(&std::fs::read_to_string(again.join("config.toml")).unwrap()).unwrap();
+        assert_eq!(rewritten["strategy"], cfg["strategy"]);
+    }
+    // Strategies whose source loss cannot be weighted name the flag.
+    let o = quick_train(&tmp.path().join("bad"), &["--weights-on", "features"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("weights-on") && stderr(&o).contains("source-only"),
+        "{}",
+        stderr(&o)
+    );
+}

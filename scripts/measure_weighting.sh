@@ -4,8 +4,10 @@
 #   0-4 and a tenth of 5-9, a balanced target (5,000 unlabelled training images; the balanced
 #   MNIST test split scores it);
 # - MNIST -> USPS on ADDA's protocol sizes (2,000 / 1,800 training images).
-# Each of ratio, kliep and kmm weights the source on pixels. Finished runs are skipped, so an
-# interrupted measurement continues. Then `scripts/summarize_runs.py OUT_ROOT`.
+# Each of ratio, kliep and kmm weights the source on pixels. Then, on the prior shift, the
+# feature-alignment strategies dann and ddc alone and with KMM weights on their source loss.
+# Finished runs are skipped, so an interrupted measurement continues. Then
+# `scripts/summarize_runs.py OUT_ROOT`.
 # Usage: scripts/measure_weighting.sh DTL_BINARY DATA_DIR OUT_ROOT
 set -euo pipefail
 dtl=$1 data=$2 out=$3
@@ -21,5 +23,11 @@ for s in 0 1 2; do
     for e in ratio kliep kmm; do
       run $task-iw-$e-s$s --strategy iw --estimator $e "${args[@]}" --seed $s
     done
+  done
+done
+for s in 0 1 2; do
+  for st in dann ddc; do
+    run prior-$st-s$s --strategy $st "${prior[@]}" --seed $s
+    run prior-$st-kmm-s$s --strategy $st --estimator kmm "${prior[@]}" --seed $s
   done
 done

@@ -27,52 +27,52 @@ impl Pool {
         Ok((padded - self.k) / self.stride + 1)
     }
 
-    /// Index (within the plane) of the first maximum of output cell `(oy, ox)`.
+    /// The rows and columns of output cell `(oy, ox)`'s window that lie inside an `h x w` plane.
+    #[inline]
+    fn window(
+        &self,
+        h: usize,
+        w: usize,
+        oy: usize,
+        ox: usize,
+    ) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let clip = |o: usize, n: usize| {
+            let start = o * self.stride;
+            let lo = start.saturating_sub(self.pad).min(n);
+            let hi = (start + self.k).saturating_sub(self.pad).min(n);
+            lo..hi.max(lo)
+        };
+        (clip(oy, h), clip(ox, w))
+    }
+
+    /// Index (within the plane) of the first maximum of output cell `(oy, ox)` and its value; the
+    /// first NaN if the window holds one (NaN propagates as in PyTorch). Padding never wins.
     #[inline]
     fn argmax(&self, plane: &[f32], h: usize, w: usize, oy: usize, ox: usize) -> (usize, f32) {
-        if self.pad == 0 {
-            // Every window lies inside the plane: no bounds to test.
-            let base = oy * self.stride * w + ox * self.stride;
-            let (mut at, mut best) = (base, plane[base]);
-            for dy in 0..self.k {
-                let row = &plane[base + dy * w..base + dy * w + self.k];
-                for (dx, &v) in row.iter().enumerate() {
-                    if v > best || (v.is_nan() && !best.is_nan()) {
-                        best = v;
-                        at = base + dy * w + dx;
-                    }
-                }
-            }
-            return (at, best);
-        }
-        let y0 = (oy * self.stride) as isize - self.pad as isize;
-        let x0 = (ox * self.stride) as isize - self.pad as isize;
+        let (rows, cols) = self.window(h, w, oy, ox);
         let mut best = f32::NEG_INFINITY;
         let mut at = usize::MAX;
-        for dy in 0..self.k as isize {
-            let y = y0 + dy;
-            if y < 0 || y >= h as isize {
-                continue;
-            }
-            for dx in 0..self.k as isize {
-                let x = x0 + dx;
-                if x < 0 || x >= w as isize {
-                    continue;
-                }
-                let i = y as usize * w + x as usize;
-                let v = plane[i];
-                // `>` keeps the first maximum; NaN propagates as PyTorch does.
-                if v > best || at == usize::MAX || v.is_nan() {
+        for y in rows {
+            let base = y * w + cols.start;
+            for (dx, &v) in plane[base..base + cols.len()].iter().enumerate() {
+                if v > best || at == usize::MAX {
                     best = v;
-                    at = i;
+                    at = base + dx;
                     if v.is_nan() {
-                        return (at, best);
+                        return (at, v);
                     }
+                } else if v.is_nan() {
+                    return (base + dx, v);
                 }
             }
         }
         (at, best)
     }
+}
+
+/// Planes per parallel task: enough output cells that a task is worth scheduling.
+fn planes_per_task(cells_per_plane: usize) -> usize {
+    (4096 / cells_per_plane.max(1)).max(1)
 }
 
 impl CustomOp1 for Pool {
@@ -87,6 +87,7 @@ impl CustomOp1 for Pool {
         let mut out = vec![0f32; b * c * oh * ow];
         out.par_chunks_mut(oh * ow)
             .zip(x.par_chunks(h * w))
+            .with_min_len(planes_per_task(oh * ow))
             .for_each(|(o, plane)| {
                 for oy in 0..oh {
                     for ox in 0..ow {
@@ -134,6 +135,7 @@ impl CustomOp2 for PoolBackward {
         let mut out = vec![0f32; b * c * h * w];
         out.par_chunks_mut(h * w)
             .zip(x.par_chunks(h * w).zip(g.par_chunks(oh * ow)))
+            .with_min_len(planes_per_task(oh * ow))
             .for_each(|(o, (plane, gp))| {
                 for oy in 0..oh {
                     for ox in 0..ow {
@@ -234,6 +236,39 @@ mod tests {
                 }
             }
             assert_eq!(g, expect_g, "case {h}x{w} k{k} s{s} p{p}");
+        }
+        Ok(())
+    }
+
+    /// A NaN in a window is the window's value and takes its gradient (PyTorch's `max_pool2d`
+    /// propagates NaN and routes the gradient to it), with and without padding.
+    #[test]
+    fn nan_wins_its_window() -> Result<()> {
+        for p in [0, 1] {
+            let x = [1.0f32, f32::NAN, 3.0, 2.0];
+            let var = Var::from_vec(x.to_vec(), (1, 1, 2, 2), &Device::Cpu)?;
+            let y = max_pool2d(var.as_tensor(), 2, 2, p)?;
+            let yv = y.flatten_all()?.to_vec1::<f32>()?;
+            // Without padding one window holds all four cells; with padding 1, four windows hold
+            // one cell each.
+            let nan_at = if p == 0 { 0 } else { 1 };
+            assert!(yv[nan_at].is_nan(), "padding {p}: {yv:?}");
+            if p == 1 {
+                assert_eq!([yv[0], yv[2], yv[3]], [1.0, 3.0, 2.0]);
+            }
+            let g = y.sum_all()?.backward()?;
+            let gv = g.get(&var).unwrap().flatten_all()?.to_vec1::<f32>()?;
+            let want = if p == 0 {
+                vec![0.0, 1.0, 0.0, 0.0]
+            } else {
+                vec![1.0, 1.0, 1.0, 1.0]
+            };
+            assert_eq!(
+                gv.iter()
+                    .map(|v| if v.is_nan() { -1.0 } else { *v })
+                    .collect::<Vec<_>>(),
+                want
+            );
         }
         Ok(())
     }

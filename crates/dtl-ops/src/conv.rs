@@ -390,9 +390,22 @@ fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
     }
 }
 
-/// Images per parallel job. Fixed (not derived from the thread count) so that the weight-gradient
-/// sums are added in the same order on every run and every machine.
+/// Images per parallel job, at least. Job sizes are functions of the shape, not of the thread
+/// count, so that the weight-gradient sums are added in the same order on every run and machine.
 const IMAGES_PER_JOB: usize = 8;
+
+/// Images per parallel job, at most: each job of the backward pass zeroes, fills and finally adds
+/// its own `(O, C k k)` weight-gradient copy, which for late layers with few output pixels costs
+/// as much as the job's GEMMs unless the job holds more images.
+const MAX_IMAGES_PER_JOB: usize = 16;
+
+/// Images per job for `l` output pixels per image: enough that a job multiplies at least
+/// [`MIN_GEMM_COLUMNS`] columns, within [`IMAGES_PER_JOB`]..=[`MAX_IMAGES_PER_JOB`].
+fn images_per_job(l: usize) -> usize {
+    MIN_GEMM_COLUMNS
+        .div_ceil(l.max(1))
+        .clamp(IMAGES_PER_JOB, MAX_IMAGES_PER_JOB)
+}
 
 /// GEMM columns worth gathering: below this many output pixels per image, the images of a job are
 /// put side by side into one `(C k k, G L)` matrix and multiplied at once, because a GEMM with a
@@ -402,7 +415,7 @@ const MIN_GEMM_COLUMNS: usize = 256;
 /// Images per GEMM for `l` output pixels per image: a function of the shape only, so results do not
 /// depend on the machine.
 fn group_size(l: usize) -> usize {
-    MIN_GEMM_COLUMNS.div_ceil(l.max(1)).clamp(1, IMAGES_PER_JOB)
+    MIN_GEMM_COLUMNS.div_ceil(l.max(1)).clamp(1, images_per_job(l))
 }
 
 fn forward(g: Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, b: usize) -> Vec<f32> {
@@ -456,7 +469,7 @@ fn forward(g: Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, b: usize) ->
 
 /// Gradients `(dx, dw, db)` of the convolution for output gradient `dy`; `dx` only if asked.
 ///
-/// Jobs of [`IMAGES_PER_JOB`] images run in parallel, each accumulating its own weight and bias
+/// Jobs of [`images_per_job`] images run in parallel, each accumulating its own weight and bias
 /// gradients over GEMMs of [`group_size`] images; the partial sums are then added in job order, so
 /// the result is deterministic.
 fn backward(
@@ -470,7 +483,8 @@ fn backward(
     let (ckk, l, o) = (g.ckk(), g.l(), g.o);
     let chw = g.c * g.h * g.w;
     let gs = group_size(l);
-    let jobs = b.div_ceil(IMAGES_PER_JOB);
+    let per_job = images_per_job(l);
+    let jobs = b.div_ceil(per_job);
     let gather = g.gather();
     let cells = gather.as_ref().map_or(0, |t| t.cells);
     let mut dx = if want_dx { vec![0f32; b * chw] } else { Vec::new() };
@@ -485,8 +499,8 @@ fn backward(
         let mut cols = vec![0f32; ckk * gs * l];
         let mut dyg = vec![0f32; if gs > 1 { o * gs * l } else { 0 }];
         let mut dcols = vec![0f32; if dxc.is_some() { ckk * gs * l } else { 0 }];
-        let first = j * IMAGES_PER_JOB;
-        let last = ((j + 1) * IMAGES_PER_JOB).min(b);
+        let first = j * per_job;
+        let last = ((j + 1) * per_job).min(b);
         for i0 in (first..last).step_by(gs) {
             let n = gs.min(last - i0);
             let gl = n * l;
@@ -529,7 +543,7 @@ fn backward(
         (dw, db)
     };
     let partials: Vec<(Vec<f32>, Vec<f32>)> = if want_dx {
-        dx.par_chunks_mut(IMAGES_PER_JOB * chw)
+        dx.par_chunks_mut(per_job * chw)
             .enumerate()
             .map(|(j, c)| job(j, Some(c)))
             .collect()
@@ -758,10 +772,12 @@ mod tests {
             (2, 4, 6, 6, 3, 1, 2, 0),
             (1, 2, 7, 7, 3, 3, 2, 1),
             (1, 3, 11, 10, 2, 7, 2, 3),
-            // Grouped GEMMs: 16 pixels (8 images per GEMM, jobs of 8, 8, 3), 1 pixel, 100 pixels
-            // (groups of 3, 3, 2 and 2 in two jobs), and 324 pixels (one image per GEMM).
+            // Grouped GEMMs: 16 pixels (jobs and GEMMs of 16 and 3 images), 1 pixel (one job of
+            // 11; jobs of 16, 16 and 3), 100 pixels (groups of 3, 3, 2 and 2 in jobs of 8 and 2),
+            // and 324 pixels (one image per GEMM).
             (19, 2, 4, 4, 5, 3, 1, 1),
             (11, 1, 3, 3, 2, 3, 1, 0),
+            (35, 2, 3, 3, 4, 3, 1, 0),
             (10, 2, 10, 10, 3, 3, 1, 1),
             (2, 1, 18, 18, 2, 3, 1, 1),
             // Outputs of 32 and more columns take the row-wise im2col, narrower ones the table.

@@ -25,8 +25,16 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
-    /// Builds the measures from true and predicted labels over `k` classes.
+    /// Builds the measures from true and predicted labels over `k` classes (more if a label or a
+    /// prediction names a higher class).
     pub fn from_predictions(truth: &[u32], predicted: &[u32], k: usize) -> Self {
+        let k = truth
+            .iter()
+            .chain(predicted)
+            .map(|&c| c as usize + 1)
+            .max()
+            .unwrap_or(0)
+            .max(k);
         let mut confusion = vec![vec![0u64; k]; k];
         for (&t, &p) in truth.iter().zip(predicted) {
             confusion[t as usize][p as usize] += 1;
@@ -64,6 +72,16 @@ where
     for chunk in indices.chunks(batch_size.max(1)) {
         let (xs, _) = data.batch(chunk, device)?;
         let logits = predict(&xs)?.detach();
+        if logits.dim(1)? != data.num_classes() {
+            return Err(Error::Core(dtl_core::Error::config(
+                "classes",
+                format!(
+                    "the model predicts {} classes, the data set has {}",
+                    logits.dim(1)?,
+                    data.num_classes()
+                ),
+            )));
+        }
         predicted.extend(logits.argmax(1)?.to_vec1::<u32>()?);
     }
     Ok(Evaluation::from_predictions(
@@ -143,6 +161,13 @@ mod tests {
         assert_eq!(e.confusion[0], vec![2, 1, 0, 0]);
         assert_eq!(e.confusion[1], vec![1, 1, 0, 0]);
         assert_eq!(e.n, 6);
+        // A prediction beyond `k` widens the matrix instead of failing.
+        let e = Evaluation::from_predictions(&[0, 1], &[0, 3], 2);
+        assert_eq!(
+            e.confusion,
+            vec![vec![1, 0, 0, 0], vec![0, 0, 0, 1], vec![0; 4], vec![0; 4]]
+        );
+        assert_eq!(e.accuracy, 0.5);
     }
 
     #[test]

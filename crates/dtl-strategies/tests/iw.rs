@@ -162,3 +162,60 @@ fn adaptation_strategies_take_instance_weights() {
         assert!(mean(0..5) > 3.0 * mean(5..10), "{}", cfg.name());
     }
 }
+
+/// Importance-weighted validation estimates the target error without target labels: a model
+/// trained on optdigits 5-9 only is always wrong on 0-4, the target's classes, so its true target
+/// error is about 1 while its plain error on the balanced source validation split is about 1/2.
+/// Weights that favour 0-4 must move the estimate towards the truth.
+#[test]
+fn importance_weighted_validation_tracks_the_target_error() {
+    use dtl_strategies::weighting::validate;
+    let dev = Device::Cpu;
+    let (data, target) = prior_shift();
+    // Subsets keep the ten labels (`with_classes` would renumber them).
+    let of = |d: &dtl_data::Dataset, lo: u32, hi: u32| {
+        let idx: Vec<usize> = (0..d.len())
+            .filter(|&i| (lo..hi).contains(&d.labels()[i]))
+            .collect();
+        d.subset(&idx).unwrap()
+    };
+    let upper = of(&data.train, 5, 10);
+    let model = Classifier::new(ModelSpec::lenet_digits(16), 0, &dev).unwrap();
+    let optim = OptimSettings {
+        lr: 0.05,
+        ..Default::default()
+    };
+    let mut s = dtl_strategies::build(&StrategyConfig::SourceOnly, model, &optim, 0).unwrap();
+    let loop_cfg = LoopConfig {
+        epochs: 10,
+        batch_size: 64,
+        seed: 0,
+        progress: false,
+        augment: None,
+    };
+    train(s.as_mut(), &upper, None, &loop_cfg, &dev).unwrap();
+    let predict = |xs: &candle_core::Tensor| s.predict(xs);
+    let truth = 1.0
+        - dtl_strategies::evaluate(predict, &of(&data.test, 0, 5), 256, &dev)
+            .unwrap()
+            .accuracy;
+    let v = validate(predict, &data.test, &target, &Estimator::default(), 5000, 0, &dev).unwrap();
+    let plain = 1.0
+        - dtl_strategies::evaluate(predict, &data.test, 256, &dev)
+            .unwrap()
+            .accuracy;
+    println!(
+        "target error {truth:.3}, weighted {:.3}, plain {:.3}",
+        v.error, v.plain_error
+    );
+    assert!(
+        (v.plain_error - plain).abs() < 1e-9,
+        "{} vs {plain}",
+        v.plain_error
+    );
+    assert!(truth > 0.95, "the model never saw 0-4: {truth}");
+    assert!(v.error > v.plain_error + 0.1, "{} vs {}", v.error, v.plain_error);
+    assert!((v.error - truth).abs() < (v.plain_error - truth).abs());
+    assert_eq!((v.n, v.target_n), (data.test.len(), target.len()));
+    assert!(v.loss > v.plain_loss);
+}

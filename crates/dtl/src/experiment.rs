@@ -89,6 +89,12 @@ pub struct RunConfig {
     /// Augment training batches (random resized crop, horizontal flip; [`dtl_data::augment`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub augment: Option<Augment>,
+    /// After training, importance-weighted validation (Sugiyama et al. 2007) of the model on the
+    /// source test split, with weights from this estimator (`ratio`, `kmm`, `kliep`, on pixels)
+    /// against the target's training images: a label-free estimate of the target loss and error
+    /// for choosing settings, written to `metrics.json` as `iwcv`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iwcv: Option<String>,
     /// Update rule and its constants.
     pub optimizer: OptimizerKind,
     /// The strategy and its own settings.
@@ -121,6 +127,7 @@ impl Default for RunConfig {
             pretrained: None,
             fit: None,
             augment: None,
+            iwcv: None,
             optimizer: optim.kind,
             strategy: StrategyConfig::SourceOnly,
         }
@@ -163,6 +170,7 @@ struct Validated {
     placement: Placement,
     fit: Fit,
     device: Device,
+    iwcv: Option<dtl_strategies::weighting::Estimator>,
 }
 
 impl RunConfig {
@@ -224,6 +232,15 @@ impl RunConfig {
             fit,
             placement: self.placement.parse().map_err(|e| field_err("placement", e))?,
             device: parse_device(&self.device)?,
+            iwcv: self
+                .iwcv
+                .as_deref()
+                .map(dtl_strategies::weighting::Estimator::from_name)
+                .transpose()
+                .map_err(|e| Error::Config {
+                    field: "iwcv".into(),
+                    message: e.to_string(),
+                })?,
         })
     }
 }
@@ -339,6 +356,9 @@ pub struct Metrics {
     /// per-class means and histograms).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_weights: Option<dtl_strategies::weighting::WeightStats>,
+    /// With `iwcv` set: the importance-weighted validation on the source test split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iwcv: Option<dtl_strategies::weighting::Validation>,
     /// Per-epoch means of the strategy's logged scalars.
     pub history: Vec<EpochLog>,
     /// Where it ran.
@@ -562,6 +582,32 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
         feature_gap.coral
     );
 
+    let iwcv = match &v.iwcv {
+        Some(estimator) => {
+            let r = dtl_strategies::weighting::validate(
+                predict,
+                &source.test,
+                &target.train,
+                estimator,
+                5000,
+                cfg.seed,
+                &v.device,
+            )?;
+            tracing::info!(
+                "importance-weighted validation ({}): loss {:.4}, error {:.4} (unweighted {:.4} / {:.4}), effective sample size {:.0} of {}",
+                r.estimator,
+                r.loss,
+                r.error,
+                r.plain_loss,
+                r.plain_error,
+                r.ess,
+                r.n
+            );
+            Some(r)
+        }
+        None => None,
+    };
+
     strategy.model().save(
         &out.join("model.safetensors"),
         &[
@@ -598,6 +644,7 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
         drop: source_test.accuracy - target_test.accuracy,
         feature_gap,
         source_weights: strategy.weight_stats().cloned(),
+        iwcv,
         source_test,
         target_test,
         history: report.epochs,

@@ -164,6 +164,11 @@ struct TrainArgs {
     /// [default: crop for ImageNet backbones, else stretch].
     #[arg(long)]
     fit: Option<String>,
+    /// After training, importance-weighted validation on the source test split with weights from
+    /// this estimator (ratio, kmm, kliep) against the target's training images: a label-free
+    /// estimate of the target loss and error (metrics.json `iwcv`) for choosing settings.
+    #[arg(long, value_name = "ESTIMATOR")]
+    iwcv: Option<String>,
     /// Augment training batches: random resized crops (8%-100% of the area, ratio 3/4-4/3) and
     /// horizontal flips, torchvision's ImageNet training transform.
     #[arg(long)]
@@ -373,6 +378,9 @@ fn train(a: TrainArgs) -> Result<()> {
     }
     if a.augment {
         cfg.augment = Some(dtl::data::augment::Augment::default());
+    }
+    if a.iwcv.is_some() {
+        cfg.iwcv = a.iwcv.clone();
     }
     if let Some(s) = &a.strategy {
         // Keep the config file's settings of the same strategy; flags below override them.

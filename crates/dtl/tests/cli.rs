@@ -565,7 +565,10 @@ fn instance_weights_from_flags_for_iw_and_the_adaptation_strategies() {
     let tmp = tempfile::tempdir().unwrap();
     for (strategy, own_loss) in [("iw", None), ("dann", Some("loss_domain"))] {
         let out = tmp.path().join(strategy);
-        let o = quick_train(&out, &["--strategy", strategy, "--estimator", "kliep"]);
+        let o = quick_train(
+            &out,
+            &["--strategy", strategy, "--estimator", "kliep", "--iwcv", "ratio"],
+        );
         assert!(o.status.success(), "{}", stderr(&o));
         let written = std::fs::read_to_string(out.join("config.toml")).unwrap();
         let cfg: toml::Table = toml::from_str(&written).unwrap();
@@ -588,6 +591,15 @@ fn instance_weights_from_flags_for_iw_and_the_adaptation_strategies() {
         if let Some(key) = own_loss {
             assert!(logged.contains_key(key), "{logged:?}");
         }
+        // Importance-weighted validation on the source test split: its unweighted error is the
+        // source test error itself.
+        let v = &m["iwcv"];
+        assert_eq!(v["estimator"], "ratio");
+        assert_eq!(v["n"], m["source_test"]["n"]);
+        let plain = v["plain_error"].as_f64().unwrap();
+        let source_acc = m["source_test"]["accuracy"].as_f64().unwrap();
+        assert!((plain + source_acc - 1.0).abs() < 1e-9, "{v}");
+        assert!((0.0..=1.0).contains(&v["error"].as_f64().unwrap()), "{v}");
         // The written config runs again as it is.
         let again = tmp.path().join(format!("{strategy}-again"));
         let o = quick_train(&again, &["--config", out.join("config.toml").to_str().unwrap()]);
@@ -596,6 +608,14 @@ fn instance_weights_from_flags_for_iw_and_the_adaptation_strategies() {
             toml::from_str(&std::fs::read_to_string(again.join("config.toml")).unwrap()).unwrap();
         assert_eq!(rewritten["strategy"], cfg["strategy"]);
     }
+    // An unknown estimator is named.
+    let o = quick_train(&tmp.path().join("bad-iwcv"), &["--iwcv", "oracle"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("iwcv") && stderr(&o).contains("oracle"),
+        "{}",
+        stderr(&o)
+    );
     // Strategies whose source loss cannot be weighted name the flag.
     let o = quick_train(&tmp.path().join("bad"), &["--weights-on", "features"]);
     assert!(!o.status.success());

@@ -18,7 +18,8 @@
 //!   learning") for a few labelled target samples.
 //!
 //! [`effective_sample_size`] and [`WeightStats`] describe a set of weights; [`iwcv`] scores a model
-//! on weighted source validation data (Sugiyama et al. 2007).
+//! on weighted source validation data (Sugiyama et al. 2007), and [`validate`] applies it to a
+//! trained model.
 //!
 //! ```
 //! use dtl_strategies::weighting::{effective_sample_size, self_normalise};
@@ -262,6 +263,96 @@ pub fn iwcv(losses: &[f64], weights: &[f64]) -> Result<f64> {
         return Err(config("iwcv", "the weights sum to zero"));
     }
     Ok(losses.iter().zip(weights).map(|(l, w)| l * w).sum::<f64>() / sw)
+}
+
+/// An importance-weighted validation of a trained model ([`validate`]): its loss and error on a
+/// labelled source validation split, each sample weighted by `p_T(x) / p_S(x)`, estimates of the
+/// model's target loss and error that need no target label (Sugiyama et al. 2007). Compare runs
+/// (a `lambda`, a learning rate, a strategy) by `loss` or `error`, lowest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Validation {
+    /// The estimator of the weights (on pixels).
+    pub estimator: String,
+    /// Source validation samples.
+    pub n: usize,
+    /// Unlabelled target images the weights were estimated against.
+    pub target_n: usize,
+    /// Effective sample size of the weights.
+    pub ess: f64,
+    /// Importance-weighted mean cross-entropy ([`iwcv`] of the per-sample losses).
+    pub loss: f64,
+    /// Importance-weighted 0-1 error.
+    pub error: f64,
+    /// The unweighted mean cross-entropy (the source's own validation loss), for comparison.
+    pub plain_loss: f64,
+    /// The unweighted error.
+    pub plain_error: f64,
+}
+
+/// Validates `predict` (images to logits) on the labelled `validation` split with importance
+/// weights from `estimator` on pixels against at most `max_target` images of `target` (a seeded
+/// subset; target labels are never read).
+pub fn validate<F>(
+    predict: F,
+    validation: &dtl_data::Dataset,
+    target: &dtl_data::Dataset,
+    estimator: &Estimator,
+    max_target: usize,
+    seed: u64,
+    device: &candle_core::Device,
+) -> Result<Validation>
+where
+    F: Fn(&candle_core::Tensor) -> dtl_core::Result<candle_core::Tensor>,
+{
+    if validation.is_empty() || target.is_empty() || max_target == 0 {
+        return Err(config(
+            "iwcv",
+            format!(
+                "needs validation and target samples: {} validation, {} target, max-target {max_target}",
+                validation.len(),
+                target.len()
+            ),
+        ));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x1c7c);
+    let keep = sample(&mut rng, target.len(), max_target.min(target.len())).into_vec();
+    let target = target.subset(&keep)?;
+    let rows =
+        |d: &dtl_data::Dataset| -> Vec<f32> { (0..d.len()).flat_map(|i| d.image(i).to_vec()).collect() };
+    let (vs, ts) = (rows(validation), rows(&target));
+    let dim = vs.len() / validation.len();
+    let weights = estimator.estimate(
+        Samples::new(&vs, validation.len(), dim, "validation")?,
+        Samples::new(&ts, target.len(), dim, "target")?,
+        seed,
+    )?;
+    let (mut losses, mut errors) = (
+        Vec::with_capacity(validation.len()),
+        Vec::with_capacity(validation.len()),
+    );
+    let idx: Vec<usize> = (0..validation.len()).collect();
+    for chunk in idx.chunks(500) {
+        let (xs, ys) = validation.batch(chunk, device)?;
+        let logits = predict(&xs).map_err(crate::Error::Core)?.detach();
+        let nll = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?
+            .gather(&ys.unsqueeze(1)?, 1)?
+            .squeeze(1)?
+            .neg()?;
+        losses.extend(nll.to_vec1::<f32>()?.into_iter().map(f64::from));
+        let hit = logits.argmax(1)?.eq(&ys)?.to_vec1::<u8>()?;
+        errors.extend(hit.into_iter().map(|h| if h == 1 { 0.0 } else { 1.0 }));
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    Ok(Validation {
+        estimator: estimator.name().to_string(),
+        n: validation.len(),
+        target_n: target.len(),
+        ess: effective_sample_size(&weights),
+        loss: iwcv(&losses, &weights)?,
+        error: iwcv(&errors, &weights)?,
+        plain_loss: mean(&losses),
+        plain_error: mean(&errors),
+    })
 }
 
 /// Squared Euclidean distance of two rows, in f64.

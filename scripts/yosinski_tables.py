@@ -12,10 +12,10 @@ import sys
 SETTINGS = ["BnB", "BnB+", "AnB", "AnB+", "RnB"]
 
 
-def cell(stat):
+def cell(stat, seeds=2):
     if stat is None:
         return "-"
-    if stat.get("std") is None:
+    if stat.get("std") is None or seeds < 2:
         return f"{stat['mean']:.4f}"
     return f"{stat['mean']:.4f} +- {stat['std']:.4f}"
 
@@ -24,14 +24,16 @@ def main(path):
     s = json.load(open(path))
     print("| split | baseA | baseB |\n|---|---|---|")
     for sp in s["splits"]:
-        print(f"| {sp['split']} | {cell(sp['base_a'])} | {cell(sp['base_b'])} |")
+        k = len(sp["tasks"])
+        print(f"| {sp['split']} | {cell(sp['base_a'], k)} | {cell(sp['base_b'], k)} |")
     for sp in s["splits"]:
         print(f"\n{sp['split'].capitalize()} split:\n")
         print("| n | " + " | ".join(SETTINGS) + " |")
         print("|---|" + "---|" * len(SETTINGS))
         for layer in sp["layers"]:
             st = layer["settings"]
-            print(f"| {layer['n']} | " + " | ".join(cell(st.get(k)) for k in SETTINGS) + " |")
+            k = len(sp["tasks"])
+            print(f"| {layer['n']} | " + " | ".join(cell(st.get(name), k) for name in SETTINGS) + " |")
     print("\nDerived (points, means over seeds):\n")
     for sp in s["splits"]:
         base = sp["base_b"]["mean"]
@@ -45,7 +47,8 @@ def main(path):
             f"- {sp['split']}: co-adaptation drop {min(co):+.2f} .. {max(co):+.2f}; "
             f"specificity drop by n: {', '.join(f'{v:+.2f}' for v in spec)}; "
             f"AnB+ - baseB mean {sum(gain_a) / len(gain_a):+.2f} (min {min(gain_a):+.2f}); "
-            f"BnB+ - baseB mean {sum(gain_b) / len(gain_b):+.2f}; RnB at n = {layers[-1]['n']}: {cell(top)}"
+            f"BnB+ - baseB mean {sum(gain_b) / len(gain_b):+.2f}; "
+            f"RnB at n = {layers[-1]['n']}: {cell(top, len(sp['tasks']))}"
         )
 
 

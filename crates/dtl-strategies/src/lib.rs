@@ -39,6 +39,7 @@ pub mod finetune;
 pub mod iw;
 pub mod optim;
 pub mod source_only;
+pub mod tradaboost;
 pub mod trainer;
 pub mod weighting;
 
@@ -54,6 +55,7 @@ pub use eval::{evaluate, feature_gap, Evaluation, FeatureGap};
 pub use finetune::FinetuneConfig;
 pub use optim::{Optimizer, OptimizerKind, ParamGroup};
 pub use source_only::SourceOnly;
+pub use tradaboost::{Tradaboost, TradaboostConfig};
 pub use trainer::{train, EpochLog, LoopConfig, TrainReport};
 
 /// Errors of the strategies crate.
@@ -162,6 +164,8 @@ pub enum StrategyConfig {
     Finetune(FinetuneConfig),
     /// Importance-weighted source risk with instance weights from an estimator (Shimodaira 2000).
     Iw(iw::IwConfig),
+    /// TrAdaBoost's weights over the source and a few labelled target samples (Dai et al. 2007).
+    Tradaboost(TradaboostConfig),
 }
 
 /// Strategy settings given on the command line; each applies only to strategies that have it.
@@ -196,11 +200,13 @@ pub struct StrategyOverrides {
     pub weights_on: Option<iw::WeightsOn>,
     /// Re-estimate the weights every this many epochs (iw, ddc, dan, coral, dann).
     pub reweight_every: Option<usize>,
+    /// Labelled target training samples the strategy may use (tradaboost).
+    pub labelled_target: Option<usize>,
 }
 
 impl StrategyConfig {
     /// Every strategy name, for help texts and errors.
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 9] = [
         "source-only",
         "ddc",
         "dan",
@@ -209,6 +215,7 @@ impl StrategyConfig {
         "adda",
         "finetune",
         "iw",
+        "tradaboost",
     ];
 
     /// The strategy's name.
@@ -222,6 +229,7 @@ impl StrategyConfig {
             StrategyConfig::Adda(_) => "adda",
             StrategyConfig::Finetune(_) => "finetune",
             StrategyConfig::Iw(_) => "iw",
+            StrategyConfig::Tradaboost(_) => "tradaboost",
         }
     }
 
@@ -236,6 +244,7 @@ impl StrategyConfig {
             "adda" => Ok(StrategyConfig::Adda(AddaConfig::default())),
             "finetune" => Ok(StrategyConfig::Finetune(FinetuneConfig::default())),
             "iw" => Ok(StrategyConfig::Iw(iw::IwConfig::default())),
+            "tradaboost" => Ok(StrategyConfig::Tradaboost(TradaboostConfig::default())),
             _ => Err(Error::Core(dtl_core::Error::config(
                 "strategy",
                 format!(
@@ -255,7 +264,10 @@ impl StrategyConfig {
             StrategyConfig::Dan(c) => c.instance_weights.as_ref(),
             StrategyConfig::Coral(c) => c.instance_weights.as_ref(),
             StrategyConfig::Dann(c) => c.instance_weights.as_ref(),
-            StrategyConfig::SourceOnly | StrategyConfig::Adda(_) | StrategyConfig::Finetune(_) => None,
+            StrategyConfig::SourceOnly
+            | StrategyConfig::Adda(_)
+            | StrategyConfig::Finetune(_)
+            | StrategyConfig::Tradaboost(_) => None,
         }
     }
 
@@ -268,9 +280,10 @@ impl StrategyConfig {
             StrategyConfig::Dan(c) => &mut c.instance_weights,
             StrategyConfig::Coral(c) => &mut c.instance_weights,
             StrategyConfig::Dann(c) => &mut c.instance_weights,
-            StrategyConfig::SourceOnly | StrategyConfig::Adda(_) | StrategyConfig::Finetune(_) => {
-                return None
-            }
+            StrategyConfig::SourceOnly
+            | StrategyConfig::Adda(_)
+            | StrategyConfig::Finetune(_)
+            | StrategyConfig::Tradaboost(_) => return None,
         };
         Some(slot.get_or_insert_with(iw::IwConfig::default))
     }
@@ -283,7 +296,10 @@ impl StrategyConfig {
             StrategyConfig::Dan(c) => c.adapt_width(),
             StrategyConfig::Coral(c) => c.adapt_width(),
             StrategyConfig::Dann(c) => c.adapt_width(),
-            StrategyConfig::Adda(_) | StrategyConfig::Finetune(_) | StrategyConfig::Iw(_) => None,
+            StrategyConfig::Adda(_)
+            | StrategyConfig::Finetune(_)
+            | StrategyConfig::Iw(_)
+            | StrategyConfig::Tradaboost(_) => None,
         }
     }
 
@@ -381,6 +397,12 @@ impl StrategyConfig {
                 _ => return unsupported("shared-layers"),
             }
         }
+        if let Some(v) = o.labelled_target {
+            match self {
+                S::Tradaboost(c) => c.labelled_target = v,
+                _ => return unsupported("labelled-target"),
+            }
+        }
         let weights_asked =
             o.weight_estimator.is_some() || o.weights_on.is_some() || o.reweight_every.is_some();
         if weights_asked {
@@ -440,10 +462,13 @@ pub fn build(
         StrategyConfig::Adda(c) => Box::new(c.build(model, optim, seed)?),
         StrategyConfig::Finetune(c) => Box::new(c.build(model, optim)?),
         // iw always has instance weights: refused above.
-        StrategyConfig::Iw(_) => {
+        StrategyConfig::Iw(_) | StrategyConfig::Tradaboost(_) => {
             return Err(Error::Core(dtl_core::Error::config(
                 "strategy",
-                "iw needs the training data: build it with build_with_data",
+                format!(
+                    "{} needs the training data: build it with build_with_data",
+                    cfg.name()
+                ),
             )))
         }
     })
@@ -457,6 +482,7 @@ fn check_adapt_width(cfg: &StrategyConfig, model: &Classifier) -> Result<()> {
             | StrategyConfig::Adda(_)
             | StrategyConfig::Finetune(_)
             | StrategyConfig::Iw(_)
+            | StrategyConfig::Tradaboost(_)
     );
     if !any_model && model.spec().adapt_width != cfg.adapt_width() {
         return Err(Error::Core(dtl_core::Error::config(
@@ -474,7 +500,8 @@ fn check_adapt_width(cfg: &StrategyConfig, model: &Classifier) -> Result<()> {
 
 /// [`build`] for every strategy, including those with instance weights (`iw`, or a discrepancy
 /// strategy or `dann` with `instance-weights`), which read the source training set the trainer
-/// will batch and the target training set (images only) to estimate the weights.
+/// will batch and the target training set (images only) to estimate the weights, and
+/// `tradaboost`, which draws its few labelled target samples from `target`.
 pub fn build_with_data(
     cfg: &StrategyConfig,
     model: Classifier,
@@ -483,6 +510,10 @@ pub fn build_with_data(
     source: &dtl_data::Dataset,
     target: &dtl_data::Dataset,
 ) -> Result<Box<dyn TransferStrategy>> {
+    if let StrategyConfig::Tradaboost(c) = cfg {
+        check_adapt_width(cfg, &model)?;
+        return Ok(Box::new(c.build(model, optim, source, target, seed)?));
+    }
     let Some(w) = cfg.instance_weights() else {
         return build(cfg, model, optim, seed);
     };
@@ -495,8 +526,9 @@ pub fn build_with_data(
         StrategyConfig::Coral(c) => Box::new(c.build(model, optim)?.with_instance_weights(weighter)),
         StrategyConfig::Dann(c) => Box::new(c.build(model, optim, seed)?.with_instance_weights(weighter)),
         // instance_weights() is None for these: built above.
-        StrategyConfig::SourceOnly | StrategyConfig::Adda(_) | StrategyConfig::Finetune(_) => {
-            return build(cfg, model, optim, seed)
-        }
+        StrategyConfig::SourceOnly
+        | StrategyConfig::Adda(_)
+        | StrategyConfig::Finetune(_)
+        | StrategyConfig::Tradaboost(_) => return build(cfg, model, optim, seed),
     })
 }

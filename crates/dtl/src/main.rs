@@ -96,7 +96,7 @@ struct TrainArgs {
     /// Target domain: mnist, usps, optdigits, mnist-small, or folder:PATH (classes matched by name).
     #[arg(long)]
     target: Option<String>,
-    /// Strategy: source-only, ddc, dan, coral, dann, adda, finetune, iw.
+    /// Strategy: source-only, ddc, dan, coral, dann, adda, finetune, iw, tradaboost.
     #[arg(long)]
     strategy: Option<String>,
     /// Weight of the adaptation loss (ddc 0.25, dan 1, coral 25 by default).
@@ -146,6 +146,9 @@ struct TrainArgs {
     /// iw (and ddc, dan, coral, dann): re-estimate the weights every K epochs (on features).
     #[arg(long, value_name = "K")]
     reweight_every: Option<usize>,
+    /// tradaboost: labelled target training samples to use (a seeded subset) [default: 100].
+    #[arg(long, value_name = "N")]
+    labelled_target: Option<usize>,
     /// finetune: learning-rate multiplier of the copied layers.
     #[arg(long, value_name = "X")]
     transferred_lr_mult: Option<f64>,
@@ -423,6 +426,7 @@ fn train(a: TrainArgs) -> Result<()> {
             .map(|k| parse_choice("weights-on", k))
             .transpose()?,
         reweight_every: a.reweight_every,
+        labelled_target: a.labelled_target,
     };
     cfg.strategy.apply(&overrides)?;
     if let Some(o) = &a.optimizer {

@@ -625,3 +625,35 @@ fn instance_weights_from_flags_for_iw_and_the_adaptation_strategies() {
         stderr(&o)
     );
 }
+
+#[test]
+fn tradaboost_runs_from_flags_and_names_bad_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("tradaboost");
+    let o = quick_train(&out, &["--strategy", "tradaboost", "--labelled-target", "50"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cfg: toml::Table =
+        toml::from_str(&std::fs::read_to_string(out.join("config.toml")).unwrap()).unwrap();
+    assert_eq!(cfg["strategy"]["labelled-target"].as_integer(), Some(50));
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    // Two epochs: one boosting round, whose source weights are reported.
+    assert_eq!(
+        m["source_weights"]["per_class"].as_array().unwrap().len(),
+        10,
+        "{m}"
+    );
+    let logged = m["history"][1]["means"].as_object().unwrap();
+    assert!(logged.contains_key("loss_target"), "{logged:?}");
+    // More labelled samples than the target's training split holds, and the setting on a
+    // strategy without it, are named.
+    let o = quick_train(
+        &tmp.path().join("bad"),
+        &["--strategy", "tradaboost", "--labelled-target", "100000"],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("labelled-target"), "{}", stderr(&o));
+    let o = quick_train(&tmp.path().join("bad2"), &["--labelled-target", "5"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("labelled-target"), "{}", stderr(&o));
+}

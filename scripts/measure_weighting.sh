@@ -31,3 +31,7 @@ for s in 0 1 2; do
     run prior-$st-kmm-s$s --strategy $st --estimator kmm "${prior[@]}" --seed $s
   done
 done
+# TrAdaBoost with 100 labelled USPS training images (the semi-supervised case).
+for s in 0 1 2; do
+  run m2u-tradaboost-s$s --strategy tradaboost --labelled-target 100 "${m2u[@]}" --seed $s
+done

@@ -91,6 +91,37 @@ where
     ))
 }
 
+/// Per-sample negative log-likelihood `-log softmax(logits)[label]`, `(B,)`.
+pub(crate) fn nll(logits: &Tensor, labels: &Tensor) -> candle_core::Result<Tensor> {
+    candle_nn::ops::log_softmax(logits, candle_core::D::Minus1)?
+        .gather(&labels.unsqueeze(1)?, 1)?
+        .squeeze(1)?
+        .neg()
+}
+
+/// Per-sample cross-entropy and 0-1 error of `predict` (images to logits) on every sample of
+/// `data`, in batches of `batch_size`.
+pub fn per_sample_losses<F>(
+    predict: F,
+    data: &Dataset,
+    batch_size: usize,
+    device: &Device,
+) -> Result<(Vec<f64>, Vec<f64>)>
+where
+    F: Fn(&Tensor) -> dtl_core::Result<Tensor>,
+{
+    let (mut losses, mut errors) = (Vec::with_capacity(data.len()), Vec::with_capacity(data.len()));
+    let indices: Vec<usize> = (0..data.len()).collect();
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let (xs, ys) = data.batch(chunk, device)?;
+        let logits = predict(&xs)?.detach();
+        losses.extend(nll(&logits, &ys)?.to_vec1::<f32>()?.into_iter().map(f64::from));
+        let hit = logits.argmax(1)?.eq(&ys)?.to_vec1::<u8>()?;
+        errors.extend(hit.into_iter().map(|h| if h == 1 { 0.0 } else { 1.0 }));
+    }
+    Ok((losses, errors))
+}
+
 /// How far apart two domains are in a model's representation: a label-free diagnostic of
 /// adaptation, measured in evaluation mode.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -14,7 +14,7 @@
 //! cross-entropy is then weighted the same way while their adaptation loss pulls the feature
 //! distributions together, the combination of instance weighting and feature transformation.
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 use dtl_backbones::Classifier;
 use dtl_core::{params, DomainBatch, StepStats, Strategy};
 use dtl_data::Dataset;
@@ -178,7 +178,7 @@ impl SourceWeighter {
     /// Rows of `data` as the estimator sees them.
     fn representation(&self, data: &Dataset, model: &Classifier) -> Result<Vec<f32>> {
         match self.cfg.weights_on {
-            WeightsOn::Pixels => Ok((0..data.len()).flat_map(|i| data.image(i).to_vec()).collect()),
+            WeightsOn::Pixels => Ok(crate::weighting::pixel_rows(data)),
             WeightsOn::Features => {
                 let mut out = Vec::new();
                 let idx: Vec<usize> = (0..data.len()).collect();
@@ -229,10 +229,7 @@ pub fn weighted_cross_entropy(
     labels: &Tensor,
     w: &Tensor,
 ) -> candle_core::Result<(Tensor, f64, f64)> {
-    let nll = candle_nn::ops::log_softmax(logits, D::Minus1)?
-        .gather(&labels.unsqueeze(1)?, 1)?
-        .squeeze(1)?
-        .neg()?;
+    let nll = crate::eval::nll(logits, labels)?;
     let total = w.sum_all()?.to_scalar::<f32>()?.max(1e-12) as f64;
     let loss = ((&nll * w)?.sum_all()? / total)?;
     let plain = nll.mean_all()?.to_scalar::<f32>()? as f64;

@@ -14,7 +14,7 @@
 //! draws from the target's training split (the semi-supervised setting); evaluation uses the
 //! target's test split.
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 use dtl_backbones::Classifier;
 use dtl_core::{params, DomainBatch, StepStats, Strategy};
 use dtl_data::Dataset;
@@ -141,19 +141,12 @@ impl Tradaboost {
 
     /// 0-1 errors of the current network (evaluation mode) on every sample of `data`.
     fn errors(&self, data: &Dataset) -> Result<Vec<f64>> {
-        let mut out = Vec::with_capacity(data.len());
-        let idx: Vec<usize> = (0..data.len()).collect();
-        for chunk in idx.chunks(500) {
-            let (xs, ys) = data.batch(chunk, self.model.device())?;
-            let hit = self
-                .model
-                .forward(&xs, false)?
-                .argmax(1)?
-                .eq(&ys)?
-                .to_vec1::<u8>()?;
-            out.extend(hit.into_iter().map(|h| if h == 1 { 0.0 } else { 1.0 }));
-        }
-        Ok(out)
+        let predict = |xs: &Tensor| {
+            self.model
+                .forward(xs, false)
+                .map_err(dtl_backbones::Error::into_core)
+        };
+        Ok(crate::eval::per_sample_losses(predict, data, 500, self.model.device())?.1)
     }
 
     fn round(&mut self, epochs: usize) -> Result<()> {
@@ -214,10 +207,7 @@ impl Tradaboost {
         let nb = xs.dim(0)?;
         let logits = self.model.forward(&Tensor::cat(&[xs, &xt], 0)?, true)?;
         let labels = Tensor::cat(&[ys, &yt], 0)?;
-        let nll = candle_nn::ops::log_softmax(&logits, D::Minus1)?
-            .gather(&labels.unsqueeze(1)?, 1)?
-            .squeeze(1)?
-            .neg()?;
+        let nll = crate::eval::nll(&logits, &labels)?;
         let w = Tensor::from_vec([ws, wt].concat(), nb + bt, &dev)?;
         let weighted = (&nll * &w)?;
         let loss_src = weighted.narrow(0, 0, nb)?.sum_all()?;

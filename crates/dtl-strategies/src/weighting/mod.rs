@@ -317,31 +317,14 @@ where
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x1c7c);
     let keep = sample(&mut rng, target.len(), max_target.min(target.len())).into_vec();
     let target = target.subset(&keep)?;
-    let rows =
-        |d: &dtl_data::Dataset| -> Vec<f32> { (0..d.len()).flat_map(|i| d.image(i).to_vec()).collect() };
-    let (vs, ts) = (rows(validation), rows(&target));
+    let (vs, ts) = (pixel_rows(validation), pixel_rows(&target));
     let dim = vs.len() / validation.len();
     let weights = estimator.estimate(
         Samples::new(&vs, validation.len(), dim, "validation")?,
         Samples::new(&ts, target.len(), dim, "target")?,
         seed,
     )?;
-    let (mut losses, mut errors) = (
-        Vec::with_capacity(validation.len()),
-        Vec::with_capacity(validation.len()),
-    );
-    let idx: Vec<usize> = (0..validation.len()).collect();
-    for chunk in idx.chunks(500) {
-        let (xs, ys) = validation.batch(chunk, device)?;
-        let logits = predict(&xs).map_err(crate::Error::Core)?.detach();
-        let nll = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?
-            .gather(&ys.unsqueeze(1)?, 1)?
-            .squeeze(1)?
-            .neg()?;
-        losses.extend(nll.to_vec1::<f32>()?.into_iter().map(f64::from));
-        let hit = logits.argmax(1)?.eq(&ys)?.to_vec1::<u8>()?;
-        errors.extend(hit.into_iter().map(|h| if h == 1 { 0.0 } else { 1.0 }));
-    }
+    let (losses, errors) = crate::eval::per_sample_losses(predict, validation, 500, device)?;
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     Ok(Validation {
         estimator: estimator.name().to_string(),
@@ -353,6 +336,11 @@ where
         plain_loss: mean(&losses),
         plain_error: mean(&errors),
     })
+}
+
+/// Every image of `data`, flattened, one row per sample: what the estimators see "on pixels".
+pub fn pixel_rows(data: &dtl_data::Dataset) -> Vec<f32> {
+    (0..data.len()).flat_map(|i| data.image(i).to_vec()).collect()
 }
 
 /// Squared Euclidean distance of two rows, in f64.

@@ -25,6 +25,16 @@ fn prior_shift() -> (Domain, dtl_data::Dataset) {
     (data, target)
 }
 
+/// The mean weight of the source samples of `classes`.
+fn mean_weight(stats: &dtl_strategies::weighting::WeightStats, classes: std::ops::Range<usize>) -> f64 {
+    let (mut w, mut n) = (0.0, 0);
+    for c in &stats.per_class[classes] {
+        w += c.mean * c.n as f64;
+        n += c.n;
+    }
+    w / n as f64
+}
+
 #[test]
 fn iw_weights_concentrate_on_the_targets_classes() {
     let dev = Device::Cpu;
@@ -58,14 +68,7 @@ fn iw_weights_concentrate_on_the_targets_classes() {
         let report = train(s.as_mut(), &data.train, None, &loop_cfg, &dev).unwrap();
         assert!(report.epochs[0].means.contains_key("loss_iw"));
         let stats = s.weight_stats().expect("iw reports its weights").clone();
-        let mean = |classes: std::ops::Range<usize>| {
-            let (mut w, mut n) = (0.0, 0);
-            for c in &stats.per_class[classes] {
-                w += c.mean * c.n as f64;
-                n += c.n;
-            }
-            w / n as f64
-        };
+        let mean = |classes: std::ops::Range<usize>| mean_weight(&stats, classes);
         let (kept, dropped) = (mean(0..5), mean(5..10));
         println!(
             "{} on {on:?}: mean weight classes 0-4 {kept:.3}, 5-9 {dropped:.3}, ESS {:.0}",
@@ -151,14 +154,7 @@ fn adaptation_strategies_take_instance_weights() {
         assert!(means.contains_key("loss_iw"), "{}: {means:?}", cfg.name());
         assert!(means.contains_key(own_loss), "{}: {means:?}", cfg.name());
         let stats = s.weight_stats().expect("the weights are reported").clone();
-        let mean = |classes: std::ops::Range<usize>| {
-            let (mut w, mut n) = (0.0, 0);
-            for c in &stats.per_class[classes] {
-                w += c.mean * c.n as f64;
-                n += c.n;
-            }
-            w / n as f64
-        };
+        let mean = |classes: std::ops::Range<usize>| mean_weight(&stats, classes);
         assert!(mean(0..5) > 3.0 * mean(5..10), "{}", cfg.name());
     }
 }

@@ -25,6 +25,17 @@ fn prior_shift() -> (Domain, dtl_data::Dataset) {
     (data, target)
 }
 
+/// The loop every test here trains with: batches of 64, seed 0.
+fn loop_config(epochs: usize) -> LoopConfig {
+    LoopConfig {
+        epochs,
+        batch_size: 64,
+        seed: 0,
+        progress: false,
+        augment: None,
+    }
+}
+
 /// The mean weight of the source samples of `classes`.
 fn mean_weight(stats: &dtl_strategies::weighting::WeightStats, classes: std::ops::Range<usize>) -> f64 {
     let (mut w, mut n) = (0.0, 0);
@@ -58,13 +69,7 @@ fn iw_weights_concentrate_on_the_targets_classes() {
         let mut s = build_with_data(&cfg, model, &optim, 0, &data.train, &target).unwrap();
         // On features the first estimate comes after one epoch of equal weights.
         let epochs = if on == WeightsOn::Features { 2 } else { 1 };
-        let loop_cfg = LoopConfig {
-            epochs,
-            batch_size: 64,
-            seed: 0,
-            progress: false,
-            augment: None,
-        };
+        let loop_cfg = loop_config(epochs);
         let report = train(s.as_mut(), &data.train, None, &loop_cfg, &dev).unwrap();
         assert!(report.epochs[0].means.contains_key("loss_iw"));
         let stats = s.weight_stats().expect("iw reports its weights").clone();
@@ -94,13 +99,7 @@ fn feature_weights_wait_for_one_epoch() {
         });
         let model = Classifier::new(ModelSpec::lenet_digits(16), 0, &dev).unwrap();
         let mut s = build_with_data(&cfg, model, &OptimSettings::default(), 0, &data.train, &target).unwrap();
-        let loop_cfg = LoopConfig {
-            epochs: 1,
-            batch_size: 64,
-            seed: 0,
-            progress: false,
-            augment: None,
-        };
+        let loop_cfg = loop_config(1);
         train(s.as_mut(), &data.train, None, &loop_cfg, &dev).unwrap();
         assert_eq!(s.weight_stats().is_some(), estimated, "{on:?}");
     }
@@ -142,13 +141,7 @@ fn adaptation_strategies_take_instance_weights() {
             .to_string();
         assert!(err.contains("instance-weights"), "{err}");
         let mut s = build_with_data(&cfg, model, &OptimSettings::default(), 0, &data.train, &target).unwrap();
-        let loop_cfg = LoopConfig {
-            epochs: 1,
-            batch_size: 64,
-            seed: 0,
-            progress: false,
-            augment: None,
-        };
+        let loop_cfg = loop_config(1);
         let report = train(s.as_mut(), &data.train, Some(&target), &loop_cfg, &dev).unwrap();
         let means = &report.epochs[0].means;
         assert!(means.contains_key("loss_iw"), "{}: {means:?}", cfg.name());
@@ -182,13 +175,7 @@ fn importance_weighted_validation_tracks_the_target_error() {
         ..Default::default()
     };
     let mut s = dtl_strategies::build(&StrategyConfig::SourceOnly, model, &optim, 0).unwrap();
-    let loop_cfg = LoopConfig {
-        epochs: 10,
-        batch_size: 64,
-        seed: 0,
-        progress: false,
-        augment: None,
-    };
+    let loop_cfg = loop_config(10);
     train(s.as_mut(), &upper, None, &loop_cfg, &dev).unwrap();
     let predict = |xs: &candle_core::Tensor| s.predict(xs);
     let truth = 1.0

@@ -160,10 +160,33 @@ impl Geometry {
     }
 }
 
-/// Output widths below this take [`Gather`]'s path: with a few output columns per row, the
+/// Output widths below this take [`Phases`]' path: with a few output columns per row, the
 /// row-wise copies of [`Geometry::im2col`] spend their time in per-row calls (three `memset`s and a
 /// `memcpy` of a handful of floats each), not in moving data.
-const GATHER_BELOW_WIDTH: usize = 32;
+const PHASES_BELOW_WIDTH: usize = 32;
+
+/// Output widths below this take [`Gather`]'s path: runs of fewer than this many floats cost more
+/// in per-run bookkeeping than a table lookup per entry.
+const PHASES_FROM_WIDTH: usize = 8;
+
+/// im2col through phase planes, for convolutions with narrow outputs: each input plane is first
+/// copied into `stride x stride` zero-bordered phase planes (phase `(ry, rx)` holds the cells of
+/// the padded plane whose row is `ry` and column `rx` modulo the stride), so that every row of a
+/// kernel tap's column is one contiguous run of `OW` floats in one phase plane: no branch, no
+/// index table and no padding test per entry, and the copy of a run is a few vector moves.
+struct Phases {
+    /// Rows of a phase plane.
+    qh: usize,
+    /// Columns of a phase plane.
+    qw: usize,
+}
+
+impl Phases {
+    /// Floats of scratch the phase planes of one input plane take.
+    fn cells(&self, stride: usize) -> usize {
+        stride * stride * self.qh * self.qw
+    }
+}
 
 /// im2col by a lookup table, for convolutions with narrow outputs: each input plane is copied once
 /// into a zero-bordered `(H + 2p, W + 2p)` buffer, and every column entry is then read from the
@@ -182,7 +205,7 @@ impl Geometry {
     /// The lookup table, when the output is narrow enough for it to pay (and offsets fit `u32`).
     fn gather(&self) -> Option<Gather> {
         let (pw, ph) = (self.w + 2 * self.pad, self.h + 2 * self.pad);
-        if self.ow >= GATHER_BELOW_WIDTH || pw * ph > u32::MAX as usize {
+        if self.ow >= PHASES_FROM_WIDTH || pw * ph > u32::MAX as usize {
             return None;
         }
         let (k, s, l) = (self.k, self.stride, self.l());
@@ -274,36 +297,184 @@ impl Geometry {
             }
         }
     }
+}
 
-    /// im2col by whichever path `gather` chose.
-    fn unfold(
+/// How a convolution unfolds its input: by rows for wide outputs, through phase planes for
+/// narrow ones, by a lookup table for the narrowest.
+enum Path {
+    Rows,
+    Phases(Phases),
+    Gather(Gather),
+}
+
+impl Path {
+    /// Floats of per-thread scratch the path needs.
+    fn cells(&self, stride: usize) -> usize {
+        match self {
+            Path::Rows => 0,
+            Path::Phases(t) => t.cells(stride),
+            Path::Gather(t) => t.cells,
+        }
+    }
+}
+
+impl Geometry {
+    fn path(&self) -> Path {
+        if let Some(t) = self.phases() {
+            Path::Phases(t)
+        } else if let Some(t) = self.gather() {
+            Path::Gather(t)
+        } else {
+            Path::Rows
+        }
+    }
+}
+
+/// `dst = src` for the short runs of [`Phases`]: the common widths are copies of constant length,
+/// which compile to vector moves instead of a call.
+#[inline(always)]
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    match dst.len() {
+        16 => dst.copy_from_slice(&src[..16]),
+        8 => dst.copy_from_slice(&src[..8]),
+        4 => dst.copy_from_slice(&src[..4]),
+        2 => dst.copy_from_slice(&src[..2]),
+        1 => dst[0] = src[0],
+        n => dst.copy_from_slice(&src[..n]),
+    }
+}
+
+/// `dst += src` for the short runs of [`Phases`].
+#[inline(always)]
+fn add_run(dst: &mut [f32], src: &[f32]) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d += v;
+    }
+}
+
+impl Geometry {
+    /// The phase planes' shape, when the output is narrow enough for them to pay.
+    fn phases(&self) -> Option<Phases> {
+        if self.ow >= PHASES_BELOW_WIDTH || self.ow < PHASES_FROM_WIDTH {
+            return None;
+        }
+        let s = self.stride;
+        Some(Phases {
+            qh: (self.h + 2 * self.pad).div_ceil(s),
+            qw: (self.w + 2 * self.pad).div_ceil(s),
+        })
+    }
+
+    /// The runs of one input row `y` in the phase buffer: for each column phase, the first image
+    /// column in that phase and where its run starts in the buffer.
+    fn phase_runs(&self, t: &Phases, y: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let (s, p) = (self.stride, self.pad);
+        let py = y + p;
+        let qw = t.qw;
+        let qh = t.qh;
+        (0..s).filter_map(move |rx| {
+            // First image column x with (x + p) % s == rx.
+            let x0 = (rx + s - p % s) % s;
+            (x0 < self.w).then(|| (x0, (((py % s) * s + rx) * qh + py / s) * qw + (x0 + p) / s))
+        })
+    }
+
+    /// [`Geometry::im2col`] through phase planes; `buf` holds `t.cells(stride)` floats whose border
+    /// is zero (only cells of the image are ever written, so a buffer zeroed once serves every
+    /// call).
+    fn im2col_phases(
         &self,
-        gather: Option<&Gather>,
+        t: &Phases,
         buf: &mut [f32],
         img: &[f32],
         cols: &mut [f32],
         ld: usize,
         off: usize,
     ) {
-        match gather {
-            Some(t) => self.im2col_gather(t, buf, img, cols, ld, off),
-            None => self.im2col(img, cols, ld, off),
+        let (k, s, l, hw, ow) = (self.k, self.stride, self.l(), self.h * self.w, self.ow);
+        let q = t.qh * t.qw;
+        for ch in 0..self.c {
+            let plane = &img[ch * hw..(ch + 1) * hw];
+            for (y, line) in plane.chunks(self.w).enumerate() {
+                for (x0, at) in self.phase_runs(t, y) {
+                    if s == 1 {
+                        buf[at..at + self.w].copy_from_slice(line);
+                    } else {
+                        for (d, &v) in buf[at..].iter_mut().zip(line[x0..].iter().step_by(s)) {
+                            *d = v;
+                        }
+                    }
+                }
+            }
+            for dy in 0..k {
+                for dx in 0..k {
+                    let r = (ch * k + dy) * k + dx;
+                    let row = &mut cols[r * ld + off..r * ld + off + l];
+                    let phase = &buf[((dy % s) * s + dx % s) * q..][..q];
+                    let (qy, qx) = (dy / s, dx / s);
+                    for (oy, dst) in row.chunks_exact_mut(ow).enumerate() {
+                        let at = (oy + qy) * t.qw + qx;
+                        copy_run(dst, &phase[at..at + ow]);
+                    }
+                }
+            }
         }
     }
 
-    /// col2im by whichever path `gather` chose.
-    fn fold(
+    /// Adjoint of [`Geometry::im2col_phases`] (adds into `img`); `buf` holds `t.cells(stride)`
+    /// floats of scratch.
+    fn col2im_phases(
         &self,
-        gather: Option<&Gather>,
+        t: &Phases,
         buf: &mut [f32],
         cols: &[f32],
         img: &mut [f32],
         ld: usize,
         off: usize,
     ) {
-        match gather {
-            Some(t) => self.col2im_gather(t, buf, cols, img, ld, off),
-            None => self.col2im(cols, img, ld, off),
+        let (k, s, l, hw, ow) = (self.k, self.stride, self.l(), self.h * self.w, self.ow);
+        let q = t.qh * t.qw;
+        let cells = t.cells(s);
+        for ch in 0..self.c {
+            buf[..cells].fill(0.0);
+            for dy in 0..k {
+                for dx in 0..k {
+                    let r = (ch * k + dy) * k + dx;
+                    let row = &cols[r * ld + off..r * ld + off + l];
+                    let phase = &mut buf[((dy % s) * s + dx % s) * q..][..q];
+                    let (qy, qx) = (dy / s, dx / s);
+                    for (oy, src) in row.chunks_exact(ow).enumerate() {
+                        let at = (oy + qy) * t.qw + qx;
+                        add_run(&mut phase[at..at + ow], src);
+                    }
+                }
+            }
+            let plane = &mut img[ch * hw..(ch + 1) * hw];
+            for (y, line) in plane.chunks_mut(self.w).enumerate() {
+                for (x0, at) in self.phase_runs(t, y) {
+                    for (d, &v) in line[x0..].iter_mut().step_by(s).zip(&buf[at..]) {
+                        *d += v;
+                    }
+                }
+            }
+        }
+    }
+
+    /// im2col by whichever path `path` chose.
+    fn unfold(&self, path: &Path, buf: &mut [f32], img: &[f32], cols: &mut [f32], ld: usize, off: usize) {
+        match path {
+            Path::Phases(t) => self.im2col_phases(t, buf, img, cols, ld, off),
+            Path::Gather(t) => self.im2col_gather(t, buf, img, cols, ld, off),
+            Path::Rows => self.im2col(img, cols, ld, off),
+        }
+    }
+
+    /// col2im by whichever path `path` chose.
+    fn fold(&self, path: &Path, buf: &mut [f32], cols: &[f32], img: &mut [f32], ld: usize, off: usize) {
+        match path {
+            Path::Phases(t) => self.col2im_phases(t, buf, cols, img, ld, off),
+            Path::Gather(t) => self.col2im_gather(t, buf, cols, img, ld, off),
+            Path::Rows => self.col2im(cols, img, ld, off),
         }
     }
 }
@@ -422,8 +593,8 @@ fn forward(g: Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, b: usize) ->
     let (ckk, l, o) = (g.ckk(), g.l(), g.o);
     let chw = g.c * g.h * g.w;
     let gs = group_size(l);
-    let gather = g.gather();
-    let cells = gather.as_ref().map_or(0, |t| t.cells);
+    let path = g.path();
+    let cells = path.cells(g.stride);
     let mut y = vec![0f32; b * o * l];
     y.par_chunks_mut(gs * o * l)
         .zip(x.par_chunks(gs * chw))
@@ -439,7 +610,7 @@ fn forward(g: Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, b: usize) ->
                 let n = xc.len() / chw;
                 let gl = n * l;
                 for (k, xi) in xc.chunks(chw).enumerate() {
-                    g.unfold(gather.as_ref(), buf, xi, cols, gl, k * l);
+                    g.unfold(&path, buf, xi, cols, gl, k * l);
                 }
                 // One image: the GEMM writes the output plane directly; several: into `yg`
                 // `(O, G L)`, then each image's columns are copied to its own plane.
@@ -485,8 +656,8 @@ fn backward(
     let gs = group_size(l);
     let per_job = images_per_job(l);
     let jobs = b.div_ceil(per_job);
-    let gather = g.gather();
-    let cells = gather.as_ref().map_or(0, |t| t.cells);
+    let path = g.path();
+    let cells = path.cells(g.stride);
     let mut dx = if want_dx { vec![0f32; b * chw] } else { Vec::new() };
     let job = |j: usize, mut dxc: Option<&mut [f32]>| -> (Vec<f32>, Vec<f32>) {
         let (mut dw, mut db) = (vec![0f32; o * ckk], vec![0f32; o]);
@@ -506,7 +677,7 @@ fn backward(
             let gl = n * l;
             for k in 0..n {
                 let img = &x[(i0 + k) * chw..(i0 + k + 1) * chw];
-                g.unfold(gather.as_ref(), &mut buf, img, &mut cols, gl, k * l);
+                g.unfold(&path, &mut buf, img, &mut cols, gl, k * l);
             }
             // dY of the group as one `(O, G L)` matrix.
             let dyc = &dy[i0 * o * l..(i0 + n) * o * l];
@@ -536,7 +707,7 @@ fn backward(
                 for k in 0..n {
                     let at = i0 + k - first;
                     let img = &mut dxc[at * chw..(at + 1) * chw];
-                    g.fold(gather.as_ref(), &mut dbuf, &dcols, img, gl, k * l);
+                    g.fold(&path, &mut dbuf, &dcols, img, gl, k * l);
                 }
             }
         }
@@ -780,10 +951,18 @@ mod tests {
             (35, 2, 3, 3, 4, 3, 1, 0),
             (10, 2, 10, 10, 3, 3, 1, 1),
             (2, 1, 18, 18, 2, 3, 1, 1),
-            // Outputs of 32 and more columns take the row-wise im2col, narrower ones the table.
+            // Outputs of 32 and more columns take the row-wise im2col, 8 to 31 the phase planes,
+            // narrower ones the table (10 and 18 above: phases of stride 1).
             (2, 2, 5, 40, 3, 3, 1, 1),
             (1, 2, 6, 70, 2, 3, 2, 1),
             (2, 1, 4, 34, 2, 3, 1, 0),
+            // Phase planes of strides 3 and 2 with odd sides and padding not a multiple of the
+            // stride (8 and 11 columns), ResNet's stem (16 columns); the table at strides 3 and 2.
+            (1, 2, 20, 25, 2, 4, 3, 1),
+            (2, 2, 17, 19, 3, 3, 2, 2),
+            (2, 3, 32, 32, 2, 7, 2, 3),
+            (2, 2, 10, 11, 3, 4, 3, 1),
+            (1, 2, 5, 3, 2, 3, 2, 0),
         ] {
             let xv = rand_vec(&mut rng, b * c * h * w);
             let wv = rand_vec(&mut rng, o * c * k * k);

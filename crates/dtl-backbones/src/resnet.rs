@@ -98,8 +98,10 @@ impl BatchNorm {
         })
     }
 
+    const EPS: f64 = 1e-5;
+
     fn forward(&self, xs: &Tensor, train: bool, k: Kernels) -> candle_core::Result<Tensor> {
-        const EPS: f64 = 1e-5;
+        const EPS: f64 = BatchNorm::EPS;
         const MOMENTUM: f64 = 0.1;
         if train {
             let (y, mean, var) = k.batch_norm_train(xs, &self.weight, &self.bias, EPS)?;
@@ -152,8 +154,34 @@ impl ConvBn {
     }
 
     fn forward(&self, xs: &Tensor, train: bool, k: Kernels) -> candle_core::Result<Tensor> {
-        let y = k.conv2d(xs, &self.weight, None, self.stride, self.padding)?;
-        self.bn.forward(&y, train, k)
+        self.forward_with(xs, &self.weight, train, k)
+    }
+
+    /// The convolution with filters `weight` (this layer's own, or a detached copy), then the
+    /// batch norm; in evaluation mode as one convolution with the normalisation folded in.
+    fn forward_with(
+        &self,
+        xs: &Tensor,
+        weight: &Tensor,
+        train: bool,
+        k: Kernels,
+    ) -> candle_core::Result<Tensor> {
+        if train {
+            let y = k.conv2d(xs, weight, None, self.stride, self.padding)?;
+            return self.bn.forward(&y, train, k);
+        }
+        let bn = &self.bn;
+        k.conv2d_batch_norm_eval(
+            xs,
+            weight,
+            self.stride,
+            self.padding,
+            &bn.running_mean.as_tensor().detach(),
+            &bn.running_var.as_tensor().detach(),
+            &bn.weight,
+            &bn.bias,
+            BatchNorm::EPS,
+        )
     }
 }
 
@@ -300,9 +328,18 @@ impl Backbone for ResNet {
         // the frozen prefix.
         let cut = |x: Tensor, done: usize| if done == n { x.detach() } else { x };
         let run = || -> candle_core::Result<Tensor> {
-            let x = k.conv2d(xs, &self.stem.weight, None, self.stem.stride, self.stem.padding)?;
-            let x = cut(x, 1);
-            let x = self.stem.bn.forward(&x, train, k)?.relu()?;
+            let x = if train {
+                let x = k.conv2d(xs, &self.stem.weight, None, self.stem.stride, self.stem.padding)?;
+                self.stem.bn.forward(&cut(x, 1), train, k)?
+            } else if n == 1 {
+                // Folded: a frozen conv1 is the detached filters (and input) instead of a
+                // detached output.
+                self.stem
+                    .forward_with(&xs.detach(), &self.stem.weight.detach(), train, k)?
+            } else {
+                self.stem.forward(xs, train, k)?
+            };
+            let x = x.relu()?;
             let mut x = cut(k.max_pool2d(&x, 3, 2, 1)?, 2);
             for (s, stage) in self.stages.iter().enumerate() {
                 for block in stage {

@@ -39,6 +39,33 @@ impl Kernels {
         }
     }
 
+    /// A convolution without bias followed by batch norm in evaluation mode, as one convolution:
+    /// the normalisation is folded into the filters, `w * s` with `s = gamma / sqrt(var + eps)`
+    /// per output channel, and a bias `beta - mean * s` (Ioffe & Szegedy 2015, "Batch
+    /// normalization", section 3.2: at inference the transform is linear and can be composed with
+    /// the layer before it). Same values as `batch_norm_eval(conv2d(xs, w))` up to f32 rounding,
+    /// and gradients for `xs`, `w`, `gamma` and `beta` through candle's autograd, with one pass over
+    /// the output instead of two. `mean` and `var` are the running statistics, `(O,)` each.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv2d_batch_norm_eval(
+        &self,
+        xs: &Tensor,
+        w: &Tensor,
+        stride: usize,
+        padding: usize,
+        mean: &Tensor,
+        var: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        eps: f64,
+    ) -> Result<Tensor> {
+        let o = w.dim(0)?;
+        let scale = (gamma / (var + eps)?.sqrt()?)?;
+        let shift = (beta - (mean * &scale)?)?;
+        let wf = w.broadcast_mul(&scale.reshape((o, 1, 1, 1))?)?;
+        self.conv2d(xs, &wf, Some(&shift), stride, padding)
+    }
+
     /// Square max-pooling.
     pub fn max_pool2d(&self, xs: &Tensor, k: usize, stride: usize, padding: usize) -> Result<Tensor> {
         match self {
@@ -149,6 +176,13 @@ mod tests {
             ));
         }
         let (a, b) = (&results[0], &results[1]);
+        assert_close(a, b);
+        Ok(())
+    }
+
+    type Results = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+
+    fn assert_close(a: &Results, b: &Results) {
         for (name, u, v) in [
             ("y", &a.0, &b.0),
             ("dx", &a.1, &b.1),
@@ -159,6 +193,57 @@ mod tests {
             for (p, q) in u.iter().zip(v.iter()) {
                 assert!((p - q).abs() <= 1e-4 * scale, "{name}: {p} vs {q}");
             }
+        }
+    }
+
+    /// The folded evaluation-mode convolution and batch norm against the two layers one after the
+    /// other: values and the gradients of input, filters, scale and shift, for both kernel sets.
+    #[test]
+    fn folded_batch_norm_matches_the_two_layers() -> Result<()> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        let mut v =
+            |n: usize, lo: f32, hi: f32| -> Vec<f32> { (0..n).map(|_| rng.random_range(lo..hi)).collect() };
+        let (xv, wv) = (v(2 * 3 * 9 * 9, -1.0, 1.0), v(4 * 3 * 3 * 3, -1.0, 1.0));
+        let (gv, bv) = (v(4, 0.5, 2.0), v(4, -0.5, 0.5));
+        let (mv, vv) = (v(4, -0.3, 0.3), v(4, 0.2, 3.0));
+        let dev = &Device::Cpu;
+        for k in [Kernels::Dtl, Kernels::Candle] {
+            let run = |folded: bool| -> Result<Results> {
+                let x = Var::from_vec(xv.clone(), (2, 3, 9, 9), dev)?;
+                let w = Var::from_vec(wv.clone(), (4, 3, 3, 3), dev)?;
+                let g = Var::from_vec(gv.clone(), 4, dev)?;
+                let b = Var::from_vec(bv.clone(), 4, dev)?;
+                let (m, var) = (Tensor::new(mv.as_slice(), dev)?, Tensor::new(vv.as_slice(), dev)?);
+                let y = if folded {
+                    k.conv2d_batch_norm_eval(
+                        x.as_tensor(),
+                        w.as_tensor(),
+                        2,
+                        1,
+                        &m,
+                        &var,
+                        g.as_tensor(),
+                        b.as_tensor(),
+                        1e-5,
+                    )?
+                } else {
+                    let y = k.conv2d(x.as_tensor(), w.as_tensor(), None, 2, 1)?;
+                    crate::batch_norm_eval(&y, &m, &var, g.as_tensor(), b.as_tensor(), 1e-5)?
+                };
+                // Weights that differ per output cell, so that every gradient is non-trivial.
+                let loss = (y.sqr()?.sum_all()? + y.sum_all()?)?;
+                let grads = loss.backward()?;
+                let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let gb = flat(grads.get(&b).unwrap());
+                assert!(gb.iter().all(|d| d.abs() > 0.0), "dbeta {gb:?}");
+                Ok((
+                    flat(&y),
+                    flat(grads.get(&x).unwrap()),
+                    flat(grads.get(&w).unwrap()),
+                    flat(grads.get(&g).unwrap()),
+                ))
+            };
+            assert_close(&run(true)?, &run(false)?);
         }
         Ok(())
     }

@@ -34,7 +34,7 @@ use dtl::strategies::{Optimizer, OptimizerKind, ParamGroup};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// The same allocator as the `dtl` binary (see `src/main.rs`).
+/// The same allocator as the `dtl` binary (see `src/main.rs`), with the same settings (`main`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -217,6 +217,8 @@ fn run(workload: &str, kernels: Kernels, dir: &Path, steps: usize, warmup: usize
 }
 
 fn main() -> Result<()> {
+    // The allocator's settings as the `dtl` binary has them, for every implementation.
+    dtl::allocator::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let flag = |name: &str| {
         args.iter()

@@ -23,6 +23,7 @@
 
 use std::path::PathBuf;
 
+pub mod allocator;
 pub mod experiment;
 pub mod figure;
 pub mod predict;

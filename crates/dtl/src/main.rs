@@ -304,6 +304,7 @@ struct FetchArgs {
 fn main() -> Result<()> {
     // First, while this is the only thread: see dtl_ops::keep_candle_elementwise_on_caller.
     let candle_threads = dtl_ops::keep_candle_elementwise_on_caller();
+    dtl::allocator::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

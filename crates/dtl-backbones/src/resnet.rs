@@ -100,28 +100,23 @@ impl BatchNorm {
 
     const EPS: f64 = 1e-5;
 
-    fn forward(&self, xs: &Tensor, train: bool, k: Kernels) -> candle_core::Result<Tensor> {
-        const EPS: f64 = BatchNorm::EPS;
+    /// Batch norm in training mode (batch statistics; the running ones updated), followed by a
+    /// ReLU if `relu`, fused with it. Evaluation mode folds the normalisation into the
+    /// convolution before it ([`ConvBn::forward_with`]).
+    fn forward_train(&self, xs: &Tensor, relu: bool, k: Kernels) -> candle_core::Result<Tensor> {
         const MOMENTUM: f64 = 0.1;
-        if train {
-            let (y, mean, var) = k.batch_norm_train(xs, &self.weight, &self.bias, EPS)?;
-            let rm = self.running_mean.as_tensor().detach();
-            let rv = self.running_var.as_tensor().detach();
-            self.running_mean
-                .set(&((rm * (1.0 - MOMENTUM))? + (mean * MOMENTUM)?)?)?;
-            self.running_var
-                .set(&((rv * (1.0 - MOMENTUM))? + (var * MOMENTUM)?)?)?;
-            Ok(y)
+        let (y, mean, var) = if relu {
+            k.batch_norm_train_relu(xs, &self.weight, &self.bias, Self::EPS)?
         } else {
-            dtl_ops::batch_norm_eval(
-                xs,
-                &self.running_mean.as_tensor().detach(),
-                &self.running_var.as_tensor().detach(),
-                &self.weight,
-                &self.bias,
-                EPS,
-            )
-        }
+            k.batch_norm_train(xs, &self.weight, &self.bias, Self::EPS)?
+        };
+        let rm = self.running_mean.as_tensor().detach();
+        let rv = self.running_var.as_tensor().detach();
+        self.running_mean
+            .set(&((rm * (1.0 - MOMENTUM))? + (mean * MOMENTUM)?)?)?;
+        self.running_var
+            .set(&((rv * (1.0 - MOMENTUM))? + (var * MOMENTUM)?)?)?;
+        Ok(y)
     }
 }
 
@@ -153,25 +148,27 @@ impl ConvBn {
         })
     }
 
-    fn forward(&self, xs: &Tensor, train: bool, k: Kernels) -> candle_core::Result<Tensor> {
-        self.forward_with(xs, &self.weight, train, k)
+    fn forward(&self, xs: &Tensor, train: bool, relu: bool, k: Kernels) -> candle_core::Result<Tensor> {
+        self.forward_with(xs, &self.weight, train, relu, k)
     }
 
     /// The convolution with filters `weight` (this layer's own, or a detached copy), then the
-    /// batch norm; in evaluation mode as one convolution with the normalisation folded in.
+    /// batch norm and a ReLU if `relu`; in evaluation mode as one convolution with the
+    /// normalisation folded in.
     fn forward_with(
         &self,
         xs: &Tensor,
         weight: &Tensor,
         train: bool,
+        relu: bool,
         k: Kernels,
     ) -> candle_core::Result<Tensor> {
         if train {
             let y = k.conv2d(xs, weight, None, self.stride, self.padding)?;
-            return self.bn.forward(&y, train, k);
+            return self.bn.forward_train(&y, relu, k);
         }
         let bn = &self.bn;
-        k.conv2d_batch_norm_eval(
+        let y = k.conv2d_batch_norm_eval(
             xs,
             weight,
             self.stride,
@@ -181,7 +178,12 @@ impl ConvBn {
             &bn.weight,
             &bn.bias,
             BatchNorm::EPS,
-        )
+        )?;
+        if relu {
+            y.relu()
+        } else {
+            Ok(y)
+        }
     }
 }
 
@@ -197,16 +199,13 @@ impl Block {
         let last = self.convs.len() - 1;
         let mut y = xs.clone();
         for (i, c) in self.convs.iter().enumerate() {
-            y = c.forward(&y, train, k)?;
-            if i < last {
-                y = y.relu()?;
-            }
+            y = c.forward(&y, train, i < last, k)?;
         }
         let identity = match &self.downsample {
-            Some(d) => d.forward(xs, train, k)?,
+            Some(d) => d.forward(xs, train, false, k)?,
             None => xs.clone(),
         };
-        (y + identity)?.relu()
+        k.add_relu(&y, &identity)
     }
 }
 
@@ -330,16 +329,15 @@ impl Backbone for ResNet {
         let run = || -> candle_core::Result<Tensor> {
             let x = if train {
                 let x = k.conv2d(xs, &self.stem.weight, None, self.stem.stride, self.stem.padding)?;
-                self.stem.bn.forward(&cut(x, 1), train, k)?
+                self.stem.bn.forward_train(&cut(x, 1), true, k)?
             } else if n == 1 {
                 // Folded: a frozen conv1 is the detached filters (and input) instead of a
                 // detached output.
                 self.stem
-                    .forward_with(&xs.detach(), &self.stem.weight.detach(), train, k)?
+                    .forward_with(&xs.detach(), &self.stem.weight.detach(), train, true, k)?
             } else {
-                self.stem.forward(xs, train, k)?
+                self.stem.forward(xs, train, true, k)?
             };
-            let x = x.relu()?;
             let mut x = cut(k.max_pool2d(&x, 3, 2, 1)?, 2);
             for (s, stage) in self.stages.iter().enumerate() {
                 for block in stage {

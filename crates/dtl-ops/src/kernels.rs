@@ -66,6 +66,31 @@ impl Kernels {
         self.conv2d(xs, &wf, Some(&shift), stride, padding)
     }
 
+    /// Batch norm in training mode followed by a ReLU (output, batch mean, unbiased batch variance).
+    pub fn batch_norm_train_relu(
+        &self,
+        xs: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        eps: f64,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        match self {
+            Kernels::Dtl => crate::batch_norm_train_relu(xs, gamma, beta, eps),
+            Kernels::Candle => {
+                let (y, mean, var) = self.batch_norm_train(xs, gamma, beta, eps)?;
+                Ok((y.relu()?, mean, var))
+            }
+        }
+    }
+
+    /// `relu(a + b)`.
+    pub fn add_relu(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        match self {
+            Kernels::Dtl => crate::add_relu(a, b),
+            Kernels::Candle => (a + b)?.relu(),
+        }
+    }
+
     /// Square max-pooling.
     pub fn max_pool2d(&self, xs: &Tensor, k: usize, stride: usize, padding: usize) -> Result<Tensor> {
         match self {

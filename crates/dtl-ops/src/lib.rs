@@ -25,11 +25,15 @@ mod conv;
 mod kernels;
 mod norm;
 mod pool;
+mod relu;
 
 pub use conv::{conv2d, conv2d_bias};
 pub use kernels::Kernels;
-pub use norm::{batch_norm_composed, batch_norm_eval, batch_norm_train, batch_stats_composed};
+pub use norm::{
+    batch_norm_composed, batch_norm_eval, batch_norm_train, batch_norm_train_relu, batch_stats_composed,
+};
 pub use pool::max_pool2d;
+pub use relu::add_relu;
 
 /// Keeps candle's elementwise ops on the calling thread: sets `CANDLE_NUM_THREADS=1` unless the
 /// environment already sets it, and returns the value in force.

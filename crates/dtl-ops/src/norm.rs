@@ -34,16 +34,22 @@ fn channel_stats(x: &[f32], b: usize, c: usize, s: usize, eps: f64) -> Vec<(f64,
         .collect()
 }
 
-/// `y = x * scale[c] + shift[c]` over `(B, C, S)` data, planes in parallel.
-fn channel_affine(x: &[f32], c: usize, s: usize, scale: &[f32], shift: &[f32]) -> Vec<f32> {
+/// `y = x * scale[c] + shift[c]` over `(B, C, S)` data, planes in parallel; then ReLU if `relu`.
+fn channel_affine(x: &[f32], c: usize, s: usize, scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
     let mut y = vec![0f32; x.len()];
     y.par_chunks_mut(s)
         .zip(x.par_chunks(s))
         .enumerate()
         .for_each(|(p, (yp, xp))| {
             let (a, b) = (scale[p % c], shift[p % c]);
-            for (o, &v) in yp.iter_mut().zip(xp) {
-                *o = v * a + b;
+            if relu {
+                for (o, &v) in yp.iter_mut().zip(xp) {
+                    *o = crate::relu::relu(v * a + b);
+                }
+            } else {
+                for (o, &v) in yp.iter_mut().zip(xp) {
+                    *o = v * a + b;
+                }
             }
         });
     y
@@ -94,7 +100,7 @@ impl CustomOp3 for ChannelAffine {
         let x = contiguous_f32(xs, xl, "batch_norm input")?;
         let scale = contiguous_f32(ss, sl, "batch_norm scale")?;
         let shift = contiguous_f32(hs, hl, "batch_norm shift")?;
-        let y = channel_affine(x, c, s, scale, shift);
+        let y = channel_affine(x, c, s, scale, shift, false);
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -117,8 +123,10 @@ impl CustomOp3 for ChannelAffine {
     }
 }
 
+/// Batch norm in training mode, `(x, gamma, beta)`, followed by a ReLU if `relu`.
 struct BatchNorm {
     eps: f64,
+    relu: bool,
 }
 
 impl CustomOp3 for BatchNorm {
@@ -157,7 +165,7 @@ impl CustomOp3 for BatchNorm {
                 )
             })
             .unzip();
-        let y = channel_affine(x, c, s, &scale, &shift);
+        let y = channel_affine(x, c, s, &scale, &shift, self.relu);
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -166,10 +174,14 @@ impl CustomOp3 for BatchNorm {
         x: &Tensor,
         gamma: &Tensor,
         _beta: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
+        let grad = if self.relu {
+            crate::relu::relu_grad(res, grad)?
+        } else {
+            grad.contiguous()?
+        };
         let c = gamma.elem_count();
         let n = x.elem_count();
         let packed = x.apply_op3_no_bwd(gamma, &grad, &BatchNormBackward { eps: self.eps })?;
@@ -259,6 +271,28 @@ pub fn batch_norm_train(
     beta: &Tensor,
     eps: f64,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    batch_norm_train_with(xs, gamma, beta, eps, false)
+}
+
+/// [`batch_norm_train`] followed by a ReLU, as one op on the CPU: the ReLU is applied in the
+/// normalisation pass, and its gradient (`g * (y > 0)`, as PyTorch's) in one parallel pass before
+/// batch norm's backward, instead of candle's three.
+pub fn batch_norm_train_relu(
+    xs: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    batch_norm_train_with(xs, gamma, beta, eps, true)
+}
+
+fn batch_norm_train_with(
+    xs: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
     let dims = xs.dims().to_vec();
     if dims.len() < 2 || gamma.dims() != [dims[1]] || beta.dims() != [dims[1]] {
         candle_core::bail!(
@@ -277,11 +311,12 @@ pub fn batch_norm_train(
     if xs.device().is_cpu() && xs.dtype() == DType::F32 {
         let xs = xs.contiguous()?;
         let stats = xs.detach().apply_op1_no_bwd(&ChannelStats)?;
-        let y = xs.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, BatchNorm { eps })?;
+        let y = xs.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, BatchNorm { eps, relu })?;
         return Ok((y, stats.get(0)?, stats.get(1)?));
     }
     let (mean, var) = batch_stats_composed(xs)?;
-    Ok((batch_norm_composed(xs, gamma, beta, eps)?, mean, var))
+    let y = batch_norm_composed(xs, gamma, beta, eps)?;
+    Ok((if relu { y.relu()? } else { y }, mean, var))
 }
 
 /// Per-channel mean and unbiased variance of `xs` `(B, C, ...)` in candle's tensor ops, detached
@@ -368,16 +403,32 @@ mod tests {
             let g = Var::from_vec(rand_vec(&mut rng, c, 1.0, 1.0), c, &Device::Cpu)?;
             let bt = Var::from_vec(rand_vec(&mut rng, c, 1.0, 0.0), c, &Device::Cpu)?;
             let w = Tensor::from_vec(rand_vec(&mut rng, n, 1.0, 0.0), dims.as_slice(), &Device::Cpu)?;
-            let (y1, mean, var) = batch_norm_train(x.as_tensor(), g.as_tensor(), bt.as_tensor(), 1e-5)?;
-            let y2 = batch_norm_composed(x.as_tensor(), g.as_tensor(), bt.as_tensor(), 1e-5)?;
             let f = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            assert!(max_rel(&f(&y1), &f(&y2)) < 1e-5, "forward {dims:?}");
-            let g1 = (y1 * &w)?.sum_all()?.backward()?;
-            let g2 = (y2 * &w)?.sum_all()?.backward()?;
-            for (name, v) in [("x", &x), ("gamma", &g), ("beta", &bt)] {
-                let a = f(g1.get(v).unwrap());
-                let b = f(g2.get(v).unwrap());
-                assert!(max_rel(&a, &b) < 1e-4, "d{name} {dims:?}: {a:?} vs {b:?}");
+            let (_, mean, var) = batch_norm_train(x.as_tensor(), g.as_tensor(), bt.as_tensor(), 1e-5)?;
+            // Plain and followed by a ReLU (fused here, candle's `relu` after the composed ops).
+            for relu in [false, true] {
+                let (y1, _, _) = if relu {
+                    batch_norm_train_relu(x.as_tensor(), g.as_tensor(), bt.as_tensor(), 1e-5)?
+                } else {
+                    batch_norm_train(x.as_tensor(), g.as_tensor(), bt.as_tensor(), 1e-5)?
+                };
+                let y2 = batch_norm_composed(x.as_tensor(), g.as_tensor(), bt.as_tensor(), 1e-5)?;
+                let y2 = if relu { y2.relu()? } else { y2 };
+                if relu {
+                    let zeros = f(&y1).iter().filter(|v| **v == 0.0).count();
+                    assert!(zeros > n / 5 && zeros < 4 * n / 5, "{zeros} of {n} clipped");
+                }
+                assert!(max_rel(&f(&y1), &f(&y2)) < 1e-5, "forward {dims:?} relu {relu}");
+                let g1 = (y1 * &w)?.sum_all()?.backward()?;
+                let g2 = (y2 * &w)?.sum_all()?.backward()?;
+                for (name, v) in [("x", &x), ("gamma", &g), ("beta", &bt)] {
+                    let a = f(g1.get(v).unwrap());
+                    let b = f(g2.get(v).unwrap());
+                    assert!(
+                        max_rel(&a, &b) < 1e-4,
+                        "d{name} {dims:?} relu {relu}: {a:?} vs {b:?}"
+                    );
+                }
             }
             // Running statistics: channel mean and unbiased variance.
             let xs = f(x.as_tensor());

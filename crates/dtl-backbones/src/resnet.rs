@@ -168,7 +168,7 @@ impl ConvBn {
             return self.bn.forward_train(&y, relu, k);
         }
         let bn = &self.bn;
-        let y = k.conv2d_batch_norm_eval(
+        k.conv2d_batch_norm_eval(
             xs,
             weight,
             self.stride,
@@ -178,12 +178,8 @@ impl ConvBn {
             &bn.weight,
             &bn.bias,
             BatchNorm::EPS,
-        )?;
-        if relu {
-            y.relu()
-        } else {
-            Ok(y)
-        }
+            relu,
+        )
     }
 }
 

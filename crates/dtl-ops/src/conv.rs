@@ -589,7 +589,7 @@ fn group_size(l: usize) -> usize {
     MIN_GEMM_COLUMNS.div_ceil(l.max(1)).clamp(1, images_per_job(l))
 }
 
-fn forward(g: Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, b: usize) -> Vec<f32> {
+fn forward(g: Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, b: usize, relu: bool) -> Vec<f32> {
     let (ckk, l, o) = (g.ckk(), g.l(), g.o);
     let chw = g.c * g.h * g.w;
     let gs = group_size(l);
@@ -631,6 +631,11 @@ fn forward(g: Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, b: usize) ->
                         for (ch, plane) in yi.chunks_mut(l).enumerate() {
                             plane.copy_from_slice(&yg[ch * gl + k * l..ch * gl + (k + 1) * l]);
                         }
+                    }
+                }
+                if relu {
+                    for v in yc.iter_mut() {
+                        *v = crate::relu::relu(*v);
                     }
                 }
             },
@@ -738,6 +743,8 @@ fn backward(
 struct Conv {
     stride: usize,
     pad: usize,
+    /// A ReLU applied to the output (while it is in cache), and its gradient before the backward.
+    relu: bool,
 }
 
 impl Conv {
@@ -754,13 +761,24 @@ impl Conv {
         let g = Geometry::new(xd, wd, self.stride, self.pad)?;
         let x = contiguous_f32(xs, xl, "conv2d input")?;
         let w = contiguous_f32(ws, wl, "conv2d weight")?;
-        let y = forward(g, x, w, bias, xd.0);
+        let y = forward(g, x, w, bias, xd.0, self.relu);
         Ok((CpuStorage::F32(y), Shape::from((xd.0, g.o, g.oh, g.ow))))
     }
 
-    fn grads(&self, x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Tensor, Tensor)> {
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Tensor, Tensor)> {
         let want_dx = x.track_op();
-        let packed = x.apply_op3_no_bwd(w, &grad.contiguous()?, &ConvBackward { conv: *self, want_dx })?;
+        let grad = if self.relu {
+            crate::relu::relu_grad(res, grad)?
+        } else {
+            grad.contiguous()?
+        };
+        let packed = x.apply_op3_no_bwd(w, &grad, &ConvBackward { conv: *self, want_dx })?;
         let (nx, nw, o) = (
             if want_dx { x.elem_count() } else { 0 },
             w.elem_count(),
@@ -796,10 +814,10 @@ impl CustomOp2 for Conv {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, _) = self.grads(x, w, grad)?;
+        let (dx, dw, _) = self.grads(x, w, res, grad)?;
         Ok((dx, Some(dw)))
     }
 }
@@ -827,10 +845,10 @@ impl CustomOp3 for Conv {
         x: &Tensor,
         w: &Tensor,
         _b: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, db) = self.grads(x, w, grad)?;
+        let (dx, dw, db) = self.grads(x, w, res, grad)?;
         Ok((dx, Some(dw), Some(db)))
     }
 }
@@ -889,6 +907,30 @@ pub fn conv2d_bias(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
+    conv2d_with(xs, w, bias, stride, padding, false)
+}
+
+/// [`conv2d_bias`] followed by a ReLU, fused on the CPU: the ReLU is applied to each group of
+/// output planes right after its GEMM wrote them, and its gradient (`g * (y > 0)`, as PyTorch's)
+/// in one parallel pass before the convolution's backward.
+pub fn conv2d_bias_relu(
+    xs: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    conv2d_with(xs, w, bias, stride, padding, true)
+}
+
+fn conv2d_with(
+    xs: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    relu: bool,
+) -> Result<Tensor> {
     let xd = xs.dims4()?;
     let wd = w.dims4()?;
     Geometry::new(xd, wd, stride, padding)?;
@@ -904,12 +946,17 @@ pub fn conv2d_bias(
     let on_cpu = xs.device().is_cpu() && xs.dtype() == DType::F32 && w.dtype() == DType::F32;
     if !on_cpu {
         let y = xs.conv2d(w, padding, stride, 1, 1)?;
-        return match bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, wd.0, 1, 1))?),
-            None => Ok(y),
+        let y = match bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, wd.0, 1, 1))?)?,
+            None => y,
         };
+        return if relu { y.relu() } else { Ok(y) };
     }
-    let op = Conv { stride, pad: padding };
+    let op = Conv {
+        stride,
+        pad: padding,
+        relu,
+    };
     let (xs, w) = (xs.contiguous()?, w.contiguous()?);
     match bias {
         Some(b) => xs.apply_op3(&w, &b.contiguous()?, op),

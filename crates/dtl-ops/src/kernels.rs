@@ -45,7 +45,8 @@ impl Kernels {
     /// normalization", section 3.2: at inference the transform is linear and can be composed with
     /// the layer before it). Same values as `batch_norm_eval(conv2d(xs, w))` up to f32 rounding,
     /// and gradients for `xs`, `w`, `gamma` and `beta` through candle's autograd, with one pass over
-    /// the output instead of two. `mean` and `var` are the running statistics, `(O,)` each.
+    /// the output instead of two. `mean` and `var` are the running statistics, `(O,)` each. With
+    /// `relu`, a ReLU follows, fused into the convolution ([`crate::conv2d_bias_relu`]).
     #[allow(clippy::too_many_arguments)]
     pub fn conv2d_batch_norm_eval(
         &self,
@@ -58,12 +59,17 @@ impl Kernels {
         gamma: &Tensor,
         beta: &Tensor,
         eps: f64,
+        relu: bool,
     ) -> Result<Tensor> {
         let o = w.dim(0)?;
         let scale = (gamma / (var + eps)?.sqrt()?)?;
         let shift = (beta - (mean * &scale)?)?;
         let wf = w.broadcast_mul(&scale.reshape((o, 1, 1, 1))?)?;
-        self.conv2d(xs, &wf, Some(&shift), stride, padding)
+        match (self, relu) {
+            (Kernels::Dtl, true) => crate::conv2d_bias_relu(xs, &wf, Some(&shift), stride, padding),
+            (_, true) => self.conv2d(xs, &wf, Some(&shift), stride, padding)?.relu(),
+            (_, false) => self.conv2d(xs, &wf, Some(&shift), stride, padding),
+        }
     }
 
     /// Batch norm in training mode followed by a ReLU (output, batch mean, unbiased batch variance).
@@ -222,7 +228,8 @@ mod tests {
     }
 
     /// The folded evaluation-mode convolution and batch norm against the two layers one after the
-    /// other: values and the gradients of input, filters, scale and shift, for both kernel sets.
+    /// other (and candle's ReLU after them): values and the gradients of input, filters, scale and
+    /// shift, for both kernel sets.
     #[test]
     fn folded_batch_norm_matches_the_two_layers() -> Result<()> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
@@ -232,7 +239,10 @@ mod tests {
         let (gv, bv) = (v(4, 0.5, 2.0), v(4, -0.5, 0.5));
         let (mv, vv) = (v(4, -0.3, 0.3), v(4, 0.2, 3.0));
         let dev = &Device::Cpu;
-        for k in [Kernels::Dtl, Kernels::Candle] {
+        for (k, relu) in [Kernels::Dtl, Kernels::Candle]
+            .into_iter()
+            .flat_map(|k| [(k, false), (k, true)])
+        {
             let run = |folded: bool| -> Result<Results> {
                 let x = Var::from_vec(xv.clone(), (2, 3, 9, 9), dev)?;
                 let w = Var::from_vec(wv.clone(), (4, 3, 3, 3), dev)?;
@@ -250,11 +260,26 @@ mod tests {
                         g.as_tensor(),
                         b.as_tensor(),
                         1e-5,
+                        relu,
                     )?
                 } else {
                     let y = k.conv2d(x.as_tensor(), w.as_tensor(), None, 2, 1)?;
-                    crate::batch_norm_eval(&y, &m, &var, g.as_tensor(), b.as_tensor(), 1e-5)?
+                    let y = crate::batch_norm_eval(&y, &m, &var, g.as_tensor(), b.as_tensor(), 1e-5)?;
+                    if relu {
+                        y.relu()?
+                    } else {
+                        y
+                    }
                 };
+                if relu {
+                    let clipped = y
+                        .flatten_all()?
+                        .to_vec1::<f32>()?
+                        .iter()
+                        .filter(|v| **v == 0.0)
+                        .count();
+                    assert!(clipped > 20 && clipped < 180, "{clipped} of 200 clipped");
+                }
                 // Weights that differ per output cell, so that every gradient is non-trivial.
                 let loss = (y.sqr()?.sum_all()? + y.sum_all()?)?;
                 let grads = loss.backward()?;

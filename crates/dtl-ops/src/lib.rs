@@ -27,7 +27,7 @@ mod norm;
 mod pool;
 mod relu;
 
-pub use conv::{conv2d, conv2d_bias};
+pub use conv::{conv2d, conv2d_bias, conv2d_bias_relu};
 pub use kernels::Kernels;
 pub use norm::{
     batch_norm_composed, batch_norm_eval, batch_norm_train, batch_norm_train_relu, batch_stats_composed,

@@ -2,8 +2,8 @@
 //! cross-entropy of each sample is weighted by an estimate of `p_T(x) / p_S(x)` from one of the
 //! estimators of [`crate::weighting`], so that training minimises an estimate of the target risk.
 //!
-//! On the images themselves (`pixels`) the weights are estimated before the first epoch (and,
-//! with `every = k`, again every `k` epochs). On the model's features (`features`) a freshly
+//! On the images themselves (`pixels`) the weights are estimated once, before the first epoch
+//! (the pixels do not change, so `every` must stay 0 there). On the model's features (`features`) a freshly
 //! initialised network's features say little about the domains, so the first `k` epochs (at least
 //! one) train with equal weights and the weights are estimated before epoch `k + 1`, then every `k`
 //! epochs on the features as they have become. The loss of a batch is
@@ -47,8 +47,8 @@ pub struct IwConfig {
     pub estimator: Estimator,
     /// Estimate on pixels or on features.
     pub weights_on: WeightsOn,
-    /// Re-estimate every this many epochs (0: once). On features, also the number of
-    /// equal-weight epochs before the first estimate (at least 1).
+    /// On features: re-estimate every this many epochs, and train this many equal-weight epochs
+    /// before the first estimate (0 counts as 1). On pixels it must be 0 (estimated once).
     pub every: usize,
     /// At most this many target training images go into an estimate (a seeded subset).
     pub max_target: usize,
@@ -75,6 +75,17 @@ impl IwConfig {
             return Err(Error::Core(dtl_core::Error::config(
                 "max-target",
                 "must be at least 1",
+            )));
+        }
+        if self.weights_on == WeightsOn::Pixels && self.every > 0 {
+            return Err(Error::Core(dtl_core::Error::config(
+                "reweight-every",
+                format!(
+                    "is {} but the weights are estimated on pixels, which do not change during training: \
+                     re-estimating would repeat the same work; leave it at 0, or estimate on features \
+                     (weights-on = \"features\")",
+                    self.every
+                ),
             )));
         }
         if target.is_empty() {
@@ -143,7 +154,7 @@ impl SourceWeighter {
     /// Whether the weights are (re-)estimated before 0-based `epoch`.
     pub fn due(&self, epoch: usize) -> bool {
         match self.cfg.weights_on {
-            WeightsOn::Pixels => epoch == 0 || (self.cfg.every > 0 && epoch % self.cfg.every == 0),
+            WeightsOn::Pixels => epoch == 0,
             WeightsOn::Features => {
                 let k = self.cfg.every.max(1);
                 epoch > 0 && epoch % k == 0

@@ -87,7 +87,8 @@ fn iw_weights_concentrate_on_the_targets_classes() {
 }
 
 /// On features the first epoch trains with equal weights: after one epoch nothing has been
-/// estimated yet; on pixels the weights exist from the start.
+/// estimated yet; on pixels the weights exist from the start, and a re-estimation schedule on
+/// pixels (which never change) is refused, naming the setting.
 #[test]
 fn feature_weights_wait_for_one_epoch() {
     let dev = Device::Cpu;
@@ -102,6 +103,19 @@ fn feature_weights_wait_for_one_epoch() {
         let loop_cfg = loop_config(1);
         train(s.as_mut(), &data.train, None, &loop_cfg, &dev).unwrap();
         assert_eq!(s.weight_stats().is_some(), estimated, "{on:?}");
+        let every = IwConfig {
+            weights_on: on,
+            every: 2,
+            ..IwConfig::default()
+        };
+        let built = every.weighter(&data.train, &target, 0);
+        match on {
+            WeightsOn::Features => assert!(built.is_ok()),
+            WeightsOn::Pixels => {
+                let err = built.expect_err("pixels with reweight-every").to_string();
+                assert!(err.contains("reweight-every") && err.contains("pixels"), "{err}");
+            }
+        }
     }
 }
 

@@ -143,7 +143,8 @@ struct TrainArgs {
     /// iw (and ddc, dan, coral, dann): estimate the weights on pixels or on the model's features.
     #[arg(long)]
     weights_on: Option<String>,
-    /// iw (and ddc, dan, coral, dann): re-estimate the weights every K epochs (on features).
+    /// iw (and ddc, dan, coral, dann): re-estimate the weights every K epochs (on features only;
+    /// pixels never change and are estimated once).
     #[arg(long, value_name = "K")]
     reweight_every: Option<usize>,
     /// tradaboost: labelled target training samples to use (a seeded subset) [default: 100].

@@ -664,17 +664,23 @@ fn backward(
     let path = g.path();
     let cells = path.cells(g.stride);
     let mut dx = if want_dx { vec![0f32; b * chw] } else { Vec::new() };
-    let job = |j: usize, mut dxc: Option<&mut [f32]>| -> (Vec<f32>, Vec<f32>) {
-        let (mut dw, mut db) = (vec![0f32; o * ckk], vec![0f32; o]);
-        // Separate scratch for the two directions: im2col relies on its buffer's zero border,
-        // which col2im's scatter would dirty.
-        let (mut buf, mut dbuf) = (
+    // Scratch of one rayon task, reused by the jobs it runs: every buffer is either fully written
+    // before it is read (`cols`, `dyg`, `dcols`), zeroed where it is used (`dbuf`, per channel), or
+    // written only inside a zero border that no job touches (`buf`). Separate buffers for the two
+    // directions: im2col relies on its buffer's zero border, which col2im's scatter would dirty.
+    let scratch = || {
+        (
             vec![0f32; cells],
-            vec![0f32; if dxc.is_some() { cells } else { 0 }],
-        );
-        let mut cols = vec![0f32; ckk * gs * l];
-        let mut dyg = vec![0f32; if gs > 1 { o * gs * l } else { 0 }];
-        let mut dcols = vec![0f32; if dxc.is_some() { ckk * gs * l } else { 0 }];
+            vec![0f32; if want_dx { cells } else { 0 }],
+            vec![0f32; ckk * gs * l],
+            vec![0f32; if gs > 1 { o * gs * l } else { 0 }],
+            vec![0f32; if want_dx { ckk * gs * l } else { 0 }],
+        )
+    };
+    type Scratch = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+    let job = |scratch: &mut Scratch, j: usize, mut dxc: Option<&mut [f32]>| -> (Vec<f32>, Vec<f32>) {
+        let (mut dw, mut db) = (vec![0f32; o * ckk], vec![0f32; o]);
+        let (buf, dbuf, cols, dyg, dcols) = scratch;
         let first = j * per_job;
         let last = ((j + 1) * per_job).min(b);
         for i0 in (first..last).step_by(gs) {
@@ -682,7 +688,7 @@ fn backward(
             let gl = n * l;
             for k in 0..n {
                 let img = &x[(i0 + k) * chw..(i0 + k + 1) * chw];
-                g.unfold(&path, &mut buf, img, &mut cols, gl, k * l);
+                g.unfold(&path, buf, img, cols, gl, k * l);
             }
             // dY of the group as one `(O, G L)` matrix.
             let dyc = &dy[i0 * o * l..(i0 + n) * o * l];
@@ -708,11 +714,11 @@ fn backward(
             }
             if let Some(dxc) = dxc.as_deref_mut() {
                 // dcols (CKK x G L) = W^T (CKK x O) dY (O x G L), then scattered back per image.
-                matmul(&mut dcols, Mat::new(w, o, ckk).t(), Mat::new(dyg, o, gl), false);
+                matmul(dcols, Mat::new(w, o, ckk).t(), Mat::new(dyg, o, gl), false);
                 for k in 0..n {
                     let at = i0 + k - first;
                     let img = &mut dxc[at * chw..(at + 1) * chw];
-                    g.fold(&path, &mut dbuf, &dcols, img, gl, k * l);
+                    g.fold(&path, dbuf, dcols, img, gl, k * l);
                 }
             }
         }
@@ -721,10 +727,13 @@ fn backward(
     let partials: Vec<(Vec<f32>, Vec<f32>)> = if want_dx {
         dx.par_chunks_mut(per_job * chw)
             .enumerate()
-            .map(|(j, c)| job(j, Some(c)))
+            .map_init(scratch, |s, (j, c)| job(s, j, Some(c)))
             .collect()
     } else {
-        (0..jobs).into_par_iter().map(|j| job(j, None)).collect()
+        (0..jobs)
+            .into_par_iter()
+            .map_init(scratch, |s, j| job(s, j, None))
+            .collect()
     };
     let mut parts = partials.into_iter();
     let (mut dw, mut db) = parts

@@ -94,6 +94,57 @@ impl Pool {
     }
 }
 
+/// `max(a, b)` that propagates NaN (either one NaN gives NaN), without a branch.
+#[inline(always)]
+fn nan_max(a: f32, b: f32) -> f32 {
+    if a.is_nan() || a > b {
+        a
+    } else {
+        b
+    }
+}
+
+impl Pool {
+    /// Non-overlapping 2x2 windows without padding (LeNet's pooling): the windows need no
+    /// clipping, so a plane is two rows at a time of pairs.
+    fn is_2x2(&self) -> bool {
+        self.k == 2 && self.stride == 2 && self.pad == 0
+    }
+
+    /// [`Pool::max`] over a whole plane for [`Pool::is_2x2`].
+    fn max_2x2(plane: &[f32], w: usize, out: &mut [f32], ow: usize) {
+        for (oy, o) in out.chunks_exact_mut(ow).enumerate() {
+            let r0 = &plane[2 * oy * w..2 * oy * w + 2 * ow];
+            let r1 = &plane[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * ow];
+            for ((o, a), b) in o.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)) {
+                *o = nan_max(nan_max(a[0], a[1]), nan_max(b[0], b[1]));
+            }
+        }
+    }
+
+    /// [`Pool::argmax`]'s gradient routing over a whole plane for [`Pool::is_2x2`]: each output
+    /// gradient to its window's first maximum in row-major order (the first NaN if any).
+    fn route_2x2(plane: &[f32], w: usize, g: &[f32], ow: usize, dx: &mut [f32]) {
+        for (oy, gr) in g.chunks_exact(ow).enumerate() {
+            let (y0, y1) = (2 * oy * w, (2 * oy + 1) * w);
+            for (ox, &gv) in gr.iter().enumerate() {
+                let cells = [y0 + 2 * ox, y0 + 2 * ox + 1, y1 + 2 * ox, y1 + 2 * ox + 1];
+                let (mut at, mut best) = (cells[0], plane[cells[0]]);
+                let mut nan_at = if best.is_nan() { cells[0] } else { usize::MAX };
+                for &c in &cells[1..] {
+                    let v = plane[c];
+                    let take = v > best;
+                    best = if take { v } else { best };
+                    at = if take { c } else { at };
+                    let first_nan = v.is_nan() & (nan_at == usize::MAX);
+                    nan_at = if first_nan { c } else { nan_at };
+                }
+                dx[if nan_at != usize::MAX { nan_at } else { at }] += gv;
+            }
+        }
+    }
+}
+
 /// Planes per parallel task: enough output cells that a task is worth scheduling.
 fn planes_per_task(cells_per_plane: usize) -> usize {
     (4096 / cells_per_plane.max(1)).max(1)
@@ -113,6 +164,9 @@ impl CustomOp1 for Pool {
             .zip(x.par_chunks(h * w))
             .with_min_len(planes_per_task(oh * ow))
             .for_each(|(o, plane)| {
+                if self.is_2x2() {
+                    return Pool::max_2x2(plane, w, o, ow);
+                }
                 for oy in 0..oh {
                     for ox in 0..ow {
                         o[oy * ow + ox] = self.max(plane, h, w, oy, ox);
@@ -161,6 +215,9 @@ impl CustomOp2 for PoolBackward {
             .zip(x.par_chunks(h * w).zip(g.par_chunks(oh * ow)))
             .with_min_len(planes_per_task(oh * ow))
             .for_each(|(o, (plane, gp))| {
+                if p.is_2x2() {
+                    return Pool::route_2x2(plane, w, gp, ow, o);
+                }
                 for oy in 0..oh {
                     for ox in 0..ow {
                         let (at, _) = p.argmax(plane, h, w, oy, ox);
@@ -238,7 +295,13 @@ mod tests {
     #[test]
     fn forward_and_gradient_match_reference() -> Result<()> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        for &(h, w, k, s, p) in &[(6, 6, 2, 2, 0), (7, 5, 3, 2, 1), (8, 8, 3, 1, 1), (5, 5, 2, 1, 0)] {
+        for &(h, w, k, s, p) in &[
+            (6, 6, 2, 2, 0),
+            (7, 5, 2, 2, 0),
+            (7, 5, 3, 2, 1),
+            (8, 8, 3, 1, 1),
+            (5, 5, 2, 1, 0),
+        ] {
             // Quantised values create ties, which must go to the first maximum.
             let x: Vec<f32> = (0..2 * h * w)
                 .map(|_| (rng.random_range(0..6) as f32) / 2.0)

@@ -246,7 +246,11 @@ fn main() -> Result<()> {
             };
             let steps = flag("--steps").map(|s| s.parse()).transpose()?.unwrap_or(10);
             let warmup = flag("--warmup").map(|s| s.parse()).transpose()?.unwrap_or(2);
-            run(&workload, kernels, &dir, steps, warmup)
+            match kernels {
+                // dtl's kernels from a worker thread, as the `dtl` binary runs them.
+                Kernels::Dtl => dtl::ops::in_worker_pool(|| run(&workload, kernels, &dir, steps, warmup)),
+                Kernels::Candle => run(&workload, kernels, &dir, steps, warmup),
+            }
         }
         // `cargo bench` without arguments: a quick run of every workload with dtl's kernels.
         None => {

@@ -315,13 +315,16 @@ fn main() -> Result<()> {
         .with_target(false)
         .init();
     tracing::debug!("candle elementwise threads: {candle_threads}");
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    // The work runs on a rayon worker thread, so that dtl's kernels do not wake and wait for the
+    // pool at every op (see dtl_ops::in_worker_pool).
+    dtl_ops::in_worker_pool(move || match command {
         Command::Train(a) => train(*a),
         Command::Eval(a) => eval(a),
         Command::Fetch(a) => fetch(a),
         Command::Predict(a) => predict(a),
         Command::Yosinski(a) => yosinski(a),
-    }
+    })
 }
 
 /// Parses a kebab-case enum value the way configs spell it.

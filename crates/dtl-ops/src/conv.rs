@@ -330,25 +330,65 @@ impl Geometry {
     }
 }
 
-/// `dst = src` for the short runs of [`Phases`]: the common widths are copies of constant length,
-/// which compile to vector moves instead of a call.
+/// One kernel tap's row of the column matrix from its phase plane: `row.len() / OW` runs of `OW`
+/// floats, run `oy` from `phase[start + oy * qw..]`. `OW` is a constant, so a run is one or two
+/// vector moves and the loop has no per-run length logic.
 #[inline(always)]
-fn copy_run(dst: &mut [f32], src: &[f32]) {
-    match dst.len() {
-        16 => dst.copy_from_slice(&src[..16]),
-        8 => dst.copy_from_slice(&src[..8]),
-        4 => dst.copy_from_slice(&src[..4]),
-        2 => dst.copy_from_slice(&src[..2]),
-        1 => dst[0] = src[0],
-        n => dst.copy_from_slice(&src[..n]),
+fn copy_tap_const<const OW: usize>(row: &mut [f32], phase: &[f32], qw: usize, start: usize) {
+    for (oy, dst) in row.chunks_exact_mut(OW).enumerate() {
+        let at = start + oy * qw;
+        let src: &[f32; OW] = phase[at..at + OW].try_into().expect("a run of OW floats");
+        dst.copy_from_slice(src);
     }
 }
 
-/// `dst += src` for the short runs of [`Phases`].
+/// [`copy_tap_const`] for runs of `ow` floats.
 #[inline(always)]
-fn add_run(dst: &mut [f32], src: &[f32]) {
-    for (d, &v) in dst.iter_mut().zip(src) {
-        *d += v;
+fn copy_tap(row: &mut [f32], phase: &[f32], qw: usize, start: usize, ow: usize) {
+    match ow {
+        1 => copy_tap_const::<1>(row, phase, qw, start),
+        2 => copy_tap_const::<2>(row, phase, qw, start),
+        4 => copy_tap_const::<4>(row, phase, qw, start),
+        8 => copy_tap_const::<8>(row, phase, qw, start),
+        16 => copy_tap_const::<16>(row, phase, qw, start),
+        _ => {
+            for (oy, dst) in row.chunks_exact_mut(ow).enumerate() {
+                let at = start + oy * qw;
+                dst.copy_from_slice(&phase[at..at + ow]);
+            }
+        }
+    }
+}
+
+/// The adjoint of [`copy_tap_const`]: adds each run of `row` into the phase plane.
+#[inline(always)]
+fn add_tap_const<const OW: usize>(row: &[f32], phase: &mut [f32], qw: usize, start: usize) {
+    for (oy, src) in row.chunks_exact(OW).enumerate() {
+        let at = start + oy * qw;
+        let dst: &mut [f32; OW] = (&mut phase[at..at + OW]).try_into().expect("a run of OW floats");
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d += v;
+        }
+    }
+}
+
+/// [`add_tap_const`] for runs of `ow` floats.
+#[inline(always)]
+fn add_tap(row: &[f32], phase: &mut [f32], qw: usize, start: usize, ow: usize) {
+    match ow {
+        1 => add_tap_const::<1>(row, phase, qw, start),
+        2 => add_tap_const::<2>(row, phase, qw, start),
+        4 => add_tap_const::<4>(row, phase, qw, start),
+        8 => add_tap_const::<8>(row, phase, qw, start),
+        16 => add_tap_const::<16>(row, phase, qw, start),
+        _ => {
+            for (oy, src) in row.chunks_exact(ow).enumerate() {
+                let at = start + oy * qw;
+                for (d, &v) in phase[at..at + ow].iter_mut().zip(src) {
+                    *d += v;
+                }
+            }
+        }
     }
 }
 
@@ -411,11 +451,7 @@ impl Geometry {
                     let r = (ch * k + dy) * k + dx;
                     let row = &mut cols[r * ld + off..r * ld + off + l];
                     let phase = &buf[((dy % s) * s + dx % s) * q..][..q];
-                    let (qy, qx) = (dy / s, dx / s);
-                    for (oy, dst) in row.chunks_exact_mut(ow).enumerate() {
-                        let at = (oy + qy) * t.qw + qx;
-                        copy_run(dst, &phase[at..at + ow]);
-                    }
+                    copy_tap(row, phase, t.qw, (dy / s) * t.qw + dx / s, ow);
                 }
             }
         }
@@ -442,11 +478,7 @@ impl Geometry {
                     let r = (ch * k + dy) * k + dx;
                     let row = &cols[r * ld + off..r * ld + off + l];
                     let phase = &mut buf[((dy % s) * s + dx % s) * q..][..q];
-                    let (qy, qx) = (dy / s, dx / s);
-                    for (oy, src) in row.chunks_exact(ow).enumerate() {
-                        let at = (oy + qy) * t.qw + qx;
-                        add_run(&mut phase[at..at + ow], src);
-                    }
+                    add_tap(row, phase, t.qw, (dy / s) * t.qw + dx / s, ow);
                 }
             }
             let plane = &mut img[ch * hw..(ch + 1) * hw];

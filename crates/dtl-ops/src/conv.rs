@@ -342,22 +342,30 @@ fn copy_tap_const<const OW: usize>(row: &mut [f32], phase: &[f32], qw: usize, st
     }
 }
 
+/// Calls `$f::<N>($args)` for the run length `N` equal to `$ow` among the common ones (1, 2, 4, 8,
+/// 16), else `$other`.
+macro_rules! by_run_length {
+    ($ow:expr, $f:ident($($args:expr),*), $other:expr) => {
+        match $ow {
+            1 => $f::<1>($($args),*),
+            2 => $f::<2>($($args),*),
+            4 => $f::<4>($($args),*),
+            8 => $f::<8>($($args),*),
+            16 => $f::<16>($($args),*),
+            _ => $other,
+        }
+    };
+}
+
 /// [`copy_tap_const`] for runs of `ow` floats.
 #[inline(always)]
 fn copy_tap(row: &mut [f32], phase: &[f32], qw: usize, start: usize, ow: usize) {
-    match ow {
-        1 => copy_tap_const::<1>(row, phase, qw, start),
-        2 => copy_tap_const::<2>(row, phase, qw, start),
-        4 => copy_tap_const::<4>(row, phase, qw, start),
-        8 => copy_tap_const::<8>(row, phase, qw, start),
-        16 => copy_tap_const::<16>(row, phase, qw, start),
-        _ => {
-            for (oy, dst) in row.chunks_exact_mut(ow).enumerate() {
-                let at = start + oy * qw;
-                dst.copy_from_slice(&phase[at..at + ow]);
-            }
+    by_run_length!(ow, copy_tap_const(row, phase, qw, start), {
+        for (oy, dst) in row.chunks_exact_mut(ow).enumerate() {
+            let at = start + oy * qw;
+            dst.copy_from_slice(&phase[at..at + ow]);
         }
-    }
+    })
 }
 
 /// The adjoint of [`copy_tap_const`]: adds each run of `row` into the phase plane.
@@ -375,21 +383,14 @@ fn add_tap_const<const OW: usize>(row: &[f32], phase: &mut [f32], qw: usize, sta
 /// [`add_tap_const`] for runs of `ow` floats.
 #[inline(always)]
 fn add_tap(row: &[f32], phase: &mut [f32], qw: usize, start: usize, ow: usize) {
-    match ow {
-        1 => add_tap_const::<1>(row, phase, qw, start),
-        2 => add_tap_const::<2>(row, phase, qw, start),
-        4 => add_tap_const::<4>(row, phase, qw, start),
-        8 => add_tap_const::<8>(row, phase, qw, start),
-        16 => add_tap_const::<16>(row, phase, qw, start),
-        _ => {
-            for (oy, src) in row.chunks_exact(ow).enumerate() {
-                let at = start + oy * qw;
-                for (d, &v) in phase[at..at + ow].iter_mut().zip(src) {
-                    *d += v;
-                }
+    by_run_length!(ow, add_tap_const(row, phase, qw, start), {
+        for (oy, src) in row.chunks_exact(ow).enumerate() {
+            let at = start + oy * qw;
+            for (d, &v) in phase[at..at + ow].iter_mut().zip(src) {
+                *d += v;
             }
         }
-    }
+    })
 }
 
 impl Geometry {

@@ -32,6 +32,28 @@ fn same_shape(al: &Layout, bl: &Layout, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// `f(a[i], b[i])` for two storages of the same shape, in parallel chunks: the pass both ops of this
+/// module make (`what` names their inputs in errors).
+fn zip_map(
+    (as_, al): (&CpuStorage, &Layout),
+    (bs, bl): (&CpuStorage, &Layout),
+    what: [&str; 3],
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) -> Result<(CpuStorage, Shape)> {
+    same_shape(al, bl, what[0])?;
+    let a = contiguous_f32(as_, al, what[1])?;
+    let b = contiguous_f32(bs, bl, what[2])?;
+    let mut out = vec![0f32; a.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(o, (a, b))| {
+            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                *o = f(a, b);
+            }
+        });
+    Ok((CpuStorage::F32(out), al.shape().clone()))
+}
+
 /// The gradient through a ReLU from its output: `g * (y > 0)`, `(y, g)`.
 pub(crate) struct ReluGrad;
 
@@ -47,18 +69,12 @@ impl CustomOp2 for ReluGrad {
         gs: &CpuStorage,
         gl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        same_shape(yl, gl, "relu gradient")?;
-        let y = contiguous_f32(ys, yl, "relu output")?;
-        let g = contiguous_f32(gs, gl, "relu output gradient")?;
-        let mut out = vec![0f32; y.len()];
-        out.par_chunks_mut(CHUNK)
-            .zip(y.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
-            .for_each(|(o, (y, g))| {
-                for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
-                    *o = if y > 0.0 { g } else { 0.0 };
-                }
-            });
-        Ok((CpuStorage::F32(out), yl.shape().clone()))
+        zip_map(
+            (ys, yl),
+            (gs, gl),
+            ["relu gradient", "relu output", "relu output gradient"],
+            |y, g| if y > 0.0 { g } else { 0.0 },
+        )
     }
 }
 
@@ -81,18 +97,12 @@ impl CustomOp2 for AddRelu {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        same_shape(al, bl, "add_relu")?;
-        let a = contiguous_f32(as_, al, "add_relu input")?;
-        let b = contiguous_f32(bs, bl, "add_relu input")?;
-        let mut out = vec![0f32; a.len()];
-        out.par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-            .for_each(|(o, (a, b))| {
-                for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                    *o = relu(a + b);
-                }
-            });
-        Ok((CpuStorage::F32(out), al.shape().clone()))
+        zip_map(
+            (as_, al),
+            (bs, bl),
+            ["add_relu", "add_relu input", "add_relu input"],
+            |a, b| relu(a + b),
+        )
     }
 
     fn bwd(

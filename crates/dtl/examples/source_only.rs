@@ -12,6 +12,14 @@ use candle_core::Device;
 use dtl::prelude::*;
 
 fn main() -> anyhow::Result<()> {
+    // What the `dtl` binary does before any work, for the CPU kernels' speed
+    // (docs/performance.md): candle's elementwise ops on the calling thread, and the work on a
+    // rayon worker thread.
+    dtl::ops::keep_candle_elementwise_on_caller();
+    dtl::ops::in_worker_pool(example)
+}
+
+fn example() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let source: DomainId = args.next().as_deref().unwrap_or("mnist-small").parse()?;
     let target: DomainId = args.next().as_deref().unwrap_or("optdigits").parse()?;

@@ -12,7 +12,7 @@ fn committed_configs_parse_and_name_known_domains() {
             continue;
         }
         let cfg = RunConfig::from_toml_file(&path).unwrap_or_else(|e| panic!("{e}"));
-        for d in [&cfg.source, &cfg.target] {
+        for d in [&cfg.data.source, &cfg.data.target] {
             d.parse::<dtl::data::DomainId>()
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         }

@@ -7,16 +7,15 @@ use candle_core::Device;
 use dtl::experiment::{evaluate_checkpoint, run, RunConfig, RunOptions};
 
 fn quick(source: &str, target: &str) -> RunConfig {
-    RunConfig {
-        source: source.into(),
-        target: target.into(),
-        image_size: 16,
-        epochs: 3,
-        batch_size: 32,
-        lr: 0.05,
-        source_train_size: Some(768),
-        ..Default::default()
-    }
+    let mut cfg = RunConfig::default();
+    cfg.data.source = source.into();
+    cfg.data.target = target.into();
+    cfg.data.image_size = 16;
+    cfg.train.epochs = 3;
+    cfg.train.batch_size = 32;
+    cfg.optim.lr = 0.05;
+    cfg.data.source_train_size = Some(768);
+    cfg
 }
 
 #[test]
@@ -67,11 +66,9 @@ fn real_mnist_to_usps_when_the_data_is_there() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = RunConfig {
-        data_dir: Some(dir.clone()),
-        target_train_size: Some(500),
-        ..quick("mnist", "usps")
-    };
+    let mut cfg = quick("mnist", "usps");
+    cfg.data.data_dir = Some(dir.clone());
+    cfg.data.target_train_size = Some(500);
     let m = run(&cfg, &tmp.path().join("run"), RunOptions::default()).unwrap();
     assert_eq!(m.data["mnist"].train_size, 768);
     assert_eq!(m.data["mnist"].full_train_size, 60000);

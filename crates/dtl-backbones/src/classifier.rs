@@ -1,5 +1,6 @@
 //! A backbone with a linear classifier head, and its safetensors checkpoints.
 
+use dtl_core::seed::Stream;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -34,6 +35,20 @@ pub enum BackboneKind {
     ResNet34,
     /// torchvision's ResNet-50 (bottleneck blocks).
     ResNet50,
+}
+
+/// In configs by [`BackboneKind::as_str`]'s name, the one the command line parses.
+impl serde::Serialize for BackboneKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for BackboneKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// ImageNet's per-channel mean and standard deviation (RGB, on pixels in `[0, 1]`), with which
@@ -458,7 +473,7 @@ impl Classifier {
             )));
         }
         let varmap = VarMap::new();
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(Stream::Init.seed(seed));
         let (c, h, w) = spec.input_shape;
         if h != w {
             return Err(Error::Core(dtl_core::Error::config(
@@ -466,7 +481,7 @@ impl Classifier {
                 format!("{} takes square images, got {h}x{w}", spec.backbone.as_str()),
             )));
         }
-        let dropout_seed = seed.wrapping_add(0x0d50_0d50);
+        let dropout_seed = Stream::Dropout.seed(seed);
         let backbone: Box<dyn Backbone> = match spec.backbone {
             BackboneKind::LeNet => {
                 let cfg = LeNetConfig {

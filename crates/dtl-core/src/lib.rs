@@ -4,8 +4,11 @@
 //!
 //! - [`Backbone`]: a feature extractor with an ordered list of named layers (Yosinski et al. 2014,
 //!   "How transferable are features in deep neural networks?", count transferred layers along it);
-//! - [`Strategy`]: one training step of a transfer strategy on a [`DomainBatch`], and prediction;
+//! - [`Strategy`]: one training step of a transfer strategy on a [`DomainBatch`] (prediction is
+//!   the trained classifier's, `dtl_strategies::TransferStrategy::predict`);
 //! - [`StepStats`]: the named scalars a step reports;
+//! - [`config`]: the settings tree a run config is read into, with errors that name the dotted key;
+//! - [`seed`]: the named seed streams every random choice of a run derives from its one seed;
 //! - [`params`]: parameter selection by layer prefix, the way dtl freezes layers (candle has no
 //!   `requires_grad`: a frozen parameter is simply not handed to an optimizer);
 //! - [`Error`]: the error type the other crates wrap.
@@ -27,7 +30,9 @@
 
 use candle_core::Tensor;
 
+pub mod config;
 pub mod params;
+pub mod seed;
 
 /// Errors shared by the dtl crates.
 #[derive(Debug, thiserror::Error)]
@@ -179,8 +184,6 @@ pub trait Strategy {
     }
     /// One optimisation step; returns the named scalars to log.
     fn train_step(&mut self, batch: &DomainBatch) -> Result<StepStats>;
-    /// Class logits `(B, K)` of a batch, in evaluation mode.
-    fn predict(&self, xs: &Tensor) -> Result<Tensor>;
 }
 
 /// Writes `bytes` to `dest` through a temporary file in the same directory and a rename, so that

@@ -260,6 +260,20 @@ impl Placement {
     }
 }
 
+/// In configs by [`Placement::as_str`]'s name, the one the command line parses.
+impl serde::Serialize for Placement {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Placement {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl std::str::FromStr for Placement {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

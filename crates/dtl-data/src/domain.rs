@@ -1,5 +1,6 @@
 //! The data directory and loading a domain's train and test splits from it.
 
+use dtl_core::seed::Stream;
 use std::path::{Path, PathBuf};
 
 use rand::seq::index::sample;
@@ -379,7 +380,7 @@ fn cap_train(train: Dataset, opts: &LoadOptions) -> Result<Dataset> {
             message: "must be at least 1".into(),
         }),
         Some(n) if n < train.len() => {
-            let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5ab5_e7d0);
+            let mut rng = ChaCha8Rng::seed_from_u64(Stream::TrainCap.seed(opts.seed));
             let mut idx = sample(&mut rng, train.len(), n).into_vec();
             idx.sort_unstable();
             train.subset(&idx)
@@ -401,7 +402,7 @@ fn keep_class_fractions(train: Dataset, fractions: &[f64], seed: u64) -> Result<
             ),
         });
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc1a5_5f4a);
+    let mut rng = ChaCha8Rng::seed_from_u64(Stream::ClassFractions.seed(seed));
     let mut keep = Vec::new();
     for (c, &f) in fractions.iter().enumerate() {
         let members: Vec<usize> = (0..train.len())

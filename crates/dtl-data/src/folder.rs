@@ -12,6 +12,7 @@
 //! warning. The domain's file record is one entry per split folder whose sha256 digests every
 //! image's relative path and content.
 
+use dtl_core::seed::Stream;
 use std::path::{Path, PathBuf};
 
 use rand::seq::SliceRandom;
@@ -214,7 +215,7 @@ pub fn load_folder(root: &Path, opts: &FolderOptions) -> Result<Folder> {
         )
     } else {
         let all = labelled_files(root, &classes)?;
-        let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x00f0_1de7);
+        let mut rng = ChaCha8Rng::seed_from_u64(Stream::FolderSplit.seed(opts.seed));
         let (mut train, mut test) = (Vec::new(), Vec::new());
         for label in 0..classes.len() as u32 {
             let mut of: Vec<_> = all.iter().filter(|(_, l)| *l == label).cloned().collect();

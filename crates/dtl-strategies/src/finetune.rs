@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::optim::{Optimizer, ParamGroup};
 use crate::source_only::SourceOnly;
+use crate::strategy::{BuildContext, InitialWeights, RunFacts, StrategySettings, TransferStrategy};
 use crate::{Error, OptimSettings, Result};
 
 /// Settings of `finetune`.
@@ -40,6 +41,17 @@ impl Default for FinetuneConfig {
 }
 
 impl FinetuneConfig {
+    /// The settings' own checks: a non-negative learning-rate multiplier.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.transferred_lr_mult >= 0.0 && self.transferred_lr_mult.is_finite()) {
+            return Err(Error::Core(dtl_core::Error::config(
+                "transferred-lr-mult",
+                format!("{} is not a non-negative number", self.transferred_lr_mult),
+            )));
+        }
+        Ok(())
+    }
+
     /// The strategy around `model`, whose first `transfer_layers` layers hold the transferred
     /// weights.
     pub fn build(&self, mut model: Classifier, optim: &OptimSettings) -> Result<SourceOnly> {
@@ -50,12 +62,7 @@ impl FinetuneConfig {
                 format!("{n} layers asked, the model has {}", model.layers().len()),
             )));
         }
-        if !(self.transferred_lr_mult >= 0.0 && self.transferred_lr_mult.is_finite()) {
-            return Err(Error::Core(dtl_core::Error::config(
-                "transferred-lr-mult",
-                format!("{} is not a non-negative number", self.transferred_lr_mult),
-            )));
-        }
+        self.validate()?;
         let copied: Vec<&str> = model.layers()[..n].iter().map(String::as_str).collect();
         let fresh: Vec<&str> = model.layers()[n..].iter().map(String::as_str).collect();
         let mut groups = vec![ParamGroup::new(params::select(model.varmap(), &fresh))];
@@ -76,5 +83,37 @@ impl FinetuneConfig {
         }
         let opt = Optimizer::new(optim.kind, optim.lr, optim.weight_decay, groups)?;
         Ok(SourceOnly::with_optimizer(model, opt, "finetune"))
+    }
+}
+
+impl StrategySettings for FinetuneConfig {
+    fn validate(&self) -> Result<()> {
+        FinetuneConfig::validate(self)
+    }
+
+    fn check_run(&self, run: &RunFacts) -> Result<()> {
+        if !run.init_from {
+            return Err(Error::Core(dtl_core::Error::config(
+                "init-from",
+                "finetune copies layers from a checkpoint: give --init-from FILE",
+            )));
+        }
+        Ok(())
+    }
+
+    fn initial_weights(&self) -> InitialWeights {
+        InitialWeights::Own
+    }
+
+    /// Copies the first `transfer_layers` layers of the initial checkpoint into the model (the
+    /// rest keep their initialisation from the run seed), then builds the strategy.
+    fn build_strategy(&self, ctx: BuildContext<'_>) -> Result<Box<dyn TransferStrategy>> {
+        if let Some(init) = ctx.init {
+            let copied = ctx
+                .model
+                .transfer_from(init.model, self.transfer_layers, init.path)?;
+            tracing::info!("copied [{}] from {}", copied.join(", "), init.path.display());
+        }
+        Ok(Box::new(self.build(ctx.model, &ctx.optim)?))
     }
 }

@@ -214,6 +214,28 @@ impl Optimizer {
     }
 }
 
+/// Optimizer settings shared by the strategies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OptimSettings {
+    /// The update rule.
+    pub kind: OptimizerKind,
+    /// Base learning rate.
+    pub lr: f64,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+}
+
+impl Default for OptimSettings {
+    /// SGD, momentum 0.9, learning rate 0.01, weight decay 5e-4.
+    fn default() -> Self {
+        Self {
+            kind: OptimizerKind::sgd(),
+            lr: 0.01,
+            weight_decay: 5e-4,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

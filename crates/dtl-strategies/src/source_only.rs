@@ -1,12 +1,29 @@
 //! `source-only`: train on labelled source data alone, the baseline every transfer method is
 //! measured against (the "source only" rows of Tzeng et al. 2017 and Ganin & Lempitsky 2015).
 
-use candle_core::Tensor;
 use dtl_backbones::Classifier;
 use dtl_core::{params, DomainBatch, StepStats, Strategy};
 
 use crate::optim::{Optimizer, ParamGroup};
+use serde::{Deserialize, Serialize};
+
+use crate::strategy::{BuildContext, StrategySettings};
 use crate::{OptimSettings, Result, TransferStrategy};
+
+/// Settings of `source-only`: none beyond the run's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceOnlyConfig {}
+
+impl StrategySettings for SourceOnlyConfig {
+    fn validate(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn build_strategy(&self, ctx: BuildContext<'_>) -> Result<Box<dyn TransferStrategy>> {
+        Ok(Box::new(SourceOnly::new(ctx.model, &ctx.optim)?))
+    }
+}
 
 /// Minimises the source cross-entropy over every parameter of the classifier.
 pub struct SourceOnly {
@@ -40,22 +57,6 @@ impl SourceOnly {
     }
 }
 
-/// Mean cross-entropy of `logits` against `labels` and the batch accuracy.
-pub(crate) fn cross_entropy_with_accuracy(
-    logits: &Tensor,
-    labels: &Tensor,
-) -> candle_core::Result<(Tensor, f64)> {
-    let loss = candle_nn::loss::cross_entropy(logits, labels)?;
-    let hits = logits
-        .detach()
-        .argmax(1)?
-        .eq(labels)?
-        .to_dtype(candle_core::DType::F32)?
-        .mean_all()?
-        .to_scalar::<f32>()?;
-    Ok((loss, hits as f64))
-}
-
 impl Strategy for SourceOnly {
     fn name(&self) -> &str {
         self.name
@@ -65,7 +66,7 @@ impl Strategy for SourceOnly {
         let mut step = || -> Result<StepStats> {
             let (xs, ys) = &batch.source;
             let logits = self.model.forward(xs, true)?;
-            let (loss, acc) = cross_entropy_with_accuracy(&logits, ys)?;
+            let (loss, acc) = crate::loss::cross_entropy_with_accuracy(&logits, ys)?;
             let value = loss.to_scalar::<f32>()? as f64;
             self.opt.backward_step(&loss)?;
             let mut stats = StepStats::new();
@@ -73,12 +74,6 @@ impl Strategy for SourceOnly {
             Ok(stats)
         };
         step().map_err(crate::Error::into_core)
-    }
-
-    fn predict(&self, xs: &Tensor) -> dtl_core::Result<Tensor> {
-        self.model
-            .forward(xs, false)
-            .map_err(dtl_backbones::Error::into_core)
     }
 }
 

@@ -2,6 +2,7 @@
 //! them, per-epoch logs and a progress bar. Strategies never see the loop and the loop never sees a
 //! strategy's internals.
 
+use dtl_core::seed::Stream;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -95,11 +96,12 @@ pub fn train(
     } else {
         None
     };
-    let mut source_batches = Batcher::new(source.len(), cfg.batch_size, cfg.seed);
-    let mut target_batches = target.map(|t| Batcher::new(t.len(), cfg.batch_size, cfg.seed ^ 0x007a_59e7));
+    let mut source_batches = Batcher::new(source.len(), cfg.batch_size, Stream::SourceOrder.seed(cfg.seed));
+    let mut target_batches =
+        target.map(|t| Batcher::new(t.len(), cfg.batch_size, Stream::TargetOrder.seed(cfg.seed)));
     let steps_per_epoch = source_batches.batches_per_epoch();
-    let mut source_aug = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x0a09_3e17);
-    let mut target_aug = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x7a09_3e17);
+    let mut source_aug = ChaCha8Rng::seed_from_u64(Stream::SourceAugment.seed(cfg.seed));
+    let mut target_aug = ChaCha8Rng::seed_from_u64(Stream::TargetAugment.seed(cfg.seed));
     if let Some(a) = &cfg.augment {
         a.validate()?;
     }

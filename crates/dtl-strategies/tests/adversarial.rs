@@ -56,7 +56,13 @@ fn adda_stage1_is_source_only_and_stage2_moves_only_the_target_encoder() {
     let model = || Classifier::new(ModelSpec::lenet_digits(16), 0, &dev).unwrap();
 
     // Stage 1 alone (2 epochs) against source-only for 2 epochs: the same weights, bit for bit.
-    let mut so = build(&StrategyConfig::SourceOnly, model(), &optim(), 0).unwrap();
+    let mut so = build(
+        &StrategyConfig::SourceOnly(Default::default()),
+        model(),
+        &optim(),
+        0,
+    )
+    .unwrap();
     train(
         so.as_mut(),
         &source.train,
@@ -140,7 +146,7 @@ fn dann_confuses_its_discriminator_and_pulls_the_domains_together() {
         (report, gap)
     };
     let (report, dann) = run(&StrategyConfig::Dann(DannConfig::default()));
-    let (_, baseline) = run(&StrategyConfig::SourceOnly);
+    let (_, baseline) = run(&StrategyConfig::SourceOnly(Default::default()));
     let last = &report.epochs.last().unwrap().means;
     eprintln!("dann {last:?} {dann:?}; source-only {baseline:?}");
     assert!(last["loss_cls"] < 1.5, "source loss {}", last["loss_cls"]);

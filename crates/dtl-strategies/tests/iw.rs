@@ -6,7 +6,7 @@
 use candle_core::Device;
 use dtl_backbones::{Classifier, ModelSpec};
 use dtl_data::{Domain, DomainId, LoadOptions};
-use dtl_strategies::iw::{IwConfig, WeightsOn};
+use dtl_strategies::weighting::iw::{IwConfig, WeightsOn};
 use dtl_strategies::weighting::{Estimator, KliepConfig, KmmConfig};
 use dtl_strategies::{build_with_data, train, LoopConfig, OptimSettings, StrategyConfig};
 
@@ -188,7 +188,8 @@ fn importance_weighted_validation_tracks_the_target_error() {
         lr: 0.05,
         ..Default::default()
     };
-    let mut s = dtl_strategies::build(&StrategyConfig::SourceOnly, model, &optim, 0).unwrap();
+    let mut s =
+        dtl_strategies::build(&StrategyConfig::SourceOnly(Default::default()), model, &optim, 0).unwrap();
     let loop_cfg = loop_config(10);
     train(s.as_mut(), &upper, None, &loop_cfg, &dev).unwrap();
     let predict = |xs: &candle_core::Tensor| s.predict(xs);

@@ -31,7 +31,13 @@ fn run_with(data: &Domain, seed: u64, epochs: usize, augment: Option<Augment>) -
         lr: 0.05,
         ..Default::default()
     };
-    let mut s = build(&StrategyConfig::SourceOnly, model, &optim, seed).unwrap();
+    let mut s = build(
+        &StrategyConfig::SourceOnly(Default::default()),
+        model,
+        &optim,
+        seed,
+    )
+    .unwrap();
     let cfg = LoopConfig {
         epochs,
         batch_size: 32,
@@ -99,7 +105,13 @@ fn same_seed_same_weights_other_seed_other_weights() {
 fn loop_settings_are_validated() {
     let data = optdigits16();
     let model = Classifier::new(ModelSpec::lenet_digits(16), 0, &Device::Cpu).unwrap();
-    let mut s = build(&StrategyConfig::SourceOnly, model, &OptimSettings::default(), 0).unwrap();
+    let mut s = build(
+        &StrategyConfig::SourceOnly(Default::default()),
+        model,
+        &OptimSettings::default(),
+        0,
+    )
+    .unwrap();
     let cfg = LoopConfig {
         epochs: 0,
         batch_size: 32,

@@ -26,12 +26,10 @@ fn example() -> anyhow::Result<()> {
     let out = PathBuf::from(args.next().unwrap_or_else(|| "runs/example".into()));
 
     // The short way: one call does what `dtl train` does and writes config, model and metrics.
-    let cfg = RunConfig {
-        source: source.to_string(),
-        target: target.to_string(),
-        epochs: 10,
-        ..Default::default()
-    };
+    let mut cfg = RunConfig::default();
+    cfg.data.source = source.to_string();
+    cfg.data.target = target.to_string();
+    cfg.train.epochs = 10;
     let m = run(
         &cfg,
         &out,
@@ -51,13 +49,17 @@ fn example() -> anyhow::Result<()> {
     let opts = LoadOptions::default();
     let src = Domain::load(source, Some(&data_dir), &opts)?;
     let tgt = Domain::load(target, Some(&data_dir), &opts)?;
-    let model = Classifier::new(ModelSpec::lenet_digits(28), cfg.seed, &dev)?;
-    let mut strategy =
-        dtl::strategies::build(&StrategyConfig::SourceOnly, model, &OptimSettings::default(), 0)?;
+    let model = Classifier::new(ModelSpec::lenet_digits(28), cfg.train.seed, &dev)?;
+    let mut strategy = dtl::strategies::build(
+        &StrategyConfig::SourceOnly(Default::default()),
+        model,
+        &OptimSettings::default(),
+        0,
+    )?;
     let loop_cfg = LoopConfig {
         epochs: 10,
         batch_size: 128,
-        seed: cfg.seed,
+        seed: cfg.train.seed,
         progress: false,
         augment: None,
     };

@@ -2,168 +2,25 @@
 //! `config.toml`, `model.safetensors` and `metrics.json` into an output directory.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use candle_core::Device;
 use dtl_backbones::{BackboneKind, Classifier, ModelSpec};
-use dtl_data::augment::Augment;
+use dtl_core::seed::Stream;
 use dtl_data::images::Fit;
 use dtl_data::{DataDir, Domain, DomainSource, FileRecord, LoadOptions, Placement};
-use dtl_strategies::{
-    EpochLog, Evaluation, FeatureGap, LoopConfig, OptimSettings, OptimizerKind, StrategyConfig,
-};
-use serde::{Deserialize, Serialize};
+use dtl_strategies::{BuildContext, EpochLog, Evaluation, FeatureGap, LoopConfig, TransferStrategy};
+use serde::Serialize;
 
+pub use crate::config::{Assignment, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig};
 use crate::{Error, Result};
 
 /// Files a run writes; a directory holding any of them holds a previous run.
 pub const RUN_FILES: [&str; 3] = ["config.toml", "metrics.json", "model.safetensors"];
 
-/// Every setting of a run. Read from TOML (`dtl train --config FILE`), overridden by flags, and
-/// written back in full as `config.toml` next to the results.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RunConfig {
-    /// Source domain (labelled): `mnist`, `usps`, `optdigits`, `mnist-small`, or `folder:PATH`
-    /// (one subfolder per class, [`dtl_data::folder`]).
-    pub source: String,
-    /// Target domain (its test split measures transfer); a folder's classes are matched to the
-    /// source's by name.
-    pub target: String,
-    /// Backbone architecture.
-    pub backbone: String,
-    /// Passes over the source training split.
-    pub epochs: usize,
-    /// Batch size (source and target).
-    pub batch_size: usize,
-    /// Base learning rate.
-    pub lr: f64,
-    /// L2 weight decay.
-    pub weight_decay: f64,
-    /// Seed of initialisation, dropout, batch order and size caps.
-    pub seed: u64,
-    /// Common canvas side for all domains.
-    pub image_size: usize,
-    /// How non-MNIST digits are placed on the canvas: `fill` or `box` (20/28 box, padded).
-    pub placement: String,
-    /// Cap on source training samples (seeded subset), `"all"` for none.
-    #[serde(with = "size_cap")]
-    pub source_train_size: Option<usize>,
-    /// Cap on target training samples (seeded subset), `"all"` for none.
-    #[serde(with = "size_cap")]
-    pub target_train_size: Option<usize>,
-    /// Share of each source class's training samples to keep (one value per class, seeded): a
-    /// source with a skewed class composition (prior shift, the case instance weighting is for).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source_class_fractions: Option<Vec<f64>>,
-    /// The same for the target's training split (its test split is never changed).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target_class_fractions: Option<Vec<f64>>,
-    /// Channels of folder domains' images (1: luma, 3: RGB); unset: 3 if the source folder holds
-    /// colour images, else 1.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub channels: Option<usize>,
-    /// Folder domains: skip undecodable images with a warning instead of stopping.
-    pub skip_bad_images: bool,
-    /// Data directory; unset means `$DTL_DATA_DIR`, else the per-user cache. The written config
-    /// holds the directory actually used.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data_dir: Option<PathBuf>,
-    /// Device: `cpu`, `cuda` / `cuda:N` (feature `cuda`), `metal` (feature `metal`).
-    pub device: String,
-    /// Initial weights: a checkpoint written by `dtl train` whose architecture and classes match
-    /// the run's (for example a source model for `adda` with `source-epochs = 0`), as a path or as
-    /// `hf:ORG/NAME[@REVISION][/FILE]` on the Hugging Face hub ([`dtl_backbones::hub`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub init_from: Option<PathBuf>,
-    /// Published weights for the backbone (torchvision's or timm's ImageNet checkpoints, e.g.
-    /// `hf:timm/resnet18.a1_in1k`, or a path): the backbone starts from them, the head from the
-    /// seed unless its classes match. Exclusive with `init_from`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pretrained: Option<String>,
-    /// How folder images of another size become the canvas: `stretch` or `crop` (torchvision's
-    /// resize-and-centre-crop); unset: `crop` for the ImageNet backbones, else `stretch`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fit: Option<String>,
-    /// Augment training batches (random resized crop, horizontal flip; [`dtl_data::augment`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub augment: Option<Augment>,
-    /// After training, importance-weighted validation (Sugiyama et al. 2007) of the model on the
-    /// source test split, with weights from this estimator (`ratio`, `kmm`, `kliep`, on pixels)
-    /// against the target's training images: a label-free estimate of the target loss and error
-    /// for choosing settings, written to `metrics.json` as `iwcv`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub iwcv: Option<String>,
-    /// Update rule and its constants.
-    pub optimizer: OptimizerKind,
-    /// The strategy and its own settings.
-    pub strategy: StrategyConfig,
-}
-
-impl Default for RunConfig {
-    fn default() -> Self {
-        let optim = OptimSettings::default();
-        Self {
-            source: "mnist".into(),
-            target: "usps".into(),
-            backbone: "lenet".into(),
-            epochs: 10,
-            batch_size: 128,
-            lr: optim.lr,
-            weight_decay: optim.weight_decay,
-            seed: 0,
-            image_size: 28,
-            placement: "fill".into(),
-            source_train_size: None,
-            target_train_size: None,
-            source_class_fractions: None,
-            target_class_fractions: None,
-            channels: None,
-            skip_bad_images: false,
-            data_dir: None,
-            device: "cpu".into(),
-            init_from: None,
-            pretrained: None,
-            fit: None,
-            augment: None,
-            iwcv: None,
-            optimizer: optim.kind,
-            strategy: StrategyConfig::SourceOnly,
-        }
-    }
-}
-
-/// Serialises an optional size cap as a number or `"all"`, so that the written config names it.
-mod size_cap {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &Option<usize>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(n) => s.serialize_u64(*n as u64),
-            None => s.serialize_str("all"),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Cap {
-            N(usize),
-            S(String),
-        }
-        match Cap::deserialize(d)? {
-            Cap::N(n) => Ok(Some(n)),
-            Cap::S(s) if s == "all" => Ok(None),
-            Cap::S(s) => Err(serde::de::Error::custom(format!(
-                "`{s}` is neither a number nor \"all\""
-            ))),
-        }
-    }
-}
-
 /// A run's configuration after validation.
-struct Validated {
+pub(crate) struct Validated {
     source: DomainSource,
     target: DomainSource,
     backbone: BackboneKind,
@@ -173,76 +30,62 @@ struct Validated {
     iwcv: Option<dtl_strategies::weighting::Estimator>,
 }
 
-impl RunConfig {
-    /// Reads a config from a TOML file; missing fields take their defaults.
-    pub fn from_toml_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
-        toml::from_str(&text).map_err(|e| Error::ConfigFile {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
-    }
-
-    /// The config as TOML.
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("a RunConfig always serialises")
-    }
-
-    fn validate(&self) -> Result<Validated> {
-        let positive = |field: &str, v: usize| {
-            if v == 0 {
-                Err(Error::Config {
-                    field: field.into(),
-                    message: "must be at least 1".into(),
-                })
-            } else {
-                Ok(())
-            }
-        };
-        positive("epochs", self.epochs)?;
-        positive("batch-size", self.batch_size)?;
-        positive("source-train-size", self.source_train_size.unwrap_or(1))?;
-        positive("target-train-size", self.target_train_size.unwrap_or(1))?;
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(Error::Config {
-                field: "lr".into(),
-                message: format!("{} is not a positive number", self.lr),
-            });
+/// Checks every setting of `cfg` and their combinations (the strategy's settings, against the
+/// run too), naming the key at fault, and parses what the run needs; reads and writes nothing.
+pub(crate) fn validate(cfg: &RunConfig) -> Result<Validated> {
+    let positive = |field: &str, v: usize| {
+        if v == 0 {
+            Err(Error::Config {
+                field: field.into(),
+                message: "must be at least 1".into(),
+            })
+        } else {
+            Ok(())
         }
-        self.optimizer.validate()?;
-        if self.pretrained.is_some() && self.init_from.is_some() {
-            return Err(Error::Config {
-                field: "pretrained".into(),
-                message: "give either pretrained (published weights for the backbone) or init-from (a checkpoint written by dtl train), not both".into(),
-            });
-        }
-        let backbone: BackboneKind = self.backbone.parse()?;
-        let fit = match &self.fit {
-            Some(f) => f.parse().map_err(|e| field_err("fit", e))?,
-            None if backbone.is_imagenet() => Fit::Crop,
-            None => Fit::Stretch,
-        };
-        Ok(Validated {
-            source: self.source.parse().map_err(|e| field_err("source", e))?,
-            target: self.target.parse().map_err(|e| field_err("target", e))?,
-            backbone,
-            fit,
-            placement: self.placement.parse().map_err(|e| field_err("placement", e))?,
-            device: parse_device(&self.device)?,
-            iwcv: self
-                .iwcv
-                .as_deref()
-                .map(dtl_strategies::weighting::Estimator::from_name)
-                .transpose()
-                .map_err(|e| Error::Config {
-                    field: "iwcv".into(),
-                    message: e.to_string(),
-                })?,
-        })
+    };
+    positive("epochs", cfg.train.epochs)?;
+    positive("batch-size", cfg.train.batch_size)?;
+    positive("source-train-size", cfg.data.source_train_size.unwrap_or(1))?;
+    positive("target-train-size", cfg.data.target_train_size.unwrap_or(1))?;
+    if !(cfg.optim.lr > 0.0 && cfg.optim.lr.is_finite()) {
+        return Err(Error::Config {
+            field: "lr".into(),
+            message: format!("{} is not a positive number", cfg.optim.lr),
+        });
     }
+    cfg.optim.optimizer.validate()?;
+    if cfg.model.pretrained.is_some() && cfg.model.init_from.is_some() {
+        return Err(Error::Config {
+            field: "pretrained".into(),
+            message: "give either pretrained (published weights for the backbone) or init-from (a checkpoint written by dtl train), not both".into(),
+        });
+    }
+    cfg.strategy.validate()?;
+    cfg.strategy.settings().check_run(&cfg.run_facts())?;
+    let backbone = cfg.model.backbone;
+    let fit = match cfg.data.fit {
+        Some(f) => f,
+        None if backbone.is_imagenet() => Fit::Crop,
+        None => Fit::Stretch,
+    };
+    Ok(Validated {
+        source: cfg.data.source.parse().map_err(|e| field_err("source", e))?,
+        target: cfg.data.target.parse().map_err(|e| field_err("target", e))?,
+        backbone,
+        fit,
+        placement: cfg.data.placement,
+        device: parse_device(&cfg.train.device)?,
+        iwcv: cfg
+            .train
+            .iwcv
+            .as_deref()
+            .map(dtl_strategies::weighting::Estimator::from_name)
+            .transpose()
+            .map_err(|e| Error::Config {
+                field: "iwcv".into(),
+                message: e.to_string(),
+            })?,
+    })
 }
 
 fn field_err(field: &str, e: dtl_data::Error) -> Error {
@@ -410,30 +253,33 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// Runs `cfg` and writes its results into `out`.
-pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
-    let v = cfg.validate()?;
-    prepare_output(out, opts.overwrite)?;
-    let data_dir = DataDir::resolve(cfg.data_dir.as_deref())?;
-    let mut written = cfg.clone();
-    written.data_dir = Some(data_dir.path().to_path_buf());
-    write_file(&out.join("config.toml"), written.to_toml().as_bytes())?;
+/// The source and target domains of a run, as `load_domains` read them.
+pub(crate) struct Domains {
+    /// The source domain.
+    pub(crate) source: Domain,
+    /// The target domain, its classes in the source's order.
+    pub(crate) target: Domain,
+}
 
+/// Stage 1: reads the source and target domains of `cfg` from `data_dir`, the target at the
+/// source's canvas and channels, its classes matched to the source's.
+pub(crate) fn load_domains(cfg: &RunConfig, v: &Validated, data_dir: &DataDir) -> Result<Domains> {
+    let d = &cfg.data;
     let load = |src: &DomainSource,
                 cap: Option<usize>,
-                salt: u64,
+                stream: Stream,
                 channels: Option<usize>,
                 class_fractions: Option<Vec<f64>>| {
         Domain::load_source(
             src,
-            Some(&data_dir),
+            Some(data_dir),
             &LoadOptions {
-                image_size: cfg.image_size,
+                image_size: d.image_size,
                 placement: v.placement,
                 train_size: cap,
-                seed: cfg.seed.wrapping_add(salt),
+                seed: stream.seed(cfg.train.seed),
                 channels,
-                skip_bad_images: cfg.skip_bad_images,
+                skip_bad_images: d.skip_bad_images,
                 fit: v.fit,
                 class_fractions,
                 ..Default::default()
@@ -443,24 +289,24 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
     };
     let source = load(
         &v.source,
-        cfg.source_train_size,
-        0,
-        cfg.channels,
-        cfg.source_class_fractions.clone(),
+        d.source_train_size,
+        Stream::SourceData,
+        d.channels,
+        d.source_class_fractions.clone(),
     )?;
     let target = if v.target == v.source
-        && cfg.target_train_size == cfg.source_train_size
-        && cfg.target_class_fractions == cfg.source_class_fractions
+        && d.target_train_size == d.source_train_size
+        && d.target_class_fractions == d.source_class_fractions
     {
         source.clone()
     } else {
         // The target is read at the source's canvas, channels included.
         let target = load(
             &v.target,
-            cfg.target_train_size,
-            1,
+            d.target_train_size,
+            Stream::TargetData,
             Some(source.train.image_shape().0),
-            cfg.target_class_fractions.clone(),
+            d.target_class_fractions.clone(),
         )?;
         match (&v.source, &v.target) {
             (DomainSource::Builtin(_), DomainSource::Builtin(_)) => target,
@@ -474,11 +320,17 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
             message: format!("{} has other classes than {}", v.target, v.source),
         });
     }
+    Ok(Domains { source, target })
+}
 
+/// Stage 2: the run's model for the source domain (its classes and canvas, the strategy's
+/// adaptation layer), initialised from the run seed and, with `pretrained`, its backbone from
+/// published weights.
+pub(crate) fn build_model(cfg: &RunConfig, v: &Validated, source: &Domain) -> Result<Classifier> {
     let spec = ModelSpec::new(v.backbone, source.train.image_shape(), source.class_names.clone())
         .with_adapt_width(cfg.strategy.adapt_width());
-    let model = Classifier::new(spec, cfg.seed, &v.device)?;
-    if let Some(spec) = &cfg.pretrained {
+    let model = Classifier::new(spec, cfg.train.seed, &v.device)?;
+    if let Some(spec) = &cfg.model.pretrained {
         let path = spec.parse::<dtl_backbones::hub::Pretrained>()?.resolve()?;
         let tensors = dtl_backbones::read_safetensors(&path, &v.device)?;
         let report = model.load_pretrained(&tensors, &path)?;
@@ -488,8 +340,19 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
             if report.head { "from the checkpoint" } else { "new" }
         );
     }
-    // A path, or hf:ORG/NAME[@REVISION][/FILE] from the hub (cache first).
+    Ok(model)
+}
+
+/// Stage 3: the strategy around `model`, with the run's initial checkpoint (a path, or
+/// `hf:ORG/NAME[@REVISION][/FILE]` from the hub, cache first) and training data.
+pub(crate) fn build_strategy(
+    cfg: &RunConfig,
+    v: &Validated,
+    model: Classifier,
+    domains: &Domains,
+) -> Result<Box<dyn TransferStrategy>> {
     let init_from = cfg
+        .model
         .init_from
         .as_ref()
         .map(|p| {
@@ -498,78 +361,71 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
                 .and_then(|src| src.resolve())
         })
         .transpose()?;
-    match (&init_from, &cfg.strategy) {
-        (Some(path), StrategyConfig::Finetune(ft)) => {
-            // Sequential transfer: the first n layers from the checkpoint, the rest from the seed.
-            let (init, _) = Classifier::load(path, &v.device)?;
-            let copied = model.transfer_from(&init, ft.transfer_layers, path)?;
-            tracing::info!("copied [{}] from {}", copied.join(", "), path.display());
-        }
-        (None, StrategyConfig::Finetune(_)) => {
-            return Err(Error::Config {
-                field: "init-from".into(),
-                message: "finetune copies layers from a checkpoint: give --init-from FILE".into(),
-            });
-        }
-        (Some(path), _) => {
-            let (init, _) = Classifier::load(path, &v.device)?;
-            if init.spec() != model.spec() {
-                return Err(Error::Config {
-                    field: "init-from".into(),
-                    message: format!(
-                        "{} holds a {:?}, the run needs a {:?}",
-                        path.display(),
-                        init.spec(),
-                        model.spec()
-                    ),
-                });
-            }
-            let tensors: std::collections::HashMap<String, candle_core::Tensor> =
-                dtl_core::params::snapshot(init.varmap())?.into_iter().collect();
-            model.load_tensors(&tensors, path)?;
-            tracing::info!("initialised from {}", path.display());
-        }
-        (None, _) => {}
-    }
-    let optim = OptimSettings {
-        kind: cfg.optimizer,
-        lr: cfg.lr,
-        weight_decay: cfg.weight_decay,
+    let init = match &init_from {
+        Some(path) => Some((Classifier::load(path, &v.device)?.0, path.clone())),
+        None => None,
     };
-    let mut strategy = dtl_strategies::build_with_data(
-        &cfg.strategy,
-        model,
-        &optim,
-        cfg.seed,
-        &source.train,
-        &target.train,
-    )?;
+    let mut ctx = BuildContext::new(model, &cfg.optim.settings(), cfg.train.seed)
+        .with_data(&domains.source.train, &domains.target.train);
+    if let Some((m, p)) = &init {
+        ctx = ctx.with_init(m, p);
+    }
+    Ok(cfg.strategy.build(ctx)?)
+}
+
+/// Stage 4: trains `strategy` on the run's domains.
+pub(crate) fn train_strategy(
+    cfg: &RunConfig,
+    v: &Validated,
+    strategy: &mut dyn TransferStrategy,
+    domains: &Domains,
+    progress: bool,
+) -> Result<dtl_strategies::TrainReport> {
     let loop_cfg = LoopConfig {
-        epochs: cfg.epochs,
-        batch_size: cfg.batch_size,
-        seed: cfg.seed,
-        progress: opts.progress,
-        augment: cfg.augment,
+        epochs: cfg.train.epochs,
+        batch_size: cfg.train.batch_size,
+        seed: cfg.train.seed,
+        progress,
+        augment: cfg.data.augment,
     };
     tracing::info!(
         "training {} on {} ({} images) -> {} ({} images), {} epochs",
         cfg.strategy.name(),
         v.source,
-        source.train.len(),
+        domains.source.train.len(),
         v.target,
-        target.train.len(),
-        cfg.epochs
+        domains.target.train.len(),
+        cfg.train.epochs
     );
     let started = Instant::now();
     let report = dtl_strategies::train(
-        strategy.as_mut(),
-        &source.train,
-        Some(&target.train),
+        strategy,
+        &domains.source.train,
+        Some(&domains.target.train),
         &loop_cfg,
         &v.device,
     )?;
     tracing::info!("trained in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(report)
+}
 
+/// What stage 5 measured.
+pub(crate) struct Measured {
+    source_test: Evaluation,
+    target_test: Evaluation,
+    feature_gap: FeatureGap,
+    iwcv: Option<dtl_strategies::weighting::Validation>,
+}
+
+/// Stage 5: evaluates the trained strategy on both test splits, the feature gap between them,
+/// and (with `iwcv`) the importance-weighted validation.
+pub(crate) fn evaluate_strategy(
+    cfg: &RunConfig,
+    v: &Validated,
+    strategy: &dyn TransferStrategy,
+    domains: &Domains,
+) -> Result<Measured> {
+    let (source, target) = (&domains.source, &domains.target);
     let predict = |xs: &candle_core::Tensor| strategy.predict(xs);
     let source_test = dtl_strategies::evaluate(predict, &source.test, 500, &v.device)?;
     let target_test = dtl_strategies::evaluate(predict, &target.test, 500, &v.device)?;
@@ -581,7 +437,6 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
         feature_gap.mmd2,
         feature_gap.coral
     );
-
     let iwcv = match &v.iwcv {
         Some(estimator) => {
             let r = dtl_strategies::weighting::validate(
@@ -590,7 +445,7 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
                 &target.train,
                 estimator,
                 5000,
-                cfg.seed,
+                cfg.train.seed,
                 &v.device,
             )?;
             tracing::info!(
@@ -607,7 +462,24 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
         }
         None => None,
     };
+    Ok(Measured {
+        source_test,
+        target_test,
+        feature_gap,
+        iwcv,
+    })
+}
 
+/// Stage 6: writes the model and `metrics.json` into `out`.
+pub(crate) fn write_results(
+    cfg: &RunConfig,
+    v: &Validated,
+    strategy: &dyn TransferStrategy,
+    domains: &Domains,
+    report: dtl_strategies::TrainReport,
+    measured: Measured,
+    out: &Path,
+) -> Result<Metrics> {
     strategy.model().save(
         &out.join("model.safetensors"),
         &[
@@ -616,10 +488,9 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
             ("dtl.target", v.target.to_string()),
             ("dtl.placement", v.placement.as_str().to_string()),
             ("dtl.fit", v.fit.as_str().to_string()),
-            ("dtl.seed", cfg.seed.to_string()),
+            ("dtl.seed", cfg.train.seed.to_string()),
         ],
     )?;
-
     let mut data = BTreeMap::new();
     // One domain on both sides (a prior shift made with class fractions) keeps both records.
     let (source_key, target_key) = if v.source == v.target {
@@ -627,8 +498,14 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
     } else {
         (v.source.to_string(), v.target.to_string())
     };
-    data.insert(source_key, DataRecord::of(&source));
-    data.insert(target_key, DataRecord::of(&target));
+    data.insert(source_key, DataRecord::of(&domains.source));
+    data.insert(target_key, DataRecord::of(&domains.target));
+    let Measured {
+        source_test,
+        target_test,
+        feature_gap,
+        iwcv,
+    } = measured;
     let metrics = Metrics {
         dtl_version: env!("CARGO_PKG_VERSION").into(),
         git_rev: crate::git_rev(),
@@ -636,10 +513,10 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
         source: v.source.to_string(),
         target: v.target.to_string(),
         backbone: v.backbone.as_str().into(),
-        seed: cfg.seed,
-        epochs: cfg.epochs,
+        seed: cfg.train.seed,
+        epochs: cfg.train.epochs,
         train_seconds: report.seconds,
-        seconds_per_epoch: report.seconds / cfg.epochs as f64,
+        seconds_per_epoch: report.seconds / cfg.train.epochs as f64,
         data,
         drop: source_test.accuracy - target_test.accuracy,
         feature_gap,
@@ -652,12 +529,31 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
             os: std::env::consts::OS.into(),
             arch: std::env::consts::ARCH.into(),
             cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-            device: cfg.device.clone(),
+            device: cfg.train.device.clone(),
         },
     };
     let json = serde_json::to_string_pretty(&metrics).expect("metrics always serialise");
     write_file(&out.join("metrics.json"), json.as_bytes())?;
     Ok(metrics)
+}
+
+/// Runs `cfg` and writes its results into `out`: every setting is checked before `out` is
+/// touched, then the stages run in order (load domains, build model, build strategy, train,
+/// evaluate, write results).
+pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
+    let v = validate(cfg)?;
+    prepare_output(out, opts.overwrite)?;
+    let data_dir = DataDir::resolve(cfg.data.data_dir.as_deref())?;
+    let mut written = cfg.clone();
+    written.data.data_dir = Some(data_dir.path().to_path_buf());
+    write_file(&out.join("config.toml"), written.to_toml().as_bytes())?;
+
+    let domains = load_domains(cfg, &v, &data_dir)?;
+    let model = build_model(cfg, &v, &domains.source)?;
+    let mut strategy = build_strategy(cfg, &v, model, &domains)?;
+    let report = train_strategy(cfg, &v, strategy.as_mut(), &domains, opts.progress)?;
+    let measured = evaluate_strategy(cfg, &v, strategy.as_ref(), &domains)?;
+    write_results(cfg, &v, strategy.as_ref(), &domains, report, measured, out)
 }
 
 /// The result of evaluating a checkpoint on one domain's test split (`dtl eval`).

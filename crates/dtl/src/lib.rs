@@ -7,12 +7,10 @@
 //! ```no_run
 //! use dtl::experiment::{run, RunConfig, RunOptions};
 //!
-//! let cfg = RunConfig {
-//!     source: "mnist-small".into(),
-//!     target: "optdigits".into(),
-//!     epochs: 3,
-//!     ..Default::default()
-//! };
+//! let mut cfg = RunConfig::default();
+//! cfg.data.source = "mnist-small".into();
+//! cfg.data.target = "optdigits".into();
+//! cfg.train.epochs = 3;
 //! let metrics = run(&cfg, std::path::Path::new("runs/first"), RunOptions::default())?;
 //! println!("source {:.3}, target {:.3}", metrics.source_test.accuracy, metrics.target_test.accuracy);
 //! # Ok::<(), dtl::Error>(())
@@ -24,6 +22,7 @@
 use std::path::PathBuf;
 
 pub mod allocator;
+pub mod config;
 pub mod experiment;
 pub mod figure;
 pub mod predict;

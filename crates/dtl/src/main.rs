@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use dtl::experiment::{self, RunConfig, RunOptions};
-use dtl::strategies::{OptimizerKind, StrategyConfig, StrategyOverrides, Tap};
+use dtl::experiment::{self, Assignment, RunConfig, RunOptions};
+use dtl::strategies::OptimizerKind;
 
 /// mimalloc keeps freed memory in the process: with the system allocator about a quarter of a CPU
 /// training step went to the kernel zeroing and unmapping freshly allocated tensor buffers.
@@ -85,7 +85,7 @@ struct YosinskiArgs {
     merge: Option<Vec<PathBuf>>,
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct TrainArgs {
     /// TOML config to start from (flags override it).
     #[arg(long)]
@@ -229,6 +229,11 @@ struct TrainArgs {
     /// Replace a previous run's files in --out.
     #[arg(long)]
     overwrite: bool,
+    /// Set any key of the run config, after the config file and the flags above: `--set
+    /// strategy.max-coeff=0.5`, `--set data.placement=box` (repeatable; the keys are those of the
+    /// written config.toml: sections data, model, optim, train, strategy).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
 }
 
 #[derive(Args)]
@@ -333,120 +338,216 @@ fn parse_choice<T: serde::de::DeserializeOwned>(flag: &str, value: &str) -> Resu
         .map_err(|e| anyhow::anyhow!("invalid value for `{flag}`: `{value}` ({e})"))
 }
 
-fn train(a: TrainArgs) -> Result<()> {
-    let mut cfg = match &a.config {
-        Some(p) => RunConfig::from_toml_file(p)?,
-        None => RunConfig::default(),
+/// The flags of `dtl train` as assignments to the config tree, in the order they apply: the
+/// strategy first (switching strategy starts from its defaults), then every other flag; the
+/// instance-weight flags go where the chosen strategy keeps its weights (`weights_key`).
+fn flag_assignments(a: &TrainArgs, weights_key: Option<&str>) -> Result<Vec<Assignment>> {
+    use dtl::core::config::Value;
+    let mut out = Vec::new();
+    let mut put = |flag: &str, key: &str, value: Value| {
+        out.push(Assignment {
+            key: key.to_string(),
+            value,
+            origin: format!("--{flag}"),
+        })
     };
-    macro_rules! set {
-        ($($field:ident),*) => { $( if let Some(v) = a.$field.clone() { cfg.$field = v; } )* };
+    let s = |v: &str| Value::String(v.to_string());
+    let n = |v: usize| Value::Integer(v as i64);
+    let f = Value::Float;
+    let path = |p: &std::path::Path| Value::String(p.to_string_lossy().into_owned());
+    if let Some(v) = &a.strategy {
+        put("strategy", "strategy.name", s(v));
     }
-    set!(
-        source,
-        target,
-        backbone,
-        epochs,
-        batch_size,
-        lr,
-        weight_decay,
-        seed,
-        image_size,
-        placement,
-        device
+    macro_rules! flag {
+        ($field:ident, $flag:literal, $key:literal, $conv:expr) => {
+            if let Some(v) = &a.$field {
+                put($flag, $key, $conv(v));
+            }
+        };
+    }
+    flag!(source, "source", "data.source", |v: &String| s(v));
+    flag!(target, "target", "data.target", |v: &String| s(v));
+    flag!(image_size, "image-size", "data.image_size", |v: &usize| n(*v));
+    flag!(placement, "placement", "data.placement", |v: &String| s(v));
+    flag!(
+        source_train_size,
+        "source-train-size",
+        "data.source_train_size",
+        |v: &usize| n(*v)
     );
-    if a.source_train_size.is_some() {
-        cfg.source_train_size = a.source_train_size;
-    }
-    if a.target_train_size.is_some() {
-        cfg.target_train_size = a.target_train_size;
-    }
-    if a.data_dir.is_some() {
-        cfg.data_dir = a.data_dir.clone();
-    }
-    if a.channels.is_some() {
-        cfg.channels = a.channels;
-    }
+    flag!(
+        target_train_size,
+        "target-train-size",
+        "data.target_train_size",
+        |v: &usize| n(*v)
+    );
+    let fractions = |v: &Vec<f64>| Value::Array(v.iter().map(|x| Value::Float(*x)).collect());
+    flag!(
+        source_class_fractions,
+        "source-class-fractions",
+        "data.source_class_fractions",
+        fractions
+    );
+    flag!(
+        target_class_fractions,
+        "target-class-fractions",
+        "data.target_class_fractions",
+        fractions
+    );
+    flag!(channels, "channels", "data.channels", |v: &usize| n(*v));
     if a.skip_bad_images {
-        cfg.skip_bad_images = true;
+        put("skip-bad-images", "data.skip_bad_images", Value::Boolean(true));
     }
-    if a.init_from.is_some() {
-        cfg.init_from = a.init_from.clone();
-    }
-    if a.pretrained.is_some() {
-        cfg.pretrained = a.pretrained.clone();
-    }
-    if a.source_class_fractions.is_some() {
-        cfg.source_class_fractions = a.source_class_fractions.clone();
-    }
-    if a.target_class_fractions.is_some() {
-        cfg.target_class_fractions = a.target_class_fractions.clone();
-    }
-    if a.fit.is_some() {
-        cfg.fit = a.fit.clone();
-    }
+    flag!(data_dir, "data-dir", "data.data_dir", |v: &PathBuf| path(v));
+    flag!(fit, "fit", "data.fit", |v: &String| s(v));
     if a.augment {
-        cfg.augment = Some(dtl::data::augment::Augment::default());
+        put(
+            "augment",
+            "data.augment",
+            table(&dtl::data::augment::Augment::default()),
+        );
     }
-    if a.iwcv.is_some() {
-        cfg.iwcv = a.iwcv.clone();
-    }
-    if let Some(s) = &a.strategy {
-        // Keep the config file's settings of the same strategy; flags below override them.
-        if s != cfg.strategy.name() {
-            cfg.strategy = StrategyConfig::from_name(s)?;
-        }
-    }
-    let overrides = StrategyOverrides {
-        lambda: a.lambda,
-        schedule: a
-            .lambda_schedule
-            .as_deref()
-            .map(|k| parse_choice("lambda-schedule", k))
-            .transpose()?,
-        adapt_width: a.adapt_width,
-        layers: a
-            .adapt_layers
-            .as_ref()
-            .map(|v| v.iter().map(|l| l.parse::<Tap>()).collect::<Result<Vec<_>, _>>())
-            .transpose()?,
-        kernel: a
-            .mmd_kernel
-            .as_deref()
-            .map(|k| parse_choice("mmd-kernel", k))
-            .transpose()?,
-        estimator: a
-            .mmd_estimator
-            .as_deref()
-            .map(|e| parse_choice("mmd-estimator", e))
-            .transpose()?,
-        source_epochs: a.source_epochs,
-        shared_layers: a.shared_layers,
-        transfer_layers: a.transfer_layers,
-        freeze: a.freeze,
-        transferred_lr_mult: a.transferred_lr_mult,
-        weight_estimator: a.estimator.clone(),
-        weights_on: a
-            .weights_on
-            .as_deref()
-            .map(|k| parse_choice("weights-on", k))
-            .transpose()?,
-        reweight_every: a.reweight_every,
-        labelled_target: a.labelled_target,
-    };
-    cfg.strategy.apply(&overrides)?;
+    flag!(backbone, "backbone", "model.backbone", |v: &String| s(v));
+    flag!(init_from, "init-from", "model.init_from", |v: &PathBuf| path(v));
+    flag!(pretrained, "pretrained", "model.pretrained", |v: &String| s(v));
+    flag!(lr, "lr", "optim.lr", |v: &f64| f(*v));
+    flag!(weight_decay, "weight-decay", "optim.weight_decay", |v: &f64| f(
+        *v
+    ));
     if let Some(o) = &a.optimizer {
-        cfg.optimizer = match o.as_str() {
+        let kind = match o.as_str() {
             "sgd" => OptimizerKind::sgd(),
             "adam" => OptimizerKind::adam(),
             _ => anyhow::bail!("invalid value for `optimizer`: `{o}` is not one of sgd, adam"),
         };
+        put("optimizer", "optim.optimizer", table(&kind));
     }
-    if let Some(m) = a.momentum {
-        match &mut cfg.optimizer {
-            OptimizerKind::Sgd { momentum, .. } => *momentum = m,
-            _ => anyhow::bail!("--momentum applies to --optimizer sgd only"),
+    flag!(momentum, "momentum", "optim.optimizer.momentum", |v: &f64| f(*v));
+    flag!(epochs, "epochs", "train.epochs", |v: &usize| n(*v));
+    flag!(batch_size, "batch-size", "train.batch_size", |v: &usize| n(*v));
+    flag!(seed, "seed", "train.seed", |v: &u64| Value::Integer(*v as i64));
+    flag!(device, "device", "train.device", |v: &String| s(v));
+    flag!(iwcv, "iwcv", "train.iwcv", |v: &String| s(v));
+    // The strategy's own settings, by the key each flag names in its section.
+    flag!(lambda, "lambda", "strategy.lambda", |v: &f64| f(*v));
+    flag!(
+        lambda_schedule,
+        "lambda-schedule",
+        "strategy.schedule",
+        |v: &String| s(v)
+    );
+    flag!(adapt_width, "adapt-width", "strategy.adapt-width", |v: &usize| n(
+        *v
+    ));
+    flag!(adapt_layers, "adapt-layers", "strategy.layers", |v: &Vec<
+        String,
+    >| {
+        Value::Array(v.iter().map(|l| s(l)).collect())
+    });
+    flag!(mmd_kernel, "mmd-kernel", "strategy.kernel", |v: &String| s(v));
+    flag!(
+        mmd_estimator,
+        "mmd-estimator",
+        "strategy.estimator",
+        |v: &String| s(v)
+    );
+    flag!(
+        source_epochs,
+        "source-epochs",
+        "strategy.source-epochs",
+        |v: &usize| n(*v)
+    );
+    flag!(
+        shared_layers,
+        "shared-layers",
+        "strategy.shared-layers",
+        |v: &usize| n(*v)
+    );
+    flag!(
+        transfer_layers,
+        "transfer-layers",
+        "strategy.transfer-layers",
+        |v: &usize| n(*v)
+    );
+    if a.freeze {
+        put("freeze", "strategy.freeze", Value::Boolean(true));
+    }
+    flag!(
+        transferred_lr_mult,
+        "transferred-lr-mult",
+        "strategy.transferred-lr-mult",
+        |v: &f64| f(*v)
+    );
+    flag!(
+        labelled_target,
+        "labelled-target",
+        "strategy.labelled-target",
+        |v: &usize| n(*v)
+    );
+    let weights = [
+        (
+            "estimator",
+            a.estimator.as_ref().map(|e| {
+                let mut t = dtl::core::config::Table::new();
+                t.insert("kind".into(), s(e));
+                ("estimator", Value::Table(t))
+            }),
+        ),
+        ("weights-on", a.weights_on.as_ref().map(|w| ("weights-on", s(w)))),
+        ("reweight-every", a.reweight_every.map(|k| ("every", n(k)))),
+    ];
+    for (flag, set) in weights {
+        let Some((key, value)) = set else { continue };
+        match weights_key {
+            Some("") => put(flag, &format!("strategy.{key}"), value),
+            Some(section) => put(flag, &format!("strategy.{section}.{key}"), value),
+            None => anyhow::bail!(
+                "invalid value for `{flag}`: the strategy has no instance weights (iw has them, and ddc, dan, coral and dann weight their source loss with them)"
+            ),
         }
     }
+    Ok(out)
+}
+
+/// A setting's default as a TOML table (the augmentation's and the optimizer's).
+fn table<T: serde::Serialize>(v: &T) -> dtl::core::config::Value {
+    dtl::core::config::Value::try_from(v).expect("settings serialise as TOML")
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    let sets: Vec<Assignment> = a
+        .set
+        .iter()
+        .map(|s| {
+            let (key, value) = dtl::core::config::parse_assignment(s)?;
+            Ok(Assignment {
+                key,
+                value,
+                origin: "--set".into(),
+            })
+        })
+        .collect::<Result<_>>()?;
+    // Once without the instance-weight flags, to learn where the chosen strategy keeps them.
+    let mut all = flag_assignments(&a, Some(""))?;
+    let weight_flags = a.estimator.is_some() || a.weights_on.is_some() || a.reweight_every.is_some();
+    if weight_flags {
+        let mut base = flag_assignments(
+            &TrainArgs {
+                estimator: None,
+                weights_on: None,
+                reweight_every: None,
+                ..a.clone()
+            },
+            None,
+        )?;
+        base.extend(sets.iter().cloned());
+        let cfg = RunConfig::load(a.config.as_deref(), &base)?;
+        let name = cfg.strategy.name();
+        let key = cfg.strategy.settings().instance_weights_key();
+        all = flag_assignments(&a, key).map_err(|e| anyhow::anyhow!("{e} (strategy `{name}`)"))?;
+    }
+    all.extend(sets);
+    let cfg = RunConfig::load(a.config.as_deref(), &all)?;
     let opts = RunOptions {
         overwrite: a.overwrite,
         progress: std::io::stdout().is_terminal() && std::io::stderr().is_terminal(),

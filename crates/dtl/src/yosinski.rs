@@ -14,6 +14,7 @@
 //! domain, the paper's man-made / natural split carried to digits). Every number is top-1 accuracy
 //! on B's (or A's, for baseA) test split after the last epoch.
 
+use dtl_core::seed::Stream;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -22,7 +23,10 @@ use std::time::Instant;
 use candle_core::Device;
 use dtl_backbones::{BackboneKind, Classifier, ModelSpec};
 use dtl_data::{DataDir, Domain, DomainId, LoadOptions};
-use dtl_strategies::{evaluate, train, FinetuneConfig, LoopConfig, OptimSettings, SourceOnly};
+use dtl_strategies::{
+    evaluate, train, BuildContext, FinetuneConfig, LoopConfig, OptimSettings, StrategyConfig,
+    TransferStrategy,
+};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -252,7 +256,7 @@ fn tasks(
     let (a_dom, b_dom, a_cls, b_cls): (DomainId, DomainId, Vec<u32>, Vec<u32>) = match split {
         Split::Random => {
             let mut digits: Vec<u32> = (0..10).collect();
-            digits.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5917));
+            digits.shuffle(&mut ChaCha8Rng::seed_from_u64(Stream::ClassSplit.seed(seed)));
             let (mut a, mut b) = (digits[..5].to_vec(), digits[5..].to_vec());
             a.sort_unstable();
             b.sort_unstable();
@@ -271,7 +275,7 @@ fn tasks(
     if let Some(cap) = cfg.b_train_size {
         if cap < b.train.len() {
             let mut idx: Vec<usize> = (0..b.train.len()).collect();
-            idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0xb7a1));
+            idx.shuffle(&mut ChaCha8Rng::seed_from_u64(Stream::TaskImages.seed(seed)));
             idx.truncate(cap);
             b.train = b.train.subset(&idx)?;
         }
@@ -297,31 +301,33 @@ fn spec(cfg: &SweepConfig, classes: &[String]) -> ModelSpec {
 }
 
 /// Trains a network on `task` from `seed`, its first `n` layers copied from `from` (frozen or
-/// fine-tuned) when given; returns it and its test accuracy.
+/// fine-tuned: the `finetune` strategy) when given, else `source-only`; returns the trained
+/// strategy and its test accuracy.
 fn train_net(
     cfg: &SweepConfig,
     task: &Domain,
     seed: u64,
     from: Option<(&Classifier, usize, bool)>,
     dev: &Device,
-) -> Result<(Classifier, f64)> {
+) -> Result<(Box<dyn TransferStrategy>, f64)> {
     let model = Classifier::new(spec(cfg, &task.class_names), seed, dev)?;
     let optim = OptimSettings {
         lr: cfg.lr,
         ..Default::default()
     };
-    let mut strategy: SourceOnly = match from {
-        Some((source, n, freeze)) => {
-            model.transfer_from(source, n, Path::new("<base network>"))?;
-            FinetuneConfig {
-                transfer_layers: n,
-                freeze,
-                transferred_lr_mult: cfg.transferred_lr_mult,
-            }
-            .build(model, &optim)?
-        }
-        None => SourceOnly::new(model, &optim)?,
+    let strategy = match from {
+        Some((_, n, freeze)) => StrategyConfig::Finetune(FinetuneConfig {
+            transfer_layers: n,
+            freeze,
+            transferred_lr_mult: cfg.transferred_lr_mult,
+        }),
+        None => StrategyConfig::SourceOnly(Default::default()),
     };
+    let mut ctx = BuildContext::new(model, &optim, seed);
+    if let Some((source, ..)) = from {
+        ctx = ctx.with_init(source, Path::new("<base network>"));
+    }
+    let mut strategy = strategy.build(ctx)?;
     let loop_cfg = LoopConfig {
         epochs: cfg.epochs,
         batch_size: cfg.batch_size,
@@ -329,14 +335,9 @@ fn train_net(
         progress: false,
         augment: None,
     };
-    train(&mut strategy, &task.train, None, &loop_cfg, dev)?;
-    let e = evaluate(
-        |xs| dtl_core::Strategy::predict(&strategy, xs),
-        &task.test,
-        500,
-        dev,
-    )?;
-    Ok((strategy.into_model(), e.accuracy))
+    train(strategy.as_mut(), &task.train, None, &loop_cfg, dev)?;
+    let e = evaluate(|xs| strategy.predict(xs), &task.test, 500, dev)?;
+    Ok((strategy, e.accuracy))
 }
 
 /// Runs the sweep, calling `progress` after every trained network, and returns every network's
@@ -413,15 +414,15 @@ pub fn sweep_resuming(
             let (base_a, acc) = train_net(cfg, &a, seed, None, &dev)?;
             push("baseA", 0, acc);
             // baseB from another initialisation than the B networks' fresh layers.
-            let (base_b, acc) = train_net(cfg, &b, seed.wrapping_add(1000), None, &dev)?;
+            let (base_b, acc) = train_net(cfg, &b, Stream::NetworkB.seed(seed), None, &dev)?;
             push("baseB", 0, acc);
-            let random = Classifier::new(spec(cfg, &b.class_names), seed.wrapping_add(2000), &dev)?;
+            let random = Classifier::new(spec(cfg, &b.class_names), Stream::RandomLayers.seed(seed), &dev)?;
             for &n in &cfg.ns {
                 let mut settings = vec![
-                    ("BnB", &base_b, true),
-                    ("BnB+", &base_b, false),
-                    ("AnB", &base_a, true),
-                    ("AnB+", &base_a, false),
+                    ("BnB", base_b.model(), true),
+                    ("BnB+", base_b.model(), false),
+                    ("AnB", base_a.model(), true),
+                    ("AnB+", base_a.model(), false),
                 ];
                 if cfg.random_control {
                     settings.push(("RnB", &random, true));

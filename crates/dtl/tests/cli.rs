@@ -76,9 +76,9 @@ fn train_writes_config_model_and_metrics_and_eval_agrees() {
     // config.toml holds every setting, defaults included, and reads back.
     let cfg: dtl::experiment::RunConfig =
         toml::from_str(&std::fs::read_to_string(out.join("config.toml")).unwrap()).unwrap();
-    assert_eq!(cfg.source_train_size, Some(512));
-    assert_eq!(cfg.target_train_size, None);
-    assert!(cfg.data_dir.is_some());
+    assert_eq!(cfg.data.source_train_size, Some(512));
+    assert_eq!(cfg.data.target_train_size, None);
+    assert!(cfg.data.data_dir.is_some());
     let text = std::fs::read_to_string(out.join("config.toml")).unwrap();
     for key in [
         "weight_decay",
@@ -492,7 +492,7 @@ fn train_from_published_imagenet_weights() {
     assert_eq!(meta["dtl.normalize_mean"], "0.485,0.456,0.406");
     let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
     assert!(
-        config.contains("pretrained = ") && config.contains("[augment]"),
+        config.contains("pretrained = ") && config.contains("[data.augment]"),
         "{config}"
     );
 
@@ -656,4 +656,38 @@ fn tradaboost_runs_from_flags_and_names_bad_settings() {
     let o = quick_train(&tmp.path().join("bad2"), &["--labelled-target", "5"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("labelled-target"), "{}", stderr(&o));
+}
+
+/// Every registered strategy is named in `dtl train --help` and has a row in README.md's strategy
+/// table; neither names a strategy the registry lacks.
+#[test]
+fn every_registered_strategy_is_in_the_help_and_the_readme() {
+    let names = dtl::strategies::StrategyConfig::NAMES;
+    let o = dtl(&["train", "--help"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let help = String::from_utf8_lossy(&o.stdout).to_string();
+    let listed = help
+        .split("Strategy: ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .map(|line| line.trim_end_matches('.'))
+        .unwrap_or_else(|| panic!("no strategy list in the help:\n{help}"));
+    let listed: Vec<&str> = listed.split(',').map(|s| s.trim()).collect();
+    assert_eq!(listed, names, "the help's strategy list");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let table = readme
+        .split("| `--strategy` |")
+        .nth(1)
+        .expect("README.md has the strategy table");
+    let rows: Vec<&str> = table
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| l.split('`').nth(1))
+        .collect();
+    let mut rows_sorted = rows.clone();
+    rows_sorted.sort_unstable();
+    let mut want: Vec<&str> = names.to_vec();
+    want.sort_unstable();
+    assert_eq!(rows_sorted, want, "README.md's strategy rows");
 }

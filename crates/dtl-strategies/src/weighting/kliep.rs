@@ -7,6 +7,7 @@
 //! `b^T alpha = 1`, onto `alpha >= 0`, and rescaling. The step size adapts: a step that does not
 //! raise the objective is undone and the step halved.
 
+use dtl_core::seed::Stream;
 use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -138,7 +139,7 @@ impl KliepConfig {
                 ),
             ));
         }
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0c11e9);
+        let mut rng = ChaCha8Rng::seed_from_u64(Stream::Kliep.seed(seed));
         let mut centres = sample(&mut rng, target.n, self.centres.min(target.n)).into_vec();
         centres.sort_unstable();
         let cdata: Vec<f32> = centres.iter().flat_map(|&i| target.row(i).to_vec()).collect();

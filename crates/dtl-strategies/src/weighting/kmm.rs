@@ -17,6 +17,7 @@
 //! 60,000 source samples fit. A ridge `lambda |beta|^2 / 2` (on by default, see
 //! [`KmmConfig::ridge`]) keeps the optimum from concentrating on a few samples.
 
+use dtl_core::seed::Stream;
 use std::f64::consts::PI;
 
 use clarabel::algebra::CscMatrix;
@@ -132,7 +133,7 @@ impl KmmConfig {
 /// Random Fourier features of the Gaussian kernel of width `sigma`: `sqrt(2 / D) cos(w^T x + b)`
 /// with `w ~ N(0, I / sigma^2)`, `b ~ U[0, 2 pi)` drawn from `seed` (the same for both domains).
 pub fn rff(s: Samples, sigma: f64, dim: usize, seed: u64) -> Vec<f64> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x4ff);
+    let mut rng = ChaCha8Rng::seed_from_u64(Stream::Kmm.seed(seed));
     // Standard normals by Box and Muller's transform.
     let w: Vec<f64> = (0..dim * s.d)
         .map(|_| {

@@ -14,7 +14,9 @@
 //!   exact Gaussian kernel or on random Fourier features (Rahimi & Recht 2007) for large sources;
 //! - [`kliep`]: the Kullback-Leibler importance estimation procedure (Sugiyama et al. 2008) with
 //!   Gaussian kernel centres on target samples;
-//! - [`tradaboost`]: TrAdaBoost's weight updates (Dai et al. 2007, "Boosting for transfer
+//! - [`iw`]: the `iw` strategy (importance-weighted source risk) and the [`iw::SourceWeighter`]
+//!   the other strategies' weighted source losses use;
+//! - [`tradaboost`]: the `tradaboost` strategy and TrAdaBoost's weight updates (Dai et al. 2007, "Boosting for transfer
 //!   learning") for a few labelled target samples.
 //!
 //! [`effective_sample_size`] and [`WeightStats`] describe a set of weights; [`iwcv`] scores a model
@@ -31,11 +33,13 @@
 //! assert!((effective_sample_size(&w) - 1.6).abs() < 1e-12);
 //! ```
 
+pub mod iw;
 pub mod kliep;
 pub mod kmm;
 pub mod ratio;
 pub mod tradaboost;
 
+use dtl_core::seed::Stream;
 use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -314,7 +318,7 @@ where
             ),
         ));
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x1c7c);
+    let mut rng = ChaCha8Rng::seed_from_u64(Stream::ValidationSubset.seed(seed));
     let keep = sample(&mut rng, target.len(), max_target.min(target.len())).into_vec();
     let target = target.subset(&keep)?;
     let (vs, ts) = (pixel_rows(validation), pixel_rows(&target));
@@ -370,7 +374,7 @@ pub(crate) fn gaussian_gram(a: Samples, b: Samples, sigma: f64) -> Vec<f64> {
 /// The median heuristic for a Gaussian kernel's width: `sigma` = the median distance between
 /// pairs of up to 500 pooled source and target samples (drawn from `seed`).
 pub fn median_sigma(source: Samples, target: Samples, seed: u64) -> f64 {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x3ed1);
+    let mut rng = ChaCha8Rng::seed_from_u64(Stream::MedianSample.seed(seed));
     let pick = |s: Samples, rng: &mut ChaCha8Rng| -> Vec<usize> { sample(rng, s.n, s.n.min(250)).into_vec() };
     let rows: Vec<&[f32]> = pick(source, &mut rng)
         .into_iter()

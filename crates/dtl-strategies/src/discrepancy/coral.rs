@@ -11,7 +11,11 @@
 use dtl_backbones::{Classifier, Tap};
 use serde::{Deserialize, Serialize};
 
-use crate::discrepancy::{adapt_width, Discrepancy, Distance, Schedule};
+use crate::discrepancy::{
+    adapt_width, build_discrepancy, validate_settings, Discrepancy, Distance, Schedule,
+};
+use crate::strategy::{AdaptLayer, BuildContext, StrategySettings, TransferStrategy};
+use crate::weighting::iw::IwConfig;
 use crate::{OptimSettings, Result};
 
 /// Settings of `coral`.
@@ -27,9 +31,9 @@ pub struct CoralConfig {
     pub adapt_width: usize,
     /// The layers aligned (each gets its own CORAL term).
     pub layers: Vec<Tap>,
-    /// Importance-weight the source cross-entropy ([`crate::iw`]); unset: equal weights.
+    /// Importance-weight the source cross-entropy ([`crate::weighting::iw`]); unset: equal weights.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub instance_weights: Option<crate::iw::IwConfig>,
+    pub instance_weights: Option<IwConfig>,
 }
 
 impl Default for CoralConfig {
@@ -61,5 +65,35 @@ impl CoralConfig {
             self.layers.clone(),
             Distance::Coral,
         )
+    }
+}
+
+impl StrategySettings for CoralConfig {
+    fn validate(&self) -> Result<()> {
+        validate_settings(
+            "coral",
+            self.lambda,
+            &self.layers,
+            self.adapt_width,
+            self.instance_weights.as_ref(),
+        )
+    }
+
+    fn adapt_layer(&self) -> AdaptLayer {
+        AdaptLayer::Exactly(self.adapt_width())
+    }
+
+    fn instance_weights(&self) -> Option<&IwConfig> {
+        self.instance_weights.as_ref()
+    }
+
+    fn instance_weights_key(&self) -> Option<&'static str> {
+        Some("instance-weights")
+    }
+
+    fn build_strategy(&self, ctx: BuildContext<'_>) -> Result<Box<dyn TransferStrategy>> {
+        build_discrepancy(ctx, self.instance_weights.as_ref(), |model, optim| {
+            self.build(model, optim)
+        })
     }
 }

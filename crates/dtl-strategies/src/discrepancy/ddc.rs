@@ -12,7 +12,11 @@ use dtl_backbones::{Classifier, Tap};
 use dtl_losses::MmdKernel;
 use serde::{Deserialize, Serialize};
 
-use crate::discrepancy::{adapt_width, Discrepancy, Distance, EstimatorChoice, Schedule};
+use crate::discrepancy::{
+    adapt_width, build_discrepancy, validate_settings, Discrepancy, Distance, EstimatorChoice, Schedule,
+};
+use crate::strategy::{AdaptLayer, BuildContext, StrategySettings, TransferStrategy};
+use crate::weighting::iw::IwConfig;
 use crate::{OptimSettings, Result};
 
 /// The MMD kernel of [`DdcConfig`].
@@ -44,9 +48,9 @@ pub struct DdcConfig {
     pub multipliers: Vec<f64>,
     /// The MMD estimator.
     pub estimator: EstimatorChoice,
-    /// Importance-weight the source cross-entropy ([`crate::iw`]); unset: equal weights.
+    /// Importance-weight the source cross-entropy ([`crate::weighting::iw`]); unset: equal weights.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub instance_weights: Option<crate::iw::IwConfig>,
+    pub instance_weights: Option<IwConfig>,
 }
 
 impl Default for DdcConfig {
@@ -92,5 +96,35 @@ impl DdcConfig {
             vec![self.layer],
             self.distance(),
         )
+    }
+}
+
+impl StrategySettings for DdcConfig {
+    fn validate(&self) -> Result<()> {
+        validate_settings(
+            "ddc",
+            self.lambda,
+            std::slice::from_ref(&self.layer),
+            self.adapt_width,
+            self.instance_weights.as_ref(),
+        )
+    }
+
+    fn adapt_layer(&self) -> AdaptLayer {
+        AdaptLayer::Exactly(self.adapt_width())
+    }
+
+    fn instance_weights(&self) -> Option<&IwConfig> {
+        self.instance_weights.as_ref()
+    }
+
+    fn instance_weights_key(&self) -> Option<&'static str> {
+        Some("instance-weights")
+    }
+
+    fn build_strategy(&self, ctx: BuildContext<'_>) -> Result<Box<dyn TransferStrategy>> {
+        build_discrepancy(ctx, self.instance_weights.as_ref(), |model, optim| {
+            self.build(model, optim)
+        })
     }
 }

@@ -1,10 +1,13 @@
-//! The engine shared by the discrepancy-based strategies ([`crate::ddc`], [`crate::dan`],
-//! [`crate::coral`]): minimise `L = L_source_CE + lambda * sum_l D(phi_l(X_S), phi_l(X_T))` over one
+//! The engine shared by the discrepancy-based strategies ([`ddc`], [`dan`], [`coral`]): minimise `L = L_source_CE + lambda * sum_l D(phi_l(X_S), phi_l(X_T))` over one
 //! network whose weights both domains share, where `phi_l` is the output at layer `l` and `D` a
 //! distance between the two samples (MMD^2 or CORAL).
 //!
 //! Source and target batches go through the network in one joint pass (one batch of `B + B'`
 //! images, split afterwards), so that every layer sees both domains at once.
+
+pub mod coral;
+pub mod dan;
+pub mod ddc;
 
 use candle_core::Tensor;
 use dtl_backbones::{Classifier, Tap, Taps};
@@ -12,8 +15,10 @@ use dtl_core::{params, DomainBatch, StepStats, Strategy, StrategyNeeds};
 use dtl_losses::{Estimator, MmdKernel};
 use serde::{Deserialize, Serialize};
 
-use crate::iw::{source_loss, SourceWeighter};
+use crate::loss::source_loss;
 use crate::optim::{Optimizer, ParamGroup};
+use crate::strategy::BuildContext;
+use crate::weighting::iw::{IwConfig, SourceWeighter};
 use crate::weighting::WeightStats;
 use crate::{Error, OptimSettings, Result, TransferStrategy};
 
@@ -107,6 +112,58 @@ pub(crate) fn check_lambda(lambda: f64) -> Result<()> {
             format!("{lambda} is not a non-negative number"),
         )))
     }
+}
+
+/// The checks every discrepancy strategy's settings share, before any model exists: the weight,
+/// the adapted layers (at least one, none twice, `adapt` only with an adaptation layer), and the
+/// instance weights of the source loss.
+pub(crate) fn validate_settings(
+    name: &str,
+    lambda: f64,
+    layers: &[Tap],
+    adapt_width: usize,
+    instance_weights: Option<&IwConfig>,
+) -> Result<()> {
+    check_lambda(lambda)?;
+    let bad = |m: String| Err(Error::Core(dtl_core::Error::config("layers", m)));
+    if layers.is_empty() {
+        return bad(format!("{name} needs at least one layer to adapt"));
+    }
+    for (i, l) in layers.iter().enumerate() {
+        if layers[..i].contains(l) {
+            return bad(format!("`{l}` is listed twice"));
+        }
+        if *l == Tap::Adapt && adapt_width == 0 {
+            return bad(format!(
+                "{name} adapts `adapt` but the model has no adaptation layer (set adapt-width above 0)"
+            ));
+        }
+    }
+    if let Some(w) = instance_weights {
+        w.validate()?;
+    }
+    Ok(())
+}
+
+/// A discrepancy strategy from `ctx`, its source loss weighted when `instance_weights` is set
+/// (the weighter reads `ctx`'s training data).
+pub(crate) fn build_discrepancy(
+    ctx: BuildContext<'_>,
+    instance_weights: Option<&IwConfig>,
+    make: impl FnOnce(Classifier, &OptimSettings) -> Result<Discrepancy>,
+) -> Result<Box<dyn TransferStrategy>> {
+    let weighter = match instance_weights {
+        Some(w) => {
+            let data = ctx.training_data("instance weights")?;
+            Some(w.weighter(data.source, data.target, ctx.seed)?)
+        }
+        None => None,
+    };
+    let strategy = make(ctx.model, &ctx.optim)?;
+    Ok(match weighter {
+        Some(w) => Box::new(strategy.with_instance_weights(w)),
+        None => Box::new(strategy),
+    })
 }
 
 /// The adaptation layer width a config asks for: 0 means none.
@@ -260,12 +317,6 @@ impl Strategy for Discrepancy {
 
     fn train_step(&mut self, batch: &DomainBatch) -> dtl_core::Result<StepStats> {
         self.step(batch).map_err(Error::into_core)
-    }
-
-    fn predict(&self, xs: &Tensor) -> dtl_core::Result<Tensor> {
-        self.model
-            .forward(xs, false)
-            .map_err(dtl_backbones::Error::into_core)
     }
 }
 

@@ -1,15 +1,29 @@
-//! The domain discriminator shared by the adversarial strategies ([`crate::adda`],
-//! [`crate::dann`]): a multilayer perceptron from a representation to one logit, the belief that
+//! The domain discriminator shared by the adversarial strategies ([`adda`], [`dann`]): a multilayer perceptron from a representation to one logit, the belief that
 //! the input comes from the source domain.
+
+pub mod adda;
+pub mod dann;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use dtl_backbones::init::{uniform_param, Param};
 use dtl_core::params;
+use dtl_core::seed::Stream;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::{Error, Result};
+
+/// Checks a discriminator's hidden widths (none may be 0).
+pub(crate) fn check_disc_hidden(hidden: &[usize]) -> Result<()> {
+    match hidden.iter().position(|&w| w == 0) {
+        Some(i) => Err(Error::Core(dtl_core::Error::config(
+            "disc-hidden",
+            format!("hidden layer {} has width 0", i + 1),
+        ))),
+        None => Ok(()),
+    }
+}
 
 /// An MLP `in -> hidden[0] -> ... -> 1` with ReLU between layers, its parameters in its own
 /// [`VarMap`] as `disc.fc{i}.weight` / `.bias` (the last layer `disc.out`), initialised as PyTorch's
@@ -22,14 +36,9 @@ pub struct Discriminator {
 impl Discriminator {
     /// A discriminator over `input` features with `hidden` layer widths (ADDA's is `[500, 500]`).
     pub fn new(input: usize, hidden: &[usize], seed: u64, device: &Device) -> Result<Self> {
-        if let Some(i) = hidden.iter().position(|&w| w == 0) {
-            return Err(Error::Core(dtl_core::Error::config(
-                "disc-hidden",
-                format!("hidden layer {} has width 0", i + 1),
-            )));
-        }
+        check_disc_hidden(hidden)?;
         let varmap = VarMap::new();
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xd15c_0000);
+        let mut rng = ChaCha8Rng::seed_from_u64(Stream::Discriminator.seed(seed));
         let mut layers = Vec::new();
         let mut width = input;
         for (i, &h) in hidden.iter().enumerate() {

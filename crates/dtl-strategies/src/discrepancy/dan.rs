@@ -13,7 +13,11 @@ use dtl_backbones::{Classifier, Tap};
 use dtl_losses::{Bandwidths, MmdKernel};
 use serde::{Deserialize, Serialize};
 
-use crate::discrepancy::{adapt_width, Discrepancy, Distance, EstimatorChoice, Schedule};
+use crate::discrepancy::{
+    adapt_width, build_discrepancy, validate_settings, Discrepancy, Distance, EstimatorChoice, Schedule,
+};
+use crate::strategy::{AdaptLayer, BuildContext, StrategySettings, TransferStrategy};
+use crate::weighting::iw::IwConfig;
 use crate::{OptimSettings, Result};
 
 /// Settings of `dan`.
@@ -35,9 +39,9 @@ pub struct DanConfig {
     pub weights: Vec<f64>,
     /// The MMD estimator.
     pub estimator: EstimatorChoice,
-    /// Importance-weight the source cross-entropy ([`crate::iw`]); unset: equal weights.
+    /// Importance-weight the source cross-entropy ([`crate::weighting::iw`]); unset: equal weights.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub instance_weights: Option<crate::iw::IwConfig>,
+    pub instance_weights: Option<IwConfig>,
 }
 
 impl Default for DanConfig {
@@ -84,5 +88,35 @@ impl DanConfig {
             self.layers.clone(),
             self.distance(),
         )
+    }
+}
+
+impl StrategySettings for DanConfig {
+    fn validate(&self) -> Result<()> {
+        validate_settings(
+            "dan",
+            self.lambda,
+            &self.layers,
+            self.adapt_width,
+            self.instance_weights.as_ref(),
+        )
+    }
+
+    fn adapt_layer(&self) -> AdaptLayer {
+        AdaptLayer::Exactly(self.adapt_width())
+    }
+
+    fn instance_weights(&self) -> Option<&IwConfig> {
+        self.instance_weights.as_ref()
+    }
+
+    fn instance_weights_key(&self) -> Option<&'static str> {
+        Some("instance-weights")
+    }
+
+    fn build_strategy(&self, ctx: BuildContext<'_>) -> Result<Box<dyn TransferStrategy>> {
+        build_discrepancy(ctx, self.instance_weights.as_ref(), |model, optim| {
+            self.build(model, optim)
+        })
     }
 }

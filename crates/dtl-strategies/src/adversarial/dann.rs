@@ -16,10 +16,12 @@ use dtl_core::{params, DomainBatch, StepStats, Strategy, StrategyNeeds};
 use dtl_losses::{discriminator_accuracy, discriminator_loss, grad_reverse};
 use serde::{Deserialize, Serialize};
 
-use crate::adversarial::{loss_err, Discriminator};
+use crate::adversarial::{check_disc_hidden, loss_err, Discriminator};
 use crate::discrepancy::adapt_width;
-use crate::iw::{source_loss, IwConfig, SourceWeighter};
+use crate::loss::source_loss;
 use crate::optim::{Optimizer, ParamGroup};
+use crate::strategy::{AdaptLayer, BuildContext, StrategySettings};
+use crate::weighting::iw::{IwConfig, SourceWeighter};
 use crate::weighting::WeightStats;
 use crate::{Error, OptimSettings, Result, TransferStrategy};
 
@@ -42,7 +44,7 @@ pub struct DannConfig {
     pub beta: f64,
     /// Width of an adaptation layer before the head (the discriminator then reads it); 0 for none.
     pub adapt_width: usize,
-    /// Importance-weight the source cross-entropy ([`crate::iw`]); unset: equal weights.
+    /// Importance-weight the source cross-entropy ([`crate::weighting::iw`]); unset: equal weights.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance_weights: Option<IwConfig>,
 }
@@ -88,7 +90,12 @@ impl DannConfig {
         }
     }
 
-    fn validate(&self) -> Result<()> {
+    /// The settings' own checks: non-negative schedule constants, discriminator widths.
+    pub fn validate(&self) -> Result<()> {
+        check_disc_hidden(&self.disc_hidden)?;
+        if let Some(w) = &self.instance_weights {
+            w.validate()?;
+        }
         let bad = |f: &str, m: String| Err(Error::Core(dtl_core::Error::config(f, m)));
         for (field, v) in [
             ("max-coeff", self.max_coeff),
@@ -211,12 +218,6 @@ impl Strategy for Dann {
     fn train_step(&mut self, batch: &DomainBatch) -> dtl_core::Result<StepStats> {
         self.step(batch).map_err(Error::into_core)
     }
-
-    fn predict(&self, xs: &Tensor) -> dtl_core::Result<Tensor> {
-        self.model
-            .forward(xs, false)
-            .map_err(dtl_backbones::Error::into_core)
-    }
 }
 
 impl TransferStrategy for Dann {
@@ -226,5 +227,38 @@ impl TransferStrategy for Dann {
 
     fn weight_stats(&self) -> Option<&WeightStats> {
         self.weighter.as_ref().and_then(|w| w.stats())
+    }
+}
+
+impl StrategySettings for DannConfig {
+    fn validate(&self) -> Result<()> {
+        DannConfig::validate(self)
+    }
+
+    fn adapt_layer(&self) -> AdaptLayer {
+        AdaptLayer::Exactly(self.adapt_width())
+    }
+
+    fn instance_weights(&self) -> Option<&IwConfig> {
+        self.instance_weights.as_ref()
+    }
+
+    fn instance_weights_key(&self) -> Option<&'static str> {
+        Some("instance-weights")
+    }
+
+    fn build_strategy(&self, ctx: BuildContext<'_>) -> Result<Box<dyn TransferStrategy>> {
+        let weighter = match &self.instance_weights {
+            Some(w) => {
+                let data = ctx.training_data("instance weights")?;
+                Some(w.weighter(data.source, data.target, ctx.seed)?)
+            }
+            None => None,
+        };
+        let dann = self.build(ctx.model, &ctx.optim, ctx.seed)?;
+        Ok(match weighter {
+            Some(w) => Box::new(dann.with_instance_weights(w)),
+            None => Box::new(dann),
+        })
     }
 }

@@ -14,8 +14,9 @@
 //! cross-entropy is then weighted the same way while their adaptation loss pulls the feature
 //! distributions together, the combination of instance weighting and feature transformation.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use dtl_backbones::Classifier;
+use dtl_core::seed::Stream;
 use dtl_core::{params, DomainBatch, StepStats, Strategy};
 use dtl_data::Dataset;
 use rand::seq::index::sample;
@@ -23,8 +24,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::loss::source_loss;
 use crate::optim::{Optimizer, ParamGroup};
-use crate::source_only::cross_entropy_with_accuracy;
+use crate::strategy::{BuildContext, StrategySettings};
 use crate::weighting::{Estimator, Samples, WeightStats};
 use crate::{Error, OptimSettings, Result, TransferStrategy};
 
@@ -67,10 +69,8 @@ impl Default for IwConfig {
 }
 
 impl IwConfig {
-    /// The weighter of `source`, the training set the trainer will batch (the same samples in the
-    /// same order: weights are looked up by position), against `target`, the training set whose
-    /// images (never labels) the estimator reads, at most [`IwConfig::max_target`] of them.
-    pub fn weighter(&self, source: &Dataset, target: &Dataset, seed: u64) -> Result<SourceWeighter> {
+    /// The settings' own checks: at least one target image, no re-estimation on pixels.
+    pub fn validate(&self) -> Result<()> {
         if self.max_target == 0 {
             return Err(Error::Core(dtl_core::Error::config(
                 "max-target",
@@ -88,13 +88,21 @@ impl IwConfig {
                 ),
             )));
         }
+        Ok(())
+    }
+
+    /// The weighter of `source`, the training set the trainer will batch (the same samples in the
+    /// same order: weights are looked up by position), against `target`, the training set whose
+    /// images (never labels) the estimator reads, at most [`IwConfig::max_target`] of them.
+    pub fn weighter(&self, source: &Dataset, target: &Dataset, seed: u64) -> Result<SourceWeighter> {
+        self.validate()?;
         if target.is_empty() {
             return Err(Error::Core(dtl_core::Error::config(
                 "target",
                 "instance weights need target training images, the target training set is empty",
             )));
         }
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x1a7e);
+        let mut rng = ChaCha8Rng::seed_from_u64(Stream::WeightSubset.seed(seed));
         let keep = sample(&mut rng, target.len(), self.max_target.min(target.len())).into_vec();
         Ok(SourceWeighter {
             cfg: self.clone(),
@@ -123,7 +131,7 @@ impl IwConfig {
 /// One weight per source training sample, estimated by an [`Estimator`] on pixels or on a
 /// model's features, and re-estimated on the schedule of an [`IwConfig`]. Strategies call
 /// [`SourceWeighter::start_epoch`] before each epoch and weight their source loss with
-/// [`source_loss`].
+/// [`crate::loss::source_loss`].
 #[derive(Debug, Clone)]
 pub struct SourceWeighter {
     cfg: IwConfig,
@@ -211,7 +219,7 @@ impl SourceWeighter {
         let w = self.cfg.estimator.estimate(
             Samples::new(&s, self.source.len(), d, "source")?,
             Samples::new(&t, self.target.len(), d, "target")?,
-            self.seed.wrapping_add(epoch as u64),
+            Stream::Reestimate { epoch }.seed(self.seed),
         )?;
         let labels = self.source.labels();
         let stats = WeightStats::of(&w, labels, self.source.num_classes());
@@ -230,54 +238,6 @@ impl SourceWeighter {
         self.weights = w.iter().map(|&v| v as f32).collect();
         self.stats = Some(stats);
         Ok(())
-    }
-}
-
-/// The importance-weighted cross-entropy `sum_i w_i l_i / sum_i w_i` of `logits` against
-/// `labels` with per-sample weights `w`, the plain mean `l`, and the batch accuracy.
-pub fn weighted_cross_entropy(
-    logits: &Tensor,
-    labels: &Tensor,
-    w: &Tensor,
-) -> candle_core::Result<(Tensor, f64, f64)> {
-    let nll = crate::eval::nll(logits, labels)?;
-    let total = w.sum_all()?.to_scalar::<f32>()?.max(1e-12) as f64;
-    let loss = ((&nll * w)?.sum_all()? / total)?;
-    let plain = nll.mean_all()?.to_scalar::<f32>()? as f64;
-    let acc = logits
-        .detach()
-        .argmax(1)?
-        .eq(labels)?
-        .to_dtype(DType::F32)?
-        .mean_all()?
-        .to_scalar::<f32>()? as f64;
-    Ok((loss, plain, acc))
-}
-
-/// The source loss of a batch with `logits` for its source images: the cross-entropy, weighted
-/// by `weighter` when there is one. Logs `loss_cls` (the plain mean) and, when weighted,
-/// `loss_iw` into `stats`; returns the loss to minimise and the batch accuracy.
-pub fn source_loss(
-    weighter: Option<&SourceWeighter>,
-    logits: &Tensor,
-    batch: &DomainBatch,
-    stats: &mut StepStats,
-) -> Result<(Tensor, f64)> {
-    let ys = &batch.source.1;
-    match weighter {
-        None => {
-            let (loss, acc) = cross_entropy_with_accuracy(logits, ys)?;
-            stats.push("loss_cls", loss.to_scalar::<f32>()? as f64);
-            Ok((loss, acc))
-        }
-        Some(weighter) => {
-            let w = weighter.batch_weights(&batch.source_indices, logits.device())?;
-            let (loss, plain, acc) = weighted_cross_entropy(logits, ys, &w)?;
-            stats
-                .push("loss_iw", loss.to_scalar::<f32>()? as f64)
-                .push("loss_cls", plain);
-            Ok((loss, acc))
-        }
     }
 }
 
@@ -329,12 +289,6 @@ impl Strategy for Iw {
         };
         step().map_err(Error::into_core)
     }
-
-    fn predict(&self, xs: &Tensor) -> dtl_core::Result<Tensor> {
-        self.model
-            .forward(xs, false)
-            .map_err(dtl_backbones::Error::into_core)
-    }
 }
 
 impl TransferStrategy for Iw {
@@ -347,44 +301,22 @@ impl TransferStrategy for Iw {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::Device;
+impl StrategySettings for IwConfig {
+    fn validate(&self) -> Result<()> {
+        IwConfig::validate(self)
+    }
 
-    /// The weighted loss against its closed form, computed from the logits by hand.
-    #[test]
-    fn weighted_cross_entropy_matches_the_closed_form() {
-        let dev = Device::Cpu;
-        let logits = [
-            [2.0f32, -1.0, 0.5],
-            [0.0, 0.0, 3.0],
-            [-2.0, 1.0, 1.5],
-            [0.3, 0.2, 0.1],
-        ];
-        let labels = [0u32, 1, 2, 0];
-        let w = [0.5f32, 2.0, 1.0, 0.0];
-        let nll: Vec<f64> = logits
-            .iter()
-            .zip(labels)
-            .map(|(row, y)| {
-                let lse = row.iter().map(|&v| (v as f64).exp()).sum::<f64>().ln();
-                lse - row[y as usize] as f64
-            })
-            .collect();
-        let want = nll.iter().zip(w).map(|(l, w)| l * w as f64).sum::<f64>() / 3.5;
-        let want_plain = nll.iter().sum::<f64>() / 4.0;
-        let t = Tensor::new(&logits, &dev).unwrap();
-        let (loss, plain, acc) = weighted_cross_entropy(
-            &t,
-            &Tensor::new(&labels, &dev).unwrap(),
-            &Tensor::new(&w, &dev).unwrap(),
-        )
-        .unwrap();
-        let got = loss.to_scalar::<f32>().unwrap() as f64;
-        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
-        assert!((plain - want_plain).abs() < 1e-5, "{plain} vs {want_plain}");
-        // Rows 0, 2 and 3 are predicted right; row 1 (label 1, argmax 2) is not.
-        assert_eq!(acc, 0.75);
+    fn instance_weights(&self) -> Option<&IwConfig> {
+        Some(self)
+    }
+
+    fn instance_weights_key(&self) -> Option<&'static str> {
+        Some("")
+    }
+
+    fn build_strategy(&self, ctx: BuildContext<'_>) -> Result<Box<dyn TransferStrategy>> {
+        let data = ctx.training_data("iw")?;
+        let weighter = self.weighter(data.source, data.target, ctx.seed)?;
+        Ok(Box::new(Iw::new(ctx.model, &ctx.optim, weighter)?))
     }
 }

@@ -23,9 +23,10 @@ use dtl_losses::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::adversarial::{loss_err, Discriminator};
+use crate::adversarial::{check_disc_hidden, loss_err, Discriminator};
+use crate::loss::cross_entropy_with_accuracy;
 use crate::optim::{Optimizer, OptimizerKind, ParamGroup};
-use crate::source_only::cross_entropy_with_accuracy;
+use crate::strategy::{BuildContext, RunFacts, StrategySettings};
 use crate::{Error, OptimSettings, Result, TransferStrategy};
 
 /// The target encoder's loss in stage 2.
@@ -72,6 +73,29 @@ impl Default for AddaConfig {
 }
 
 impl AddaConfig {
+    /// The settings' own checks: the adversary's learning rate and Adam constant, the
+    /// discriminator's widths.
+    pub fn validate(&self) -> Result<()> {
+        check_disc_hidden(&self.disc_hidden)?;
+        if !(self.adversary_lr > 0.0 && self.adversary_lr.is_finite()) {
+            return Err(Error::Core(dtl_core::Error::config(
+                "adversary-lr",
+                format!("{} is not positive", self.adversary_lr),
+            )));
+        }
+        self.adversary().validate()?;
+        Ok(())
+    }
+
+    /// Adam with ADDA's constants, for stage 2.
+    fn adversary(&self) -> OptimizerKind {
+        OptimizerKind::Adam {
+            beta1: self.adversary_beta1,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+
     /// The strategy around the source model `model`; the discriminator is seeded from `seed`.
     pub fn build(&self, model: Classifier, optim: &OptimSettings, seed: u64) -> Result<Adda> {
         let backbone_layers = model.backbone().layers().len();
@@ -86,18 +110,8 @@ impl AddaConfig {
                 ),
             )));
         }
-        if !(self.adversary_lr > 0.0 && self.adversary_lr.is_finite()) {
-            return Err(Error::Core(dtl_core::Error::config(
-                "adversary-lr",
-                format!("{} is not positive", self.adversary_lr),
-            )));
-        }
-        let adversary = OptimizerKind::Adam {
-            beta1: self.adversary_beta1,
-            beta2: 0.999,
-            eps: 1e-8,
-        };
-        adversary.validate()?;
+        self.validate()?;
+        let adversary = self.adversary();
         let disc = Discriminator::new(
             model.backbone().feature_dim(),
             &self.disc_hidden,
@@ -256,14 +270,8 @@ impl Strategy for Adda {
     }
 
     fn start_epoch(&mut self, epoch: usize, epochs: usize) -> dtl_core::Result<()> {
-        if epoch == 0 && self.cfg.source_epochs >= epochs {
-            return Err(dtl_core::Error::config(
-                "source-epochs",
-                format!(
-                    "adda pre-trains for {} epochs but the run has {epochs}: nothing would be left for adaptation (raise epochs)",
-                    self.cfg.source_epochs
-                ),
-            ));
+        if epoch == 0 {
+            check_epochs(self.cfg.source_epochs, epochs)?;
         }
         if epoch == self.cfg.source_epochs && self.stage2.is_none() {
             self.begin_adaptation().map_err(Error::into_core)?;
@@ -279,17 +287,38 @@ impl Strategy for Adda {
         };
         r.map_err(Error::into_core)
     }
-
-    fn predict(&self, xs: &Tensor) -> dtl_core::Result<Tensor> {
-        self.model()
-            .forward(xs, false)
-            .map_err(dtl_backbones::Error::into_core)
-    }
 }
 
 impl TransferStrategy for Adda {
     /// The target model once stage 2 has begun, the source model before.
     fn model(&self) -> &Classifier {
         self.target_model().unwrap_or(&self.source)
+    }
+}
+
+/// The stage-2 length check, before any work and again when training starts.
+fn check_epochs(source_epochs: usize, epochs: usize) -> dtl_core::Result<()> {
+    if source_epochs >= epochs {
+        return Err(dtl_core::Error::config(
+            "source-epochs",
+            format!(
+                "adda pre-trains for {source_epochs} epochs but the run has {epochs}: nothing would be left for adaptation (raise epochs)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl StrategySettings for AddaConfig {
+    fn validate(&self) -> Result<()> {
+        AddaConfig::validate(self)
+    }
+
+    fn check_run(&self, run: &RunFacts) -> Result<()> {
+        Ok(check_epochs(self.source_epochs, run.epochs)?)
+    }
+
+    fn build_strategy(&self, ctx: BuildContext<'_>) -> Result<Box<dyn TransferStrategy>> {
+        Ok(Box::new(self.build(ctx.model, &ctx.optim, ctx.seed)?))
     }
 }

@@ -567,6 +567,40 @@ mod tests {
         );
     }
 
+    /// Every registered strategy runs with its defaults and the run's (finetune given the
+    /// checkpoint it copies from); a combination that cannot run is refused by `check`, before any
+    /// work, naming the key.
+    #[test]
+    fn every_strategys_defaults_pass_the_check_and_bad_combinations_do_not() {
+        for &name in StrategyConfig::NAMES {
+            let mut cfg = RunConfig::from_assignments(None, &[("strategy.name", name)]).unwrap();
+            if name == "finetune" {
+                let err = cfg.check().unwrap_err().to_string();
+                assert!(err.contains("init-from"), "{err}");
+                cfg.model.init_from = Some("source/model.safetensors".into());
+            }
+            cfg.check()
+                .unwrap_or_else(|e| panic!("{name} with its defaults: {e}"));
+        }
+        let cfg = RunConfig::from_assignments(
+            None,
+            &[
+                ("strategy.name", "adda"),
+                ("train.epochs", "4"),
+                ("strategy.source-epochs", "4"),
+            ],
+        )
+        .unwrap();
+        let err = cfg.check().unwrap_err().to_string();
+        assert!(
+            err.contains("source-epochs") && err.contains("the run has 4"),
+            "{err}"
+        );
+        let cfg = RunConfig::from_assignments(None, &[("strategy.name", "dann"), ("strategy.gamma", "-1")])
+            .unwrap();
+        assert!(cfg.check().unwrap_err().to_string().contains("gamma"));
+    }
+
     #[test]
     fn switching_strategy_starts_from_its_defaults_and_keeps_the_same_ones() {
         let cfg = RunConfig::from_assignments(

@@ -691,3 +691,41 @@ fn every_registered_strategy_is_in_the_help_and_the_readme() {
     want.sort_unstable();
     assert_eq!(rows_sorted, want, "README.md's strategy rows");
 }
+
+/// A setting that cannot run, or a key that does not exist, is refused before the output
+/// directory is made or any data is read; `--set` reaches any key and names it when wrong.
+#[test]
+fn bad_settings_are_refused_before_any_work_and_set_reaches_every_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("adda");
+    // Two epochs of pre-training in a run of two: nothing left to adapt.
+    let o = quick_train(&out, &["--strategy", "adda", "--source-epochs", "2"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("source-epochs"), "{}", stderr(&o));
+    assert!(!out.exists(), "the refused run made {}", out.display());
+    let o = quick_train(&out, &["--strategy", "dann", "--set", "strategy.max-cof=0.5"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("strategy.max-cof") && err.contains("did you mean `max-coeff`"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    // A key of a section, and a strategy's own key with no flag of its own.
+    let o = quick_train(
+        &out,
+        &[
+            "--strategy",
+            "dann",
+            "--set",
+            "strategy.max-coeff=0.5",
+            "--set",
+            "data.placement=box",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let written: toml::Table =
+        toml::from_str(&std::fs::read_to_string(out.join("config.toml")).unwrap()).unwrap();
+    assert_eq!(written["strategy"]["max-coeff"].as_float(), Some(0.5));
+    assert_eq!(written["data"]["placement"].as_str(), Some("box"));
+}

@@ -333,7 +333,17 @@ fn reproduce_yosinski(args: &[String]) -> Result<()> {
         args.push("--out".into());
         args.push(out.display().to_string());
     }
-    let mut cmd: Vec<&str> = vec!["run", "--release", "-q", "-p", "dtl", "--", "yosinski"];
+    let mut cmd: Vec<&str> = vec![
+        "run",
+        "--release",
+        "-q",
+        "-p",
+        "dtl-cli",
+        "--bin",
+        "dtl",
+        "--",
+        "yosinski",
+    ];
     cmd.extend(args.iter().map(String::as_str));
     cargo(&cmd, &[])
 }

@@ -21,6 +21,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Result};
 
+pub mod allocator;
 mod conv;
 mod kernels;
 mod norm;

@@ -74,7 +74,7 @@ fn train_writes_config_model_and_metrics_and_eval_agrees() {
     assert_eq!(m["history"].as_array().unwrap().len(), 2);
 
     // config.toml holds every setting, defaults included, and reads back.
-    let cfg: dtl::experiment::RunConfig =
+    let cfg: dtl_cli::experiment::RunConfig =
         toml::from_str(&std::fs::read_to_string(out.join("config.toml")).unwrap()).unwrap();
     assert_eq!(cfg.data.source_train_size, Some(512));
     assert_eq!(cfg.data.target_train_size, None);
@@ -487,7 +487,7 @@ fn train_from_published_imagenet_weights() {
         conv1.iter().all(|&v| v == 0.0),
         "conv1 did not come from the published weights"
     );
-    let (_, meta) = dtl::backbones::Classifier::load(&ckpt, &candle_core::Device::Cpu).unwrap();
+    let (_, meta) = dtl_backbones::Classifier::load(&ckpt, &candle_core::Device::Cpu).unwrap();
     assert_eq!(meta["dtl.fit"], "crop");
     assert_eq!(meta["dtl.normalize_mean"], "0.485,0.456,0.406");
     let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
@@ -530,10 +530,10 @@ fn source_class_fractions_skew_the_source() {
     assert!(o.status.success(), "{}", stderr(&o));
     let m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
-    let d = dtl::data::Domain::load(
-        dtl::data::DomainId::MnistSmall,
+    let d = dtl_data::Domain::load(
+        dtl_data::DomainId::MnistSmall,
         None,
-        &dtl::data::LoadOptions {
+        &dtl_data::LoadOptions {
             image_size: 16,
             ..Default::default()
         },
@@ -662,7 +662,7 @@ fn tradaboost_runs_from_flags_and_names_bad_settings() {
 /// table; neither names a strategy the registry lacks.
 #[test]
 fn every_registered_strategy_is_in_the_help_and_the_readme() {
-    let names = dtl::strategies::StrategyConfig::NAMES;
+    let names = dtl_strategies::StrategyConfig::NAMES;
     let o = dtl(&["train", "--help"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let help = String::from_utf8_lossy(&o.stdout).to_string();

@@ -2,7 +2,7 @@
 //! trained and recorded once, the summary's means and differences follow from the rows, and the
 //! files, figure included, are written.
 
-use dtl::yosinski::{replot, reproduce, runs_csv, Split, SweepConfig};
+use dtl_cli::yosinski::{replot, reproduce, runs_csv, Split, SweepConfig};
 
 #[test]
 fn a_tiny_sweep_records_every_network_and_summarises_them() {
@@ -111,7 +111,7 @@ fn a_tiny_sweep_records_every_network_and_summarises_them() {
     );
 }
 
-fn summary_from_json(dir: &std::path::Path) -> dtl::yosinski::Summary {
+fn summary_from_json(dir: &std::path::Path) -> dtl_cli::yosinski::Summary {
     serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
 }
 
@@ -144,7 +144,7 @@ fn bad_sweep_settings_are_named() {
 /// trained with the same results; another config is refused.
 #[test]
 fn a_resumed_sweep_equals_the_uninterrupted_one() {
-    use dtl::yosinski::{parse_runs_csv, reproduce_resuming};
+    use dtl_cli::yosinski::{parse_runs_csv, reproduce_resuming};
     let cfg = SweepConfig {
         splits: vec![Split::Random],
         seeds: vec![4],
@@ -185,7 +185,7 @@ fn a_resumed_sweep_equals_the_uninterrupted_one() {
 /// sample std are those of the two rows; a seed given twice is refused.
 #[test]
 fn sweeps_of_other_seeds_merge() {
-    use dtl::yosinski::{merge, parse_runs_csv};
+    use dtl_cli::yosinski::{merge, parse_runs_csv};
     let tmp = tempfile::tempdir().unwrap();
     let mut dirs = Vec::new();
     for seed in [5, 6] {

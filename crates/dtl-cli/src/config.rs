@@ -4,7 +4,7 @@
 //! any data loaded.
 //!
 //! ```
-//! use dtl::experiment::RunConfig;
+//! use dtl_cli::experiment::RunConfig;
 //!
 //! let cfg = RunConfig::from_assignments(None, &[("train.epochs", "3"), ("strategy.name", "dann"),
 //!     ("strategy.max-coeff", "0.5")])?;
@@ -16,7 +16,7 @@
 //!     .unwrap_err()
 //!     .to_string();
 //! assert!(err.contains("strategy.max-cof") && err.contains("did you mean `max-coeff`"), "{err}");
-//! # Ok::<(), dtl::Error>(())
+//! # Ok::<(), dtl_cli::Error>(())
 //! ```
 
 use std::path::{Path, PathBuf};

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use dtl::experiment::{self, Assignment, RunConfig, RunOptions};
-use dtl::strategies::OptimizerKind;
+use dtl_cli::experiment::{self, Assignment, RunConfig, RunOptions};
+use dtl_strategies::OptimizerKind;
 
 /// mimalloc keeps freed memory in the process: with the system allocator about a quarter of a CPU
 /// training step went to the kernel zeroing and unmapping freshly allocated tensor buffers.
@@ -310,7 +310,7 @@ struct FetchArgs {
 fn main() -> Result<()> {
     // First, while this is the only thread: see dtl_ops::keep_candle_elementwise_on_caller.
     let candle_threads = dtl_ops::keep_candle_elementwise_on_caller();
-    dtl::allocator::keep_freed_memory();
+    dtl_ops::allocator::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -342,7 +342,7 @@ fn parse_choice<T: serde::de::DeserializeOwned>(flag: &str, value: &str) -> Resu
 /// strategy first (switching strategy starts from its defaults), then every other flag; the
 /// instance-weight flags go where the chosen strategy keeps its weights (`weights_key`).
 fn flag_assignments(a: &TrainArgs, weights_key: Option<&str>) -> Result<Vec<Assignment>> {
-    use dtl::core::config::Value;
+    use dtl_core::config::Value;
     let mut out = Vec::new();
     let mut put = |flag: &str, key: &str, value: Value| {
         out.push(Assignment {
@@ -404,7 +404,7 @@ fn flag_assignments(a: &TrainArgs, weights_key: Option<&str>) -> Result<Vec<Assi
         put(
             "augment",
             "data.augment",
-            table(&dtl::data::augment::Augment::default()),
+            table(&dtl_data::augment::Augment::default()),
         );
     }
     flag!(backbone, "backbone", "model.backbone", |v: &String| s(v));
@@ -488,7 +488,7 @@ fn flag_assignments(a: &TrainArgs, weights_key: Option<&str>) -> Result<Vec<Assi
         (
             "estimator",
             a.estimator.as_ref().map(|e| {
-                let mut t = dtl::core::config::Table::new();
+                let mut t = dtl_core::config::Table::new();
                 t.insert("kind".into(), s(e));
                 ("estimator", Value::Table(t))
             }),
@@ -510,8 +510,8 @@ fn flag_assignments(a: &TrainArgs, weights_key: Option<&str>) -> Result<Vec<Assi
 }
 
 /// A setting's default as a TOML table (the augmentation's and the optimizer's).
-fn table<T: serde::Serialize>(v: &T) -> dtl::core::config::Value {
-    dtl::core::config::Value::try_from(v).expect("settings serialise as TOML")
+fn table<T: serde::Serialize>(v: &T) -> dtl_core::config::Value {
+    dtl_core::config::Value::try_from(v).expect("settings serialise as TOML")
 }
 
 fn train(a: TrainArgs) -> Result<()> {
@@ -519,7 +519,7 @@ fn train(a: TrainArgs) -> Result<()> {
         .set
         .iter()
         .map(|s| {
-            let (key, value) = dtl::core::config::parse_assignment(s)?;
+            let (key, value) = dtl_core::config::parse_assignment(s)?;
             Ok(Assignment {
                 key,
                 value,
@@ -587,15 +587,15 @@ fn predict(a: PredictArgs) -> Result<()> {
     let device = experiment::parse_device(&a.device)?;
     let (model, fit) = match (&a.checkpoint, &a.backbone, &a.pretrained) {
         (Some(c), _, _) => {
-            let path = c.parse::<dtl::backbones::hub::Pretrained>()?.resolve()?;
-            let (model, meta) = dtl::backbones::Classifier::load(&path, &device)?;
+            let path = c.parse::<dtl_backbones::hub::Pretrained>()?.resolve()?;
+            let (model, meta) = dtl_backbones::Classifier::load(&path, &device)?;
             let fit = experiment::fit_of(&model, &meta)?;
             (model, fit)
         }
         (None, Some(b), Some(p)) => {
-            let kind: dtl::backbones::BackboneKind = b.parse()?;
-            let path = p.parse::<dtl::backbones::hub::Pretrained>()?.resolve()?;
-            let (model, _) = dtl::backbones::Classifier::from_pretrained(kind, a.image_size, &path, &device)?;
+            let kind: dtl_backbones::BackboneKind = b.parse()?;
+            let path = p.parse::<dtl_backbones::hub::Pretrained>()?.resolve()?;
+            let (model, _) = dtl_backbones::Classifier::from_pretrained(kind, a.image_size, &path, &device)?;
             let fit = experiment::fit_of(&model, &Default::default())?;
             (model, fit)
         }
@@ -605,14 +605,15 @@ fn predict(a: PredictArgs) -> Result<()> {
         Some(f) => f.parse()?,
         None => fit,
     };
-    let images = dtl::data::images::list_images(&a.input)?;
+    let images = dtl_data::images::list_images(&a.input)?;
     if images.is_empty() {
         anyhow::bail!(
             "{}: no image files (PNG, JPEG, TIFF, BMP, GIF, WebP, PNM) found",
             a.input.display()
         );
     }
-    let preds = dtl::predict::predict_images(&model, &images, a.top_k, a.logits, a.batch_size, fit, &device)?;
+    let preds =
+        dtl_cli::predict::predict_images(&model, &images, a.top_k, a.logits, a.batch_size, fit, &device)?;
     let mut out = std::io::stdout().lock();
     for p in preds {
         use std::io::Write as _;
@@ -622,13 +623,13 @@ fn predict(a: PredictArgs) -> Result<()> {
 }
 
 fn fetch(a: FetchArgs) -> Result<()> {
-    let id: dtl::data::DomainId = a.domain.parse()?;
-    let dir = dtl::data::DataDir::resolve(a.data_dir.as_deref())?;
+    let id: dtl_data::DomainId = a.domain.parse()?;
+    let dir = dtl_data::DataDir::resolve(a.data_dir.as_deref())?;
     let source = match a.mirror {
-        Some(base) => dtl::data::download::Source { base },
-        None => dtl::data::download::Source::public(id)?,
+        Some(base) => dtl_data::download::Source { base },
+        None => dtl_data::download::Source::public(id)?,
     };
-    let files = dtl::data::download::download(id, &dir, &source)
+    let files = dtl_data::download::download(id, &dir, &source)
         .with_context(|| format!("fetching {id} into {}", dir.path().display()))?;
     for f in files {
         println!("{}", f.display());
@@ -637,9 +638,9 @@ fn fetch(a: FetchArgs) -> Result<()> {
 }
 
 fn yosinski(a: YosinskiArgs) -> Result<()> {
-    use dtl::yosinski::{replot, reproduce_resuming, Split, SweepConfig};
+    use dtl_cli::yosinski::{replot, reproduce_resuming, Split, SweepConfig};
     if let Some(dirs) = &a.merge {
-        let summary = dtl::yosinski::merge(dirs, &a.out)?;
+        let summary = dtl_cli::yosinski::merge(dirs, &a.out)?;
         print_sweep(&summary);
         println!("wrote {}", a.out.display());
         return Ok(());
@@ -689,7 +690,7 @@ fn yosinski(a: YosinskiArgs) -> Result<()> {
 }
 
 /// The sweep's table of means, as `dtl yosinski` prints it.
-fn print_sweep(summary: &dtl::yosinski::Summary) {
+fn print_sweep(summary: &dtl_cli::yosinski::Summary) {
     for split in &summary.splits {
         println!(
             "{} split: baseA {:.4}, baseB {:.4} +- {:.4}",

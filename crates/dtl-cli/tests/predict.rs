@@ -11,8 +11,8 @@ use std::process::Output;
 use common::{dtl, dtl_env, put_in_hub_cache, small_train, write_constant_resnet18, write_png};
 
 use candle_core::{Device, Tensor, D};
-use dtl::backbones::Classifier;
-use dtl::data::{Domain, DomainId, LoadOptions};
+use dtl_backbones::Classifier;
+use dtl_data::{Domain, DomainId, LoadOptions};
 
 /// `dtl predict --checkpoint ckpt --input input` plus `extra`.
 fn predict(ckpt: &Path, input: &Path, extra: &[&str]) -> Output {

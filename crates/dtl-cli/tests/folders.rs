@@ -9,7 +9,7 @@ use std::path::Path;
 
 use common::{dtl, small_train, stderr, write_png};
 
-use dtl::data::{Domain, DomainId, LoadOptions};
+use dtl_data::{Domain, DomainId, LoadOptions};
 
 #[test]
 fn train_and_eval_run_between_image_folders() {

@@ -1,0 +1,280 @@
+//! The convolution's arithmetic: a strided GEMM view, how many images one GEMM takes, and the
+//! forward and backward passes over a batch (parallel over groups of images).
+
+use rayon::prelude::*;
+
+use super::im2col::Geometry;
+
+/// A row-major matrix view for [`matmul`]: `rows x cols` with the given strides.
+#[derive(Clone, Copy)]
+pub(super) struct Mat<'a> {
+    pub(super) data: &'a [f32],
+    pub(super) rows: usize,
+    pub(super) cols: usize,
+    pub(super) row_stride: usize,
+    pub(super) col_stride: usize,
+}
+
+impl<'a> Mat<'a> {
+    pub(super) fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    pub(super) fn t(self) -> Self {
+        Self {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
+    }
+
+    pub(super) fn last_index(&self) -> usize {
+        (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
+    }
+}
+
+/// `dst (m x n, row-major) = [dst +] a (m x k) b (k x n)`, single-threaded (callers parallelise
+/// over images).
+pub(super) fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(b.rows == k && dst.len() >= m * n, "matmul: shapes do not chain");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    assert!(
+        a.last_index() < a.data.len() && b.last_index() < b.data.len(),
+        "matmul: view out of bounds"
+    );
+    // SAFETY: the asserts above check that every element gemm reads through the strides of `a`
+    // and `b` lies inside their slices and that `dst` holds the m x n row-major result; the three
+    // slices do not overlap because `dst` is borrowed mutably while `a` and `b` are shared.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// Images per parallel job, at least. Job sizes are functions of the shape, not of the thread
+/// count, so that the weight-gradient sums are added in the same order on every run and machine.
+pub(super) const IMAGES_PER_JOB: usize = 8;
+
+/// Images per parallel job, at most: each job of the backward pass zeroes, fills and finally adds
+/// its own `(O, C k k)` weight-gradient copy, which for late layers with few output pixels costs
+/// as much as the job's GEMMs unless the job holds more images.
+pub(super) const MAX_IMAGES_PER_JOB: usize = 16;
+
+/// Images per job for `l` output pixels per image: enough that a job multiplies at least
+/// [`MIN_GEMM_COLUMNS`] columns, within [`IMAGES_PER_JOB`]..=[`MAX_IMAGES_PER_JOB`].
+pub(super) fn images_per_job(l: usize) -> usize {
+    MIN_GEMM_COLUMNS
+        .div_ceil(l.max(1))
+        .clamp(IMAGES_PER_JOB, MAX_IMAGES_PER_JOB)
+}
+
+/// GEMM columns worth gathering: below this many output pixels per image, the images of a job are
+/// put side by side into one `(C k k, G L)` matrix and multiplied at once, because a GEMM with a
+/// handful of columns (ResNet's late stages: 4 or 1 pixels) leaves the FMA units idle.
+pub(super) const MIN_GEMM_COLUMNS: usize = 256;
+
+/// Images per GEMM for `l` output pixels per image: a function of the shape only, so results do not
+/// depend on the machine.
+pub(super) fn group_size(l: usize) -> usize {
+    MIN_GEMM_COLUMNS.div_ceil(l.max(1)).clamp(1, images_per_job(l))
+}
+
+pub(super) fn forward(
+    g: Geometry,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    b: usize,
+    relu: bool,
+) -> Vec<f32> {
+    let (ckk, l, o) = (g.ckk(), g.l(), g.o);
+    let chw = g.c * g.h * g.w;
+    let gs = group_size(l);
+    let path = g.path();
+    let cells = path.cells(g.stride);
+    let mut y = vec![0f32; b * o * l];
+    y.par_chunks_mut(gs * o * l)
+        .zip(x.par_chunks(gs * chw))
+        .for_each_init(
+            || {
+                (
+                    vec![0f32; ckk * gs * l],
+                    vec![0f32; if gs > 1 { o * gs * l } else { 0 }],
+                    vec![0f32; cells],
+                )
+            },
+            |(cols, yg, buf), (yc, xc)| {
+                let n = xc.len() / chw;
+                let gl = n * l;
+                for (k, xi) in xc.chunks(chw).enumerate() {
+                    g.unfold(&path, buf, xi, cols, gl, k * l);
+                }
+                // One image: the GEMM writes the output plane directly; several: into `yg`
+                // `(O, G L)`, then each image's columns are copied to its own plane.
+                let dst: &mut [f32] = if n == 1 { yc } else { &mut yg[..o * gl] };
+                if let Some(bias) = bias {
+                    for (row, &bv) in dst.chunks_mut(gl).zip(bias) {
+                        row.fill(bv);
+                    }
+                }
+                matmul(
+                    dst,
+                    Mat::new(w, o, ckk),
+                    Mat::new(&cols[..ckk * gl], ckk, gl),
+                    bias.is_some(),
+                );
+                if n > 1 {
+                    for (k, yi) in yc.chunks_mut(o * l).enumerate() {
+                        for (ch, plane) in yi.chunks_mut(l).enumerate() {
+                            plane.copy_from_slice(&yg[ch * gl + k * l..ch * gl + (k + 1) * l]);
+                        }
+                    }
+                }
+                if relu {
+                    for v in yc.iter_mut() {
+                        *v = crate::relu::relu(*v);
+                    }
+                }
+            },
+        );
+    y
+}
+
+/// Gradients `(dx, dw, db)` of the convolution for output gradient `dy`; `dx` only if asked.
+///
+/// Jobs of [`images_per_job`] images run in parallel, each accumulating its own weight and bias
+/// gradients over GEMMs of [`group_size`] images; the partial sums are then added in job order, so
+/// the result is deterministic.
+pub(super) fn backward(
+    g: Geometry,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    b: usize,
+    want_dx: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (ckk, l, o) = (g.ckk(), g.l(), g.o);
+    let chw = g.c * g.h * g.w;
+    let gs = group_size(l);
+    let per_job = images_per_job(l);
+    let jobs = b.div_ceil(per_job);
+    let path = g.path();
+    let cells = path.cells(g.stride);
+    let mut dx = if want_dx { vec![0f32; b * chw] } else { Vec::new() };
+    // Scratch of one rayon task, reused by the jobs it runs: every buffer is either fully written
+    // before it is read (`cols`, `dyg`, `dcols`), zeroed where it is used (`dbuf`, per channel), or
+    // written only inside a zero border that no job touches (`buf`). Separate buffers for the two
+    // directions: im2col relies on its buffer's zero border, which col2im's scatter would dirty.
+    let scratch = || {
+        (
+            vec![0f32; cells],
+            vec![0f32; if want_dx { cells } else { 0 }],
+            vec![0f32; ckk * gs * l],
+            vec![0f32; if gs > 1 { o * gs * l } else { 0 }],
+            vec![0f32; if want_dx { ckk * gs * l } else { 0 }],
+        )
+    };
+    type Scratch = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+    let job = |scratch: &mut Scratch, j: usize, mut dxc: Option<&mut [f32]>| -> (Vec<f32>, Vec<f32>) {
+        let (mut dw, mut db) = (vec![0f32; o * ckk], vec![0f32; o]);
+        let (buf, dbuf, cols, dyg, dcols) = scratch;
+        let first = j * per_job;
+        let last = ((j + 1) * per_job).min(b);
+        for i0 in (first..last).step_by(gs) {
+            let n = gs.min(last - i0);
+            let gl = n * l;
+            for k in 0..n {
+                let img = &x[(i0 + k) * chw..(i0 + k + 1) * chw];
+                g.unfold(&path, buf, img, cols, gl, k * l);
+            }
+            // dY of the group as one `(O, G L)` matrix.
+            let dyc = &dy[i0 * o * l..(i0 + n) * o * l];
+            let dyg: &[f32] = if n == 1 {
+                dyc
+            } else {
+                for (k, dyi) in dyc.chunks(o * l).enumerate() {
+                    for (ch, plane) in dyi.chunks(l).enumerate() {
+                        dyg[ch * gl + k * l..ch * gl + (k + 1) * l].copy_from_slice(plane);
+                    }
+                }
+                &dyg[..o * gl]
+            };
+            // dW += dY (O x G L) cols^T (G L x CKK)
+            matmul(
+                &mut dw,
+                Mat::new(dyg, o, gl),
+                Mat::new(&cols[..ckk * gl], ckk, gl).t(),
+                true,
+            );
+            for (d, row) in db.iter_mut().zip(dyg.chunks(gl)) {
+                *d += row.iter().sum::<f32>();
+            }
+            if let Some(dxc) = dxc.as_deref_mut() {
+                // dcols (CKK x G L) = W^T (CKK x O) dY (O x G L), then scattered back per image.
+                matmul(dcols, Mat::new(w, o, ckk).t(), Mat::new(dyg, o, gl), false);
+                for k in 0..n {
+                    let at = i0 + k - first;
+                    let img = &mut dxc[at * chw..(at + 1) * chw];
+                    g.fold(&path, dbuf, dcols, img, gl, k * l);
+                }
+            }
+        }
+        (dw, db)
+    };
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = if want_dx {
+        dx.par_chunks_mut(per_job * chw)
+            .enumerate()
+            .map_init(scratch, |s, (j, c)| job(s, j, Some(c)))
+            .collect()
+    } else {
+        (0..jobs)
+            .into_par_iter()
+            .map_init(scratch, |s, j| job(s, j, None))
+            .collect()
+    };
+    let mut parts = partials.into_iter();
+    let (mut dw, mut db) = parts
+        .next()
+        .unwrap_or_else(|| (vec![0f32; o * ckk], vec![0f32; o]));
+    for (pw, pb) in parts {
+        dw.iter_mut().zip(&pw).for_each(|(a, v)| *a += v);
+        db.iter_mut().zip(&pb).for_each(|(a, v)| *a += v);
+    }
+    (dx, dw, db)
+}

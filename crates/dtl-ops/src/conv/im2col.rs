@@ -1,0 +1,520 @@
+//! The geometry of a convolution and the layout work around its GEMMs: im2col (through a gather
+//! table, or through phase planes for outputs 8-31 columns wide) and its adjoint col2im.
+
+use candle_core::Result;
+
+/// Geometry of a convolution: square kernel `k`, stride, symmetric padding, input `(C, H, W)`,
+/// `O` filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Geometry {
+    pub(super) k: usize,
+    pub(super) stride: usize,
+    pub(super) pad: usize,
+    pub(super) c: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) o: usize,
+    pub(super) oh: usize,
+    pub(super) ow: usize,
+}
+
+impl Geometry {
+    pub(super) fn new(
+        x: (usize, usize, usize, usize),
+        w: (usize, usize, usize, usize),
+        stride: usize,
+        pad: usize,
+    ) -> Result<Self> {
+        let (_, c, h, wd) = x;
+        let (o, wc, kh, kw) = w;
+        if wc != c || kh != kw || kh == 0 || stride == 0 {
+            candle_core::bail!(
+                "conv2d: weight of shape {:?} does not fit input of shape {:?} (square kernels, same channels)",
+                [o, wc, kh, kw],
+                [x.0, c, h, wd]
+            );
+        }
+        let side = |n: usize| -> Result<usize> {
+            if n + 2 * pad < kh {
+                candle_core::bail!(
+                    "conv2d: kernel {kh} with padding {pad} does not fit an input side of {n}"
+                );
+            }
+            Ok((n + 2 * pad - kh) / stride + 1)
+        };
+        Ok(Self {
+            k: kh,
+            stride,
+            pad,
+            c,
+            h,
+            w: wd,
+            o,
+            oh: side(h)?,
+            ow: side(wd)?,
+        })
+    }
+
+    pub(super) fn ckk(&self) -> usize {
+        self.c * self.k * self.k
+    }
+
+    pub(super) fn l(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    /// Output columns `ox` whose input column `ox * s + dx - p` lies inside the image.
+    #[inline]
+    pub(super) fn valid_ox(&self, dx: usize) -> std::ops::Range<usize> {
+        let (s, p) = (self.stride, self.pad);
+        // ox * s + dx >= p  and  ox * s + dx - p < w
+        let lo = if dx >= p { 0 } else { (p - dx).div_ceil(s) };
+        let hi = if self.w + p > dx {
+            (self.w + p - dx).div_ceil(s).min(self.ow)
+        } else {
+            0
+        };
+        lo..hi.max(lo)
+    }
+
+    /// `(C k k, L)` columns of one image: row `(ch, dy, dx)`, column `(oy, ox)` holds
+    /// `x[ch, oy * s + dy - p, ox * s + dx - p]` (0 outside the image). Row `r` is written to
+    /// `cols[r * ld + off..][..L]`, so that several images can sit side by side in one matrix.
+    pub(super) fn im2col(&self, img: &[f32], cols: &mut [f32], ld: usize, off: usize) {
+        let (k, l, s) = (self.k, self.l(), self.stride);
+        for ch in 0..self.c {
+            let plane = &img[ch * self.h * self.w..(ch + 1) * self.h * self.w];
+            for dy in 0..k {
+                for dx in 0..k {
+                    let r = (ch * k + dy) * k + dx;
+                    let row = &mut cols[r * ld + off..r * ld + off + l];
+                    let valid = self.valid_ox(dx);
+                    for oy in 0..self.oh {
+                        let y = (oy * s + dy) as isize - self.pad as isize;
+                        let dst = &mut row[oy * self.ow..(oy + 1) * self.ow];
+                        if y < 0 || y >= self.h as isize || valid.is_empty() {
+                            dst.fill(0.0);
+                            continue;
+                        }
+                        let line = &plane[y as usize * self.w..(y as usize + 1) * self.w];
+                        dst[..valid.start].fill(0.0);
+                        dst[valid.end..].fill(0.0);
+                        let x0 = valid.start * s + dx - self.pad;
+                        if s == 1 {
+                            dst[valid.clone()].copy_from_slice(&line[x0..x0 + valid.len()]);
+                        } else {
+                            for (d, &v) in dst[valid.clone()].iter_mut().zip(line[x0..].iter().step_by(s)) {
+                                *d = v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adjoint of [`Geometry::im2col`] (same `ld` and `off`): adds every column entry into the
+    /// input cell it came from.
+    pub(super) fn col2im(&self, cols: &[f32], img: &mut [f32], ld: usize, off: usize) {
+        let (k, l, s) = (self.k, self.l(), self.stride);
+        for ch in 0..self.c {
+            let plane = &mut img[ch * self.h * self.w..(ch + 1) * self.h * self.w];
+            for dy in 0..k {
+                for dx in 0..k {
+                    let r = (ch * k + dy) * k + dx;
+                    let row = &cols[r * ld + off..r * ld + off + l];
+                    let valid = self.valid_ox(dx);
+                    if valid.is_empty() {
+                        continue;
+                    }
+                    let x0 = valid.start * s + dx - self.pad;
+                    for oy in 0..self.oh {
+                        let y = (oy * s + dy) as isize - self.pad as isize;
+                        if y < 0 || y >= self.h as isize {
+                            continue;
+                        }
+                        let line = &mut plane[y as usize * self.w..(y as usize + 1) * self.w];
+                        let src = &row[oy * self.ow + valid.start..oy * self.ow + valid.end];
+                        if s == 1 {
+                            for (d, &v) in line[x0..x0 + src.len()].iter_mut().zip(src) {
+                                *d += v;
+                            }
+                        } else {
+                            for (d, &v) in line[x0..].iter_mut().step_by(s).zip(src) {
+                                *d += v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Output widths below this take [`Phases`]' path: with a few output columns per row, the
+/// row-wise copies of [`Geometry::im2col`] spend their time in per-row calls (three `memset`s and a
+/// `memcpy` of a handful of floats each), not in moving data.
+pub(super) const PHASES_BELOW_WIDTH: usize = 32;
+
+/// Output widths below this take [`Gather`]'s path: runs of fewer than this many floats cost more
+/// in per-run bookkeeping than a table lookup per entry.
+pub(super) const PHASES_FROM_WIDTH: usize = 8;
+
+/// im2col through phase planes, for convolutions with narrow outputs: each input plane is first
+/// copied into `stride x stride` zero-bordered phase planes (phase `(ry, rx)` holds the cells of
+/// the padded plane whose row is `ry` and column `rx` modulo the stride), so that every row of a
+/// kernel tap's column is one contiguous run of `OW` floats in one phase plane: no branch, no
+/// index table and no padding test per entry, and the copy of a run is a few vector moves.
+pub(super) struct Phases {
+    /// Rows of a phase plane.
+    pub(super) qh: usize,
+    /// Columns of a phase plane.
+    pub(super) qw: usize,
+}
+
+impl Phases {
+    /// Floats of scratch the phase planes of one input plane take.
+    pub(super) fn cells(&self, stride: usize) -> usize {
+        stride * stride * self.qh * self.qw
+    }
+}
+
+/// im2col by a lookup table, for convolutions with narrow outputs: each input plane is copied once
+/// into a zero-bordered `(H + 2p, W + 2p)` buffer, and every column entry is then read from the
+/// buffer at an offset precomputed per kernel tap and output pixel. No branch or call per row, and
+/// the padding costs nothing per entry.
+pub(super) struct Gather {
+    /// Width of the padded plane.
+    pub(super) pw: usize,
+    /// Cells of the padded plane.
+    pub(super) cells: usize,
+    /// `table[(dy * k + dx) * L + oy * OW + ox] = (oy * s + dy) * pw + ox * s + dx`.
+    pub(super) table: Vec<u32>,
+}
+
+impl Geometry {
+    /// The lookup table, when the output is narrow enough for it to pay (and offsets fit `u32`).
+    pub(super) fn gather(&self) -> Option<Gather> {
+        let (pw, ph) = (self.w + 2 * self.pad, self.h + 2 * self.pad);
+        if self.ow >= PHASES_FROM_WIDTH || pw * ph > u32::MAX as usize {
+            return None;
+        }
+        let (k, s, l) = (self.k, self.stride, self.l());
+        let mut table = Vec::with_capacity(k * k * l);
+        for dy in 0..k {
+            for dx in 0..k {
+                for oy in 0..self.oh {
+                    for ox in 0..self.ow {
+                        table.push(((oy * s + dy) * pw + ox * s + dx) as u32);
+                    }
+                }
+            }
+        }
+        Some(Gather {
+            pw,
+            cells: pw * ph,
+            table,
+        })
+    }
+
+    /// [`Geometry::im2col`] through `t`; `buf` holds `t.cells` floats whose border is zero (only
+    /// the interior is ever written, so a buffer zeroed once serves every call).
+    pub(super) fn im2col_gather(
+        &self,
+        t: &Gather,
+        buf: &mut [f32],
+        img: &[f32],
+        cols: &mut [f32],
+        ld: usize,
+        off: usize,
+    ) {
+        let (kk, l, hw) = (self.k * self.k, self.l(), self.h * self.w);
+        for ch in 0..self.c {
+            let plane = &img[ch * hw..(ch + 1) * hw];
+            let src: &[f32] = if self.pad == 0 {
+                plane
+            } else {
+                for (y, line) in plane.chunks(self.w).enumerate() {
+                    let at = (y + self.pad) * t.pw + self.pad;
+                    buf[at..at + self.w].copy_from_slice(line);
+                }
+                &buf[..t.cells]
+            };
+            for (tap, idx) in t.table.chunks(l).enumerate() {
+                let r = ch * kk + tap;
+                let row = &mut cols[r * ld + off..r * ld + off + l];
+                for (d, &i) in row.iter_mut().zip(idx) {
+                    *d = src[i as usize];
+                }
+            }
+        }
+    }
+
+    /// Adjoint of [`Geometry::im2col_gather`] (adds into `img`); `buf` holds `t.cells` floats of
+    /// scratch.
+    pub(super) fn col2im_gather(
+        &self,
+        t: &Gather,
+        buf: &mut [f32],
+        cols: &[f32],
+        img: &mut [f32],
+        ld: usize,
+        off: usize,
+    ) {
+        let (kk, l, hw) = (self.k * self.k, self.l(), self.h * self.w);
+        for ch in 0..self.c {
+            let plane = &mut img[ch * hw..(ch + 1) * hw];
+            let dst: &mut [f32] = if self.pad == 0 {
+                plane
+            } else {
+                buf[..t.cells].fill(0.0);
+                &mut buf[..t.cells]
+            };
+            for (tap, idx) in t.table.chunks(l).enumerate() {
+                let r = ch * kk + tap;
+                let row = &cols[r * ld + off..r * ld + off + l];
+                for (&v, &i) in row.iter().zip(idx) {
+                    dst[i as usize] += v;
+                }
+            }
+            if self.pad > 0 {
+                let plane = &mut img[ch * hw..(ch + 1) * hw];
+                for (y, line) in plane.chunks_mut(self.w).enumerate() {
+                    let at = (y + self.pad) * t.pw + self.pad;
+                    for (d, &v) in line.iter_mut().zip(&buf[at..at + self.w]) {
+                        *d += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How a convolution unfolds its input: by rows for wide outputs, through phase planes for
+/// narrow ones, by a lookup table for the narrowest.
+pub(super) enum Path {
+    Rows,
+    Phases(Phases),
+    Gather(Gather),
+}
+
+impl Path {
+    /// Floats of per-thread scratch the path needs.
+    pub(super) fn cells(&self, stride: usize) -> usize {
+        match self {
+            Path::Rows => 0,
+            Path::Phases(t) => t.cells(stride),
+            Path::Gather(t) => t.cells,
+        }
+    }
+}
+
+impl Geometry {
+    pub(super) fn path(&self) -> Path {
+        if let Some(t) = self.phases() {
+            Path::Phases(t)
+        } else if let Some(t) = self.gather() {
+            Path::Gather(t)
+        } else {
+            Path::Rows
+        }
+    }
+}
+
+/// One kernel tap's row of the column matrix from its phase plane: `row.len() / OW` runs of `OW`
+/// floats, run `oy` from `phase[start + oy * qw..]`. `OW` is a constant, so a run is one or two
+/// vector moves and the loop has no per-run length logic.
+#[inline(always)]
+pub(super) fn copy_tap_const<const OW: usize>(row: &mut [f32], phase: &[f32], qw: usize, start: usize) {
+    for (oy, dst) in row.chunks_exact_mut(OW).enumerate() {
+        let at = start + oy * qw;
+        let src: &[f32; OW] = phase[at..at + OW].try_into().expect("a run of OW floats");
+        dst.copy_from_slice(src);
+    }
+}
+
+/// Calls `$f::<N>($args)` for the run length `N` equal to `$ow` among the common ones (1, 2, 4, 8,
+/// 16), else `$other`.
+macro_rules! by_run_length {
+    ($ow:expr, $f:ident($($args:expr),*), $other:expr) => {
+        match $ow {
+            1 => $f::<1>($($args),*),
+            2 => $f::<2>($($args),*),
+            4 => $f::<4>($($args),*),
+            8 => $f::<8>($($args),*),
+            16 => $f::<16>($($args),*),
+            _ => $other,
+        }
+    };
+}
+
+/// [`copy_tap_const`] for runs of `ow` floats.
+#[inline(always)]
+pub(super) fn copy_tap(row: &mut [f32], phase: &[f32], qw: usize, start: usize, ow: usize) {
+    by_run_length!(ow, copy_tap_const(row, phase, qw, start), {
+        for (oy, dst) in row.chunks_exact_mut(ow).enumerate() {
+            let at = start + oy * qw;
+            dst.copy_from_slice(&phase[at..at + ow]);
+        }
+    })
+}
+
+/// The adjoint of [`copy_tap_const`]: adds each run of `row` into the phase plane.
+#[inline(always)]
+pub(super) fn add_tap_const<const OW: usize>(row: &[f32], phase: &mut [f32], qw: usize, start: usize) {
+    for (oy, src) in row.chunks_exact(OW).enumerate() {
+        let at = start + oy * qw;
+        let dst: &mut [f32; OW] = (&mut phase[at..at + OW]).try_into().expect("a run of OW floats");
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d += v;
+        }
+    }
+}
+
+/// [`add_tap_const`] for runs of `ow` floats.
+#[inline(always)]
+pub(super) fn add_tap(row: &[f32], phase: &mut [f32], qw: usize, start: usize, ow: usize) {
+    by_run_length!(ow, add_tap_const(row, phase, qw, start), {
+        for (oy, src) in row.chunks_exact(ow).enumerate() {
+            let at = start + oy * qw;
+            for (d, &v) in phase[at..at + ow].iter_mut().zip(src) {
+                *d += v;
+            }
+        }
+    })
+}
+
+impl Geometry {
+    /// The phase planes' shape, when the output is narrow enough for them to pay.
+    pub(super) fn phases(&self) -> Option<Phases> {
+        if self.ow >= PHASES_BELOW_WIDTH || self.ow < PHASES_FROM_WIDTH {
+            return None;
+        }
+        let s = self.stride;
+        Some(Phases {
+            qh: (self.h + 2 * self.pad).div_ceil(s),
+            qw: (self.w + 2 * self.pad).div_ceil(s),
+        })
+    }
+
+    /// The runs of one input row `y` in the phase buffer: for each column phase, the first image
+    /// column in that phase and where its run starts in the buffer.
+    pub(super) fn phase_runs(&self, t: &Phases, y: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let (s, p) = (self.stride, self.pad);
+        let py = y + p;
+        let qw = t.qw;
+        let qh = t.qh;
+        (0..s).filter_map(move |rx| {
+            // First image column x with (x + p) % s == rx.
+            let x0 = (rx + s - p % s) % s;
+            (x0 < self.w).then(|| (x0, (((py % s) * s + rx) * qh + py / s) * qw + (x0 + p) / s))
+        })
+    }
+
+    /// [`Geometry::im2col`] through phase planes; `buf` holds `t.cells(stride)` floats whose border
+    /// is zero (only cells of the image are ever written, so a buffer zeroed once serves every
+    /// call).
+    pub(super) fn im2col_phases(
+        &self,
+        t: &Phases,
+        buf: &mut [f32],
+        img: &[f32],
+        cols: &mut [f32],
+        ld: usize,
+        off: usize,
+    ) {
+        let (k, s, l, hw, ow) = (self.k, self.stride, self.l(), self.h * self.w, self.ow);
+        let q = t.qh * t.qw;
+        for ch in 0..self.c {
+            let plane = &img[ch * hw..(ch + 1) * hw];
+            for (y, line) in plane.chunks(self.w).enumerate() {
+                for (x0, at) in self.phase_runs(t, y) {
+                    if s == 1 {
+                        buf[at..at + self.w].copy_from_slice(line);
+                    } else {
+                        for (d, &v) in buf[at..].iter_mut().zip(line[x0..].iter().step_by(s)) {
+                            *d = v;
+                        }
+                    }
+                }
+            }
+            for dy in 0..k {
+                for dx in 0..k {
+                    let r = (ch * k + dy) * k + dx;
+                    let row = &mut cols[r * ld + off..r * ld + off + l];
+                    let phase = &buf[((dy % s) * s + dx % s) * q..][..q];
+                    copy_tap(row, phase, t.qw, (dy / s) * t.qw + dx / s, ow);
+                }
+            }
+        }
+    }
+
+    /// Adjoint of [`Geometry::im2col_phases`] (adds into `img`); `buf` holds `t.cells(stride)`
+    /// floats of scratch.
+    pub(super) fn col2im_phases(
+        &self,
+        t: &Phases,
+        buf: &mut [f32],
+        cols: &[f32],
+        img: &mut [f32],
+        ld: usize,
+        off: usize,
+    ) {
+        let (k, s, l, hw, ow) = (self.k, self.stride, self.l(), self.h * self.w, self.ow);
+        let q = t.qh * t.qw;
+        let cells = t.cells(s);
+        for ch in 0..self.c {
+            buf[..cells].fill(0.0);
+            for dy in 0..k {
+                for dx in 0..k {
+                    let r = (ch * k + dy) * k + dx;
+                    let row = &cols[r * ld + off..r * ld + off + l];
+                    let phase = &mut buf[((dy % s) * s + dx % s) * q..][..q];
+                    add_tap(row, phase, t.qw, (dy / s) * t.qw + dx / s, ow);
+                }
+            }
+            let plane = &mut img[ch * hw..(ch + 1) * hw];
+            for (y, line) in plane.chunks_mut(self.w).enumerate() {
+                for (x0, at) in self.phase_runs(t, y) {
+                    for (d, &v) in line[x0..].iter_mut().step_by(s).zip(&buf[at..]) {
+                        *d += v;
+                    }
+                }
+            }
+        }
+    }
+
+    /// im2col by whichever path `path` chose.
+    pub(super) fn unfold(
+        &self,
+        path: &Path,
+        buf: &mut [f32],
+        img: &[f32],
+        cols: &mut [f32],
+        ld: usize,
+        off: usize,
+    ) {
+        match path {
+            Path::Phases(t) => self.im2col_phases(t, buf, img, cols, ld, off),
+            Path::Gather(t) => self.im2col_gather(t, buf, img, cols, ld, off),
+            Path::Rows => self.im2col(img, cols, ld, off),
+        }
+    }
+
+    /// col2im by whichever path `path` chose.
+    pub(super) fn fold(
+        &self,
+        path: &Path,
+        buf: &mut [f32],
+        cols: &[f32],
+        img: &mut [f32],
+        ld: usize,
+        off: usize,
+    ) {
+        match path {
+            Path::Phases(t) => self.col2im_phases(t, buf, cols, img, ld, off),
+            Path::Gather(t) => self.col2im_gather(t, buf, cols, img, ld, off),
+            Path::Rows => self.col2im(cols, img, ld, off),
+        }
+    }
+}

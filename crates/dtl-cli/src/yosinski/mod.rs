@@ -14,6 +14,8 @@
 //! domain, the paper's man-made / natural split carried to digits). Every number is top-1 accuracy
 //! on B's (or A's, for baseA) test split after the last epoch.
 
+pub mod figure;
+
 use dtl_core::seed::Stream;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -616,7 +618,7 @@ fn read_finished(dir: &Path) -> Result<(Vec<RunRow>, Summary)> {
 }
 
 fn write_figures(out: &Path, rows: &[RunRow], summary: &Summary) -> Result<()> {
-    let svg = crate::figure::yosinski_svg(rows, summary);
+    let svg = figure::yosinski_svg(rows, summary);
     let write = |name: &str, bytes: &[u8]| {
         let path = out.join(name);
         dtl_core::write_atomic(&path, bytes).map_err(|e| Error::Io { path, source: e })

@@ -4,9 +4,9 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use dtl_cli::experiment::{self, Assignment, RunConfig, RunOptions};
-use dtl_strategies::OptimizerKind;
+use dtl_strategies::{OptimizerKind, StrategyConfig};
 
 /// mimalloc keeps freed memory in the process: with the system allocator about a quarter of a CPU
 /// training step went to the kernel zeroing and unmapping freshly allocated tensor buffers.
@@ -96,7 +96,7 @@ struct TrainArgs {
     /// Target domain: mnist, usps, optdigits, mnist-small, or folder:PATH (classes matched by name).
     #[arg(long)]
     target: Option<String>,
-    /// Strategy: source-only, ddc, dan, coral, dann, adda, finetune, iw, tradaboost.
+    /// Strategy (the list is the registry's, filled in by main).
     #[arg(long)]
     strategy: Option<String>,
     /// Weight of the adaptation loss (ddc 0.25, dan 1, coral 25 by default).
@@ -320,7 +320,14 @@ fn main() -> Result<()> {
         .with_target(false)
         .init();
     tracing::debug!("candle elementwise threads: {candle_threads}");
-    let command = Cli::parse().command;
+    // The strategy list comes from the registry, so that a new strategy is in the help as soon as
+    // it is registered.
+    let strategies = format!("Strategy: {}", StrategyConfig::NAMES.join(", "));
+    let cli = Cli::command().mut_subcommand("train", |c| c.mut_arg("strategy", |a| a.help(strategies)));
+    let command = match Cli::from_arg_matches(&cli.get_matches()) {
+        Ok(c) => c.command,
+        Err(e) => e.exit(),
+    };
     // The work runs on a rayon worker thread, so that dtl's kernels do not wake and wait for the
     // pool at every op (see dtl_ops::in_worker_pool).
     dtl_ops::in_worker_pool(move || match command {

@@ -596,6 +596,20 @@ mod tests {
             err.contains("source-epochs") && err.contains("the run has 4"),
             "{err}"
         );
+        // An estimator's settings, deep in the strategy's, are checked too.
+        let cfg = RunConfig::from_assignments(
+            None,
+            &[
+                ("strategy.name", "ddc"),
+                (
+                    "strategy.instance-weights.estimator",
+                    "{ kind = \"kmm\", bound = 0.5 }",
+                ),
+            ],
+        )
+        .unwrap();
+        let err = cfg.check().unwrap_err().to_string();
+        assert!(err.contains("estimator") && err.contains("bound > 1"), "{err}");
         let cfg = RunConfig::from_assignments(None, &[("strategy.name", "dann"), ("strategy.gamma", "-1")])
             .unwrap();
         assert!(cfg.check().unwrap_err().to_string().contains("gamma"));

@@ -60,6 +60,9 @@ pub(crate) fn validate(cfg: &RunConfig) -> Result<Validated> {
             message: "give either pretrained (published weights for the backbone) or init-from (a checkpoint written by dtl train), not both".into(),
         });
     }
+    if let Some(a) = &cfg.data.augment {
+        a.validate().map_err(|e| field_err("augment", e))?;
+    }
     cfg.strategy.validate()?;
     cfg.strategy.settings().check_run(&cfg.run_facts())?;
     let backbone = cfg.model.backbone;

@@ -71,6 +71,7 @@ impl Default for IwConfig {
 impl IwConfig {
     /// The settings' own checks: at least one target image, no re-estimation on pixels.
     pub fn validate(&self) -> Result<()> {
+        self.estimator.validate()?;
         if self.max_target == 0 {
             return Err(Error::Core(dtl_core::Error::config(
                 "max-target",

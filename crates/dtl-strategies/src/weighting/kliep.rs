@@ -128,6 +128,18 @@ impl KliepConfig {
         Ok(best.1)
     }
 
+    /// The settings' own checks (the kernel width too when it is given).
+    pub fn validate(&self) -> Result<()> {
+        let sigma_ok = self.sigma.is_none_or(|s| s.is_finite() && s > 0.0);
+        if self.centres == 0 || self.iterations == 0 || !sigma_ok {
+            return Err(config(
+                "estimator",
+                format!("kliep needs centres >= 1, iterations >= 1 and sigma > 0, got {self:?}"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Fits `alpha` (see the module docs).
     pub fn fit(&self, source: Samples, target: Samples, seed: u64) -> Result<KliepFit> {
         let sigma = self.choose_sigma(source, target, seed)?;

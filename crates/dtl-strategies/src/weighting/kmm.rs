@@ -86,6 +86,18 @@ pub struct QpData {
 }
 
 impl KmmConfig {
+    /// The settings' own checks (the kernel width too when it is given).
+    pub fn validate(&self) -> Result<()> {
+        let sigma_ok = self.sigma.is_none_or(|s| s.is_finite() && s > 0.0);
+        if !(sigma_ok && self.bound > 1.0 && self.ridge >= 0.0) || self.rff_dim == 0 {
+            return Err(config(
+                "estimator",
+                format!("kmm needs sigma > 0, bound > 1, ridge >= 0 and rff-dim >= 1, got {self:?}"),
+            ));
+        }
+        Ok(())
+    }
+
     /// The weights of `source` relative to `target` (self-normalised to mean 1).
     pub fn estimate(&self, source: Samples, target: Samples, seed: u64) -> Result<Vec<f64>> {
         let sigma = self.sigma.unwrap_or_else(|| median_sigma(source, target, seed));

@@ -115,6 +115,15 @@ impl Estimator {
         }
     }
 
+    /// The estimator's own checks, before any data is read.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Estimator::Ratio(c) => c.validate(),
+            Estimator::Kmm(c) => c.validate(),
+            Estimator::Kliep(c) => c.validate(),
+        }
+    }
+
     /// The estimator `name` with its default settings.
     pub fn from_name(name: &str) -> Result<Self> {
         Ok(match name {

@@ -42,14 +42,20 @@ impl Default for RatioConfig {
 }
 
 impl RatioConfig {
-    /// The weights of `source` relative to `target`.
-    pub fn estimate(&self, source: Samples, target: Samples, _seed: u64) -> Result<Vec<f64>> {
+    /// The settings' own checks.
+    pub fn validate(&self) -> Result<()> {
         if self.steps == 0 || !(self.lr.is_finite() && self.lr > 0.0 && self.l2 >= 0.0 && self.clip > 1.0) {
             return Err(config(
                 "estimator",
                 format!("ratio needs steps >= 1, lr > 0, l2 >= 0 and clip > 1, got {self:?}"),
             ));
         }
+        Ok(())
+    }
+
+    /// The weights of `source` relative to `target`.
+    pub fn estimate(&self, source: Samples, target: Samples, _seed: u64) -> Result<Vec<f64>> {
+        self.validate()?;
         let d = source.d;
         // Standardise with the pooled mean and std (constant features are left at 0).
         let n = (source.n + target.n) as f64;

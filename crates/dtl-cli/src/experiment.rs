@@ -445,7 +445,7 @@ pub(crate) fn evaluate_strategy(
             let r = dtl_strategies::weighting::validate(
                 predict,
                 &source.test,
-                &target.train,
+                &target.train.without_labels(),
                 estimator,
                 5000,
                 cfg.train.seed,

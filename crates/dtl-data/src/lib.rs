@@ -37,11 +37,13 @@ pub mod download;
 pub mod folder;
 pub mod formats;
 pub mod images;
+pub mod unlabelled;
 
 pub use batch::Batcher;
 pub use catalog::DomainId;
 pub use dataset::{Dataset, Placement};
 pub use domain::{DataDir, Domain, DomainSource, FileRecord, LoadOptions, DATA_DIR_ENV};
+pub use unlabelled::Unlabelled;
 
 /// Errors of the data crate. Each names the file, URL or field at fault.
 #[derive(Debug, thiserror::Error)]

@@ -197,7 +197,16 @@ fn importance_weighted_validation_tracks_the_target_error() {
         - dtl_strategies::evaluate(predict, &of(&data.test, 0, 5), 256, &dev)
             .unwrap()
             .accuracy;
-    let v = validate(predict, &data.test, &target, &Estimator::default(), 5000, 0, &dev).unwrap();
+    let v = validate(
+        predict,
+        &data.test,
+        &target.without_labels(),
+        &Estimator::default(),
+        5000,
+        0,
+        &dev,
+    )
+    .unwrap();
     let plain = 1.0
         - dtl_strategies::evaluate(predict, &data.test, 256, &dev)
             .unwrap()

@@ -304,11 +304,11 @@ pub struct Validation {
 
 /// Validates `predict` (images to logits) on the labelled `validation` split with importance
 /// weights from `estimator` on pixels against at most `max_target` images of `target` (a seeded
-/// subset; target labels are never read).
+/// subset of images without labels: target labels cannot reach this function).
 pub fn validate<F>(
     predict: F,
     validation: &dtl_data::Dataset,
-    target: &dtl_data::Dataset,
+    target: &dtl_data::Unlabelled,
     estimator: &Estimator,
     max_target: usize,
     seed: u64,
@@ -330,7 +330,8 @@ where
     let mut rng = ChaCha8Rng::seed_from_u64(Stream::ValidationSubset.seed(seed));
     let keep = sample(&mut rng, target.len(), max_target.min(target.len())).into_vec();
     let target = target.subset(&keep)?;
-    let (vs, ts) = (pixel_rows(validation), pixel_rows(&target));
+    let ts: Vec<f32> = (0..target.len()).flat_map(|i| target.image(i).to_vec()).collect();
+    let vs = pixel_rows(validation);
     let dim = vs.len() / validation.len();
     let weights = estimator.estimate(
         Samples::new(&vs, validation.len(), dim, "validation")?,

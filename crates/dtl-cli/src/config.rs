@@ -142,6 +142,10 @@ pub struct TrainConfig {
     /// for choosing settings, written to `metrics.json` as `iwcv`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iwcv: Option<String>,
+    /// After training, score the model with every label-free validator (`dtl_select`) on the
+    /// source test split (labelled) and the target's training images (no labels), into
+    /// `validation.json`; sweeps set it on every run.
+    pub validate: bool,
 }
 
 impl Default for DataConfig {
@@ -193,6 +197,7 @@ impl Default for TrainConfig {
             seed: 0,
             device: "cpu".into(),
             iwcv: None,
+            validate: false,
         }
     }
 }
@@ -271,7 +276,10 @@ const SECTIONS: [(&str, &[&str]); 4] = [
     ),
     ("model", &["backbone", "init_from", "pretrained"]),
     ("optim", &["lr", "weight_decay", "optimizer"]),
-    ("train", &["epochs", "batch_size", "seed", "device", "iwcv"]),
+    (
+        "train",
+        &["epochs", "batch_size", "seed", "device", "iwcv", "validate"],
+    ),
 ];
 
 /// Moves the top-level keys of a flat (pre-section) config into their sections; a config
@@ -390,7 +398,7 @@ impl RunConfig {
     /// Setting `strategy.name` to another strategy than the file's starts that strategy from its
     /// defaults; an error in a key set by a flag names the flag.
     pub fn load(file: Option<&Path>, sets: &[Assignment]) -> Result<Self> {
-        let mut t = match file {
+        let t = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
                     path: path.to_path_buf(),
@@ -403,6 +411,16 @@ impl RunConfig {
                 migrate_flat(t).map_err(|e| in_file(path, e))?
             }
             None => Table::new(),
+        };
+        Self::load_tree(t, file, sets)
+    }
+
+    /// [`RunConfig::load`] from a tree already read (a sweep's base config); `file` names where it
+    /// came from in errors. A tree in the flat layout of earlier versions is migrated.
+    pub fn load_tree(t: Table, file: Option<&Path>, sets: &[Assignment]) -> Result<Self> {
+        let mut t = match file {
+            Some(path) => migrate_flat(t).map_err(|e| in_file(path, e))?,
+            None => migrate_flat(t)?,
         };
         for a in sets {
             let key = normalise_key(&a.key);

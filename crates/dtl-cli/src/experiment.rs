@@ -556,7 +556,39 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
     let mut strategy = build_strategy(cfg, &v, model, &domains)?;
     let report = train_strategy(cfg, &v, strategy.as_mut(), &domains, opts.progress)?;
     let measured = evaluate_strategy(cfg, &v, strategy.as_ref(), &domains)?;
-    write_results(cfg, &v, strategy.as_ref(), &domains, report, measured, out)
+    let metrics = write_results(cfg, &v, strategy.as_ref(), &domains, report, measured, out)?;
+    if cfg.train.validate {
+        // Last, so that a run directory with validation.json is complete.
+        let report = crate::validation::validate_model(
+            strategy.model(),
+            &domains.source.test,
+            &domains.target.train.without_labels(),
+            cfg.train.seed,
+            &v.device,
+        )?;
+        crate::validation::write_report(&report, out)?;
+    }
+    Ok(metrics)
+}
+
+/// Scores a finished run in `dir` (its `config.toml` and `model.safetensors`) with every
+/// validator, reading its domains as the run did; `data_dir` overrides the run's data directory.
+pub fn validate_run(dir: &Path, data_dir: Option<&Path>) -> Result<crate::validation::ValidationReport> {
+    let mut cfg = RunConfig::from_toml_file(&dir.join("config.toml"))?;
+    if let Some(d) = data_dir {
+        cfg.data.data_dir = Some(d.to_path_buf());
+    }
+    let v = validate(&cfg)?;
+    let data_dir = DataDir::resolve(cfg.data.data_dir.as_deref())?;
+    let domains = load_domains(&cfg, &v, &data_dir)?;
+    let (model, _) = Classifier::load(&dir.join("model.safetensors"), &v.device)?;
+    crate::validation::validate_model(
+        &model,
+        &domains.source.test,
+        &domains.target.train.without_labels(),
+        cfg.train.seed,
+        &v.device,
+    )
 }
 
 /// The result of evaluating a checkpoint on one domain's test split (`dtl eval`).

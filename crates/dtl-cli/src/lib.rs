@@ -18,6 +18,8 @@ pub mod config;
 pub mod experiment;
 pub mod figure;
 pub mod predict;
+pub mod sweep;
+pub mod validation;
 pub mod yosinski;
 
 /// The git revision (short hash) this build of dtl was compiled from (`build.rs`); `None` outside

@@ -36,6 +36,41 @@ enum Command {
     Predict(PredictArgs),
     /// Yosinski et al. 2014's layer-transfer sweep (baseA, baseB, BnB, BnB+, AnB, AnB+, RnB per n).
     Yosinski(YosinskiArgs),
+    /// Run every configuration of a sweep spec and choose among them without target labels:
+    /// runs.csv, selection.json, report.md and a figure.
+    Sweep(SweepArgs),
+    /// Score a finished run with every label-free validator; prints JSON.
+    Validate(ValidateArgs),
+}
+
+#[derive(Args)]
+struct SweepArgs {
+    /// The sweep spec (TOML: seeds, [base], [[grid]], [[random]]; see models/sweeps/).
+    spec: PathBuf,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Runs at a time (the machine's threads are divided between them).
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    /// Continue a stopped sweep in --out: finished runs are kept, interrupted ones start again.
+    #[arg(long)]
+    resume: bool,
+    /// Data directory for every run (else $DTL_DATA_DIR, else the per-user cache directory).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ValidateArgs {
+    /// A run directory written by `dtl train` (config.toml, model.safetensors).
+    run: PathBuf,
+    /// Data directory (else the run's own).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Also write the report as RUN/validation.json.
+    #[arg(long)]
+    write: bool,
 }
 
 #[derive(Args)]
@@ -336,6 +371,8 @@ fn main() -> Result<()> {
         Command::Fetch(a) => fetch(a),
         Command::Predict(a) => predict(a),
         Command::Yosinski(a) => yosinski(a),
+        Command::Sweep(a) => sweep(a),
+        Command::Validate(a) => validate(a),
     })
 }
 
@@ -573,6 +610,57 @@ fn train(a: TrainArgs) -> Result<()> {
         m.seconds_per_epoch
     );
     println!("wrote {}", a.out.display());
+    Ok(())
+}
+
+fn sweep(a: SweepArgs) -> Result<()> {
+    let opts = dtl_cli::sweep::SweepOptions {
+        jobs: a.jobs,
+        resume: a.resume,
+        data_dir: a.data_dir.clone(),
+        exe: std::env::current_exe().context("locating the dtl executable")?,
+        progress: std::io::stdout().is_terminal() && std::io::stderr().is_terminal(),
+    };
+    let o = dtl_cli::sweep::run_sweep(&a.spec, &a.out, &opts)?;
+    if let Some(sel) = &o.selection {
+        println!(
+            "{} runs ({} trained now, {} kept); oracle {} at {:.4} (mean {:.4})",
+            o.planned, o.trained, o.reused, sel.oracle, sel.oracle_accuracy, sel.mean_accuracy
+        );
+        println!("  validator    selected                      target acc  gap     Spearman");
+        for c in &sel.choices {
+            println!(
+                "  {:<12} {:<29} {:.4}      {:.4}  {}{}{}",
+                c.validator,
+                c.selected,
+                c.selected_accuracy,
+                c.oracle_gap,
+                c.spearman.map_or("-".into(), |s| format!("{s:+.3}")),
+                if c.selected_collapsed { "  collapsed" } else { "" },
+                if c.selected_unreliable { "  unreliable" } else { "" }
+            );
+        }
+    }
+    println!("wrote {}", a.out.display());
+    if !o.failed.is_empty() {
+        for (id, e) in &o.failed {
+            eprintln!("run {id} failed: {e}");
+        }
+        anyhow::bail!(
+            "{} of {} runs failed (rerun with --resume to retry them)",
+            o.failed.len(),
+            o.planned
+        );
+    }
+    Ok(())
+}
+
+fn validate(a: ValidateArgs) -> Result<()> {
+    let report = experiment::validate_run(&a.run, a.data_dir.as_deref())?;
+    if a.write {
+        dtl_cli::validation::write_report(&report, &a.run)?;
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
 

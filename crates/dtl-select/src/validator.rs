@@ -1,17 +1,17 @@
 //! The validator trait and its score.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Inputs, Outputs, Result};
 
 /// A validator's verdict on one trained model: higher is better for every validator (losses and
 /// entropies are negated), so that selection always takes the maximum.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Score {
     /// The score; higher is better.
     pub value: f64,
     /// For importance-weighted scores: the weights' effective sample size `(sum w)^2 / sum w^2`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ess: Option<f64>,
     /// Samples the score rests on.
     pub n: usize,
@@ -19,7 +19,7 @@ pub struct Score {
     /// under [`MIN_ESS`]); the selection report says so.
     pub reliable: bool,
     /// Parts of the score worth reporting (for example MixVal's intra- and inter-class parts).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<(String, f64)>,
 }
 

@@ -2,7 +2,7 @@
 //! benchmark ranking for unsupervised domain adaptation"): k-means with one cluster per class on
 //! the (L2-normalised) target representation, scored by the adjusted mutual information between
 //! the clusters and the model's predicted classes. High when the classifier's decisions follow the
-//! clusters of its own representation.
+//! clusters of its own representation. A model that predicts a single class scores 0.
 
 use dtl_core::seed::Stream;
 use rand::{Rng, SeedableRng};
@@ -110,6 +110,11 @@ impl Validator for ClassAmi {
             Stream::Kmm.seed(inputs.seed) ^ 0xc1a5,
         );
         let predicted = o.target_probs.argmax_rows();
+        // A model that predicts one class has no decisions to agree with any clustering: 0, not
+        // the 1 that two one-cluster labelings would get.
+        if predicted.iter().all(|&p| p == predicted[0]) {
+            return Ok(Score::of(0.0, x.rows));
+        }
         Ok(Score::of(adjusted_mutual_info(&clusters, &predicted), x.rows))
     }
 }

@@ -23,8 +23,9 @@ pub struct Score {
     pub parts: Vec<(String, f64)>,
 }
 
-/// Below this effective sample size an importance-weighted estimate is flagged unreliable.
-pub const MIN_ESS: f64 = 50.0;
+/// Below this effective sample size an importance-weighted estimate is flagged unreliable (the
+/// same threshold as `--iwcv`'s).
+pub const MIN_ESS: f64 = dtl_strategies::weighting::MIN_RELIABLE_ESS;
 
 impl Score {
     /// A score from `n` samples, reliable.

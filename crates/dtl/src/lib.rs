@@ -12,7 +12,8 @@
 //! | [`losses`] | `dtl-losses` | MMD, CORAL, GAN losses, gradient reversal |
 //! | [`backbones`] | `dtl-backbones` | LeNet, convnet8, AlexNet, ResNets, checkpoints, the hub |
 //! | [`strategies`] | `dtl-strategies` | the training loop, the registry and every strategy |
-//! | [`experiment`], [`config`], [`yosinski`], [`figure`], [`predict`] | `dtl-cli` | the run config and pipeline the `dtl` tool runs |
+//! | [`select`] | `dtl-select` | label-free validators, selection reports, sweep specs |
+//! | [`experiment`], [`config`], [`sweep`], [`validation`], [`yosinski`], [`figure`], [`predict`] | `dtl-cli` | the run config, pipeline and sweeps the `dtl` tool runs |
 //!
 //! ```no_run
 //! use dtl::experiment::{run, RunConfig, RunOptions};
@@ -36,10 +37,11 @@ pub use dtl_data as data;
 pub use dtl_losses as losses;
 pub use dtl_ops as ops;
 pub use dtl_ops::allocator;
+pub use dtl_select as select;
 pub use dtl_strategies as strategies;
 
 #[cfg(feature = "app")]
-pub use dtl_cli::{config, experiment, figure, git_rev, predict, yosinski, Error, Result};
+pub use dtl_cli::{config, experiment, figure, git_rev, predict, sweep, validation, yosinski, Error, Result};
 
 /// The names most programs need.
 pub mod prelude {

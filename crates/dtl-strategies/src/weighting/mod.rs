@@ -300,7 +300,13 @@ pub struct Validation {
     pub plain_loss: f64,
     /// The unweighted error.
     pub plain_error: f64,
+    /// `false` when the effective sample size is under [`MIN_RELIABLE_ESS`]: the weighted
+    /// estimates then rest on a handful of samples and say little.
+    pub reliable: bool,
 }
+
+/// Below this effective sample size an importance-weighted estimate is reported unreliable.
+pub const MIN_RELIABLE_ESS: f64 = 50.0;
 
 /// Validates `predict` (images to logits) on the labelled `validation` split with importance
 /// weights from `estimator` on pixels against at most `max_target` images of `target` (a seeded
@@ -340,11 +346,19 @@ where
     )?;
     let (losses, errors) = crate::eval::per_sample_losses(predict, validation, 500, device)?;
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let ess = effective_sample_size(&weights);
+    if ess < MIN_RELIABLE_ESS {
+        tracing::warn!(
+            "importance-weighted validation rests on an effective sample size of {ess:.1} of {}: unreliable",
+            validation.len()
+        );
+    }
     Ok(Validation {
         estimator: estimator.name().to_string(),
         n: validation.len(),
         target_n: target.len(),
-        ess: effective_sample_size(&weights),
+        ess,
+        reliable: ess >= MIN_RELIABLE_ESS,
         loss: iwcv(&losses, &weights)?,
         error: iwcv(&errors, &weights)?,
         plain_loss: mean(&losses),

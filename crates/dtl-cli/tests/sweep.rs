@@ -68,6 +68,7 @@ fn a_sweep_scores_every_run_reports_the_choice_and_resumes() {
         "dev",
         "classami",
         "mixval",
+        "reverse",
     ] {
         assert!(header.contains(&v), "{v} missing from {header:?}");
     }
@@ -76,7 +77,7 @@ fn a_sweep_scores_every_run_reports_the_choice_and_resumes() {
     // The selection names a run per validator and the oracle; the report says how.
     let sel: serde_json::Value = serde_json::from_str(&read(&out.join("selection.json"))).unwrap();
     assert_eq!(sel["runs"], 3);
-    assert_eq!(sel["choices"].as_array().unwrap().len(), 9);
+    assert_eq!(sel["choices"].as_array().unwrap().len(), 10);
     let oracle = sel["oracle_accuracy"].as_f64().unwrap();
     for c in sel["choices"].as_array().unwrap() {
         let gap = c["oracle_gap"].as_f64().unwrap();

@@ -2,7 +2,7 @@
 //! that choice costs against the oracle that could see the target's labels.
 //!
 //! - [`Validator`]: one trait, one file per validator in [`validators`] (`source-acc`, `entropy`,
-//!   `im`, `bnm`, `snd`, `iwcv`, `dev`, `classami`, `mixval`), each scoring a trained model from
+//!   `im`, `bnm`, `snd`, `iwcv`, `dev`, `classami`, `mixval`, `reverse`), each scoring a trained model from
 //!   its [`Outputs`] on the labelled source validation split and the **unlabelled** target
 //!   training split; the target is a [`dtl_data::Unlabelled`] set, so target labels cannot reach a
 //!   validator (a labelled split does not type-check there);
@@ -15,7 +15,7 @@
 //! use dtl_select::{validators, Validator};
 //!
 //! let names: Vec<&str> = validators::all().iter().map(|v| v.name()).collect();
-//! assert_eq!(names, ["source-acc", "entropy", "im", "bnm", "snd", "iwcv", "dev", "classami", "mixval"]);
+//! assert_eq!(names, ["source-acc", "entropy", "im", "bnm", "snd", "iwcv", "dev", "classami", "mixval", "reverse"]);
 //! ```
 #![deny(missing_docs)]
 

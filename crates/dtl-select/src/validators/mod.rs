@@ -11,6 +11,7 @@
 //! | `dev` | You et al. 2019 (deep embedded validation) | minus IWCV's loss with DEV's control variate |
 //! | `classami` | Musgrave, Belongie & Lim 2022 | AMI of k-means clusters of target features and predicted classes |
 //! | `mixval` | Hu et al. 2023 (MixVal) | accuracy on mixed target samples against their pseudo-labels |
+//! | `reverse` | Zhong et al. 2010 (reverse validation) | source accuracy of a network trained on the pseudo-labelled target |
 
 pub mod bnm;
 pub mod classami;
@@ -19,6 +20,7 @@ pub mod entropy;
 pub mod im;
 pub mod iwcv;
 pub mod mixval;
+pub mod reverse;
 pub mod snd;
 pub mod source_acc;
 
@@ -29,6 +31,7 @@ pub use entropy::Entropy;
 pub use im::Im;
 pub use iwcv::Iwcv;
 pub use mixval::MixVal;
+pub use reverse::Reverse;
 pub use snd::Snd;
 pub use source_acc::SourceAcc;
 
@@ -46,6 +49,7 @@ pub fn all() -> Vec<Box<dyn Validator>> {
         Box::new(Dev::default()),
         Box::new(ClassAmi::default()),
         Box::new(MixVal::default()),
+        Box::new(Reverse::default()),
     ]
 }
 

@@ -7,7 +7,7 @@
 //!
 //! ```compile_fail
 //! fn score(target: &dtl_data::Unlabelled) -> usize { target.len() }
-//! let labelled: dtl_data::Dataset = unimplemented!();
+//! let labelled = dtl_data::Dataset::new(vec![0.0; 4], vec![0], (1, 2, 2), 1).unwrap();
 //! score(&labelled); // a Dataset is not an Unlabelled set
 //! ```
 

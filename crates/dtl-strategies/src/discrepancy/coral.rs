@@ -11,10 +11,7 @@
 use dtl_backbones::{Classifier, Tap};
 use serde::{Deserialize, Serialize};
 
-use crate::discrepancy::{
-    adapt_width, build_discrepancy, validate_settings, Discrepancy, Distance, Schedule,
-};
-use crate::strategy::{AdaptLayer, BuildContext, StrategySettings, TransferStrategy};
+use crate::discrepancy::{adapt_width, Discrepancy, Distance, Schedule};
 use crate::weighting::iw::IwConfig;
 use crate::{OptimSettings, Result};
 
@@ -68,32 +65,4 @@ impl CoralConfig {
     }
 }
 
-impl StrategySettings for CoralConfig {
-    fn validate(&self) -> Result<()> {
-        validate_settings(
-            "coral",
-            self.lambda,
-            &self.layers,
-            self.adapt_width,
-            self.instance_weights.as_ref(),
-        )
-    }
-
-    fn adapt_layer(&self) -> AdaptLayer {
-        AdaptLayer::Exactly(self.adapt_width())
-    }
-
-    fn instance_weights(&self) -> Option<&IwConfig> {
-        self.instance_weights.as_ref()
-    }
-
-    fn instance_weights_key(&self) -> Option<&'static str> {
-        Some("instance-weights")
-    }
-
-    fn build_strategy(&self, ctx: BuildContext<'_>) -> Result<Box<dyn TransferStrategy>> {
-        build_discrepancy(ctx, self.instance_weights.as_ref(), |model, optim| {
-            self.build(model, optim)
-        })
-    }
-}
+discrepancy_settings!(CoralConfig, "coral", |s| &s.layers);

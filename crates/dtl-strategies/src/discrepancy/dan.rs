@@ -13,10 +13,7 @@ use dtl_backbones::{Classifier, Tap};
 use dtl_losses::{Bandwidths, MmdKernel};
 use serde::{Deserialize, Serialize};
 
-use crate::discrepancy::{
-    adapt_width, build_discrepancy, validate_settings, Discrepancy, Distance, EstimatorChoice, Schedule,
-};
-use crate::strategy::{AdaptLayer, BuildContext, StrategySettings, TransferStrategy};
+use crate::discrepancy::{adapt_width, Discrepancy, Distance, EstimatorChoice, Schedule};
 use crate::weighting::iw::IwConfig;
 use crate::{OptimSettings, Result};
 
@@ -91,32 +88,4 @@ impl DanConfig {
     }
 }
 
-impl StrategySettings for DanConfig {
-    fn validate(&self) -> Result<()> {
-        validate_settings(
-            "dan",
-            self.lambda,
-            &self.layers,
-            self.adapt_width,
-            self.instance_weights.as_ref(),
-        )
-    }
-
-    fn adapt_layer(&self) -> AdaptLayer {
-        AdaptLayer::Exactly(self.adapt_width())
-    }
-
-    fn instance_weights(&self) -> Option<&IwConfig> {
-        self.instance_weights.as_ref()
-    }
-
-    fn instance_weights_key(&self) -> Option<&'static str> {
-        Some("instance-weights")
-    }
-
-    fn build_strategy(&self, ctx: BuildContext<'_>) -> Result<Box<dyn TransferStrategy>> {
-        build_discrepancy(ctx, self.instance_weights.as_ref(), |model, optim| {
-            self.build(model, optim)
-        })
-    }
-}
+discrepancy_settings!(DanConfig, "dan", |s| &s.layers);

@@ -12,10 +12,7 @@ use dtl_backbones::{Classifier, Tap};
 use dtl_losses::MmdKernel;
 use serde::{Deserialize, Serialize};
 
-use crate::discrepancy::{
-    adapt_width, build_discrepancy, validate_settings, Discrepancy, Distance, EstimatorChoice, Schedule,
-};
-use crate::strategy::{AdaptLayer, BuildContext, StrategySettings, TransferStrategy};
+use crate::discrepancy::{adapt_width, Discrepancy, Distance, EstimatorChoice, Schedule};
 use crate::weighting::iw::IwConfig;
 use crate::{OptimSettings, Result};
 
@@ -99,32 +96,4 @@ impl DdcConfig {
     }
 }
 
-impl StrategySettings for DdcConfig {
-    fn validate(&self) -> Result<()> {
-        validate_settings(
-            "ddc",
-            self.lambda,
-            std::slice::from_ref(&self.layer),
-            self.adapt_width,
-            self.instance_weights.as_ref(),
-        )
-    }
-
-    fn adapt_layer(&self) -> AdaptLayer {
-        AdaptLayer::Exactly(self.adapt_width())
-    }
-
-    fn instance_weights(&self) -> Option<&IwConfig> {
-        self.instance_weights.as_ref()
-    }
-
-    fn instance_weights_key(&self) -> Option<&'static str> {
-        Some("instance-weights")
-    }
-
-    fn build_strategy(&self, ctx: BuildContext<'_>) -> Result<Box<dyn TransferStrategy>> {
-        build_discrepancy(ctx, self.instance_weights.as_ref(), |model, optim| {
-            self.build(model, optim)
-        })
-    }
-}
+discrepancy_settings!(DdcConfig, "ddc", |s| std::slice::from_ref(&s.layer));

@@ -5,6 +5,47 @@
 //! Source and target batches go through the network in one joint pass (one batch of `B + B'`
 //! images, split afterwards), so that every layer sees both domains at once.
 
+/// The [`StrategySettings`](crate::StrategySettings) of a discrepancy strategy's settings
+/// `$cfg` (fields `lambda`, `adapt_width`, `instance_weights` and a `build(model, optim)`), named
+/// `$name`, adapting the layers `$layers` computes from the settings `$s`.
+macro_rules! discrepancy_settings {
+    ($cfg:ty, $name:literal, |$s:ident| $layers:expr) => {
+        impl $crate::strategy::StrategySettings for $cfg {
+            fn validate(&self) -> $crate::Result<()> {
+                let $s = self;
+                $crate::discrepancy::validate_settings(
+                    $name,
+                    self.lambda,
+                    $layers,
+                    self.adapt_width,
+                    self.instance_weights.as_ref(),
+                )
+            }
+
+            fn adapt_layer(&self) -> $crate::strategy::AdaptLayer {
+                $crate::strategy::AdaptLayer::Exactly(self.adapt_width())
+            }
+
+            fn instance_weights(&self) -> Option<&$crate::weighting::iw::IwConfig> {
+                self.instance_weights.as_ref()
+            }
+
+            fn instance_weights_key(&self) -> Option<&'static str> {
+                Some("instance-weights")
+            }
+
+            fn build_strategy(
+                &self,
+                ctx: $crate::strategy::BuildContext<'_>,
+            ) -> $crate::Result<Box<dyn $crate::strategy::TransferStrategy>> {
+                $crate::discrepancy::build_discrepancy(ctx, self.instance_weights.as_ref(), |model, optim| {
+                    self.build(model, optim)
+                })
+            }
+        }
+    };
+}
+
 pub mod coral;
 pub mod dan;
 pub mod ddc;

@@ -105,3 +105,31 @@ fn entropy_and_im_of_known_distributions() {
     assert_eq!(mean_entropy(&p), 0.0);
     assert!((entropy(&[0.5, 0.5]) - mean_entropy(&p) - 2f64.ln()).abs() < 1e-12);
 }
+
+#[test]
+fn kmeans_recovers_separated_clusters_and_bnm_has_its_closed_form() {
+    use dtl_select::linalg::singular_values;
+    use dtl_select::validators::classami::kmeans;
+    // Three tight, far-apart groups of 5 points: every group is one cluster.
+    let mut rows = Vec::new();
+    for (c, centre) in [(0.0, 0.0), (10.0, 0.0), (0.0, 10.0)].into_iter().enumerate() {
+        for i in 0..5 {
+            let d = 0.01 * (i as f64 + c as f64);
+            rows.push(vec![centre.0 + d, centre.1 - d]);
+        }
+    }
+    let assign = kmeans(&Matrix::from_rows(&rows), 3, 100, 7);
+    for g in 0..3 {
+        let group = &assign[g * 5..g * 5 + 5];
+        assert!(group.iter().all(|&a| a == group[0]), "{assign:?}");
+    }
+    assert_eq!(
+        adjusted_mutual_info(&assign, &[0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2]),
+        1.0
+    );
+    // One-hot predictions with class counts (3, 1): the matrix's columns are orthogonal with
+    // norms sqrt(3) and 1, so its nuclear norm is sqrt(3) + 1 (BNM divides by n = 4).
+    let p = Matrix::from_rows(&[vec![1.0, 0.0], vec![1.0, 0.0], vec![1.0, 0.0], vec![0.0, 1.0]]);
+    let nuclear: f64 = singular_values(&p).iter().sum();
+    assert!((nuclear - (3f64.sqrt() + 1.0)).abs() < 1e-12, "{nuclear}");
+}

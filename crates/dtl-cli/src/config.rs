@@ -404,11 +404,10 @@ impl RunConfig {
                     path: path.to_path_buf(),
                     source: e,
                 })?;
-                let t: Table = toml::from_str(&text).map_err(|e| Error::ConfigFile {
+                toml::from_str::<Table>(&text).map_err(|e| Error::ConfigFile {
                     path: path.to_path_buf(),
                     message: e.to_string(),
-                })?;
-                migrate_flat(t).map_err(|e| in_file(path, e))?
+                })?
             }
             None => Table::new(),
         };

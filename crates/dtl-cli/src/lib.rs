@@ -43,6 +43,9 @@ pub enum Error {
     /// An error of the strategies crate.
     #[error(transparent)]
     Strategy(#[from] dtl_strategies::Error),
+    /// An error of the selection crate (validators, sweep specs).
+    #[error(transparent)]
+    Select(#[from] dtl_select::Error),
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {

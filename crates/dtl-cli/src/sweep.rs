@@ -81,9 +81,8 @@ fn finished(dir: &Path) -> bool {
 /// Runs the sweep `spec` into `out`.
 pub fn run_sweep(spec: &Path, out: &Path, opts: &SweepOptions) -> Result<SweepOutcome> {
     let text = std::fs::read_to_string(spec).map_err(io(spec))?;
-    let parsed =
-        SweepSpec::from_toml(&text, &spec.display().to_string()).map_err(crate::validation::select_err)?;
-    let planned = parsed.expand().map_err(crate::validation::select_err)?;
+    let parsed = SweepSpec::from_toml(&text, &spec.display().to_string())?;
+    let planned = parsed.expand()?;
     let runs_dir = out.join("runs");
     // Every run's config is checked before anything is written or trained.
     let mut jobs = Vec::new();

@@ -54,7 +54,7 @@ pub fn validate_model(
         device,
         seed,
     };
-    let outputs = Outputs::compute(&inputs, MAX_SAMPLES).map_err(select_err)?;
+    let outputs = Outputs::compute(&inputs, MAX_SAMPLES)?;
     let (mut scores, mut failed) = (BTreeMap::new(), BTreeMap::new());
     for v in validators::all() {
         match v.score(&inputs, &outputs) {
@@ -109,15 +109,4 @@ pub fn read_report(dir: &Path) -> Result<ValidationReport> {
         path,
         message: format!("not a validation report: {e}"),
     })
-}
-
-pub(crate) fn select_err(e: dtl_select::Error) -> Error {
-    match e {
-        dtl_select::Error::Core(c) => Error::Core(c),
-        dtl_select::Error::Strategy(s) => Error::Strategy(s),
-        dtl_select::Error::Backbone(b) => Error::Backbone(b),
-        dtl_select::Error::Data(d) => Error::Data(d),
-        dtl_select::Error::Io { path, source } => Error::Io { path, source },
-        dtl_select::Error::Config { field, message } => Error::Config { field, message },
-    }
 }

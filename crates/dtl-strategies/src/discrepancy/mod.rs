@@ -155,6 +155,27 @@ pub(crate) fn check_lambda(lambda: f64) -> Result<()> {
     }
 }
 
+/// The weight and the adapted layers of a discrepancy strategy `name`: at least one layer, none
+/// twice, `adapt` only where the model has an adaptation layer.
+fn check_layers(name: &str, lambda: f64, layers: &[Tap], has_adapt_layer: bool) -> Result<()> {
+    check_lambda(lambda)?;
+    let bad = |m: String| Err(Error::Core(dtl_core::Error::config("layers", m)));
+    if layers.is_empty() {
+        return bad(format!("{name} needs at least one layer to adapt"));
+    }
+    for (i, l) in layers.iter().enumerate() {
+        if layers[..i].contains(l) {
+            return bad(format!("`{l}` is listed twice"));
+        }
+        if *l == Tap::Adapt && !has_adapt_layer {
+            return bad(format!(
+                "{name} adapts `adapt` but the model has no adaptation layer (set adapt-width above 0)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The checks every discrepancy strategy's settings share, before any model exists: the weight,
 /// the adapted layers (at least one, none twice, `adapt` only with an adaptation layer), and the
 /// instance weights of the source loss.
@@ -165,21 +186,7 @@ pub(crate) fn validate_settings(
     adapt_width: usize,
     instance_weights: Option<&IwConfig>,
 ) -> Result<()> {
-    check_lambda(lambda)?;
-    let bad = |m: String| Err(Error::Core(dtl_core::Error::config("layers", m)));
-    if layers.is_empty() {
-        return bad(format!("{name} needs at least one layer to adapt"));
-    }
-    for (i, l) in layers.iter().enumerate() {
-        if layers[..i].contains(l) {
-            return bad(format!("`{l}` is listed twice"));
-        }
-        if *l == Tap::Adapt && adapt_width == 0 {
-            return bad(format!(
-                "{name} adapts `adapt` but the model has no adaptation layer (set adapt-width above 0)"
-            ));
-        }
-    }
+    check_layers(name, lambda, layers, adapt_width > 0)?;
     if let Some(w) = instance_weights {
         w.validate()?;
     }
@@ -239,21 +246,7 @@ impl Discrepancy {
         layers: Vec<Tap>,
         distance: Distance,
     ) -> Result<Self> {
-        check_lambda(lambda)?;
-        let bad = |m: String| Err(Error::Core(dtl_core::Error::config("layers", m)));
-        if layers.is_empty() {
-            return bad(format!("{name} needs at least one layer to adapt"));
-        }
-        for (i, l) in layers.iter().enumerate() {
-            if layers[..i].contains(l) {
-                return bad(format!("`{l}` is listed twice"));
-            }
-            if *l == Tap::Adapt && model.spec().adapt_width.is_none() {
-                return bad(format!(
-                    "{name} adapts `adapt` but the model has no adaptation layer (set adapt-width above 0)"
-                ));
-            }
-        }
+        check_layers(name, lambda, &layers, model.spec().adapt_width.is_some())?;
         let group = ParamGroup::new(params::trainable(model.varmap()));
         let opt = Optimizer::new(optim.kind, optim.lr, optim.weight_decay, vec![group])?;
         Ok(Self {

@@ -78,16 +78,23 @@ impl FromStr for Pretrained {
             Some((n, r)) => (n, r),
             None => (name_rev, DEFAULT_REVISION),
         };
-        let ok = |s: &str| {
-            !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        };
-        if !ok(org) || !ok(name) {
-            return Err(bad_spec(spec, "the repository must be ORG/NAME"));
+        if !valid_repo_part(org) || !valid_repo_part(name) {
+            return Err(bad_spec(
+                spec,
+                "the repository must be ORG/NAME, each of letters, digits, `-`, `_` and `.`, not starting or ending with `-` or `.` and without `--` or `..`",
+            ));
         }
-        if revision.is_empty() || file.is_empty() || file.split('/').any(|c| c.is_empty() || c == "..") {
-            return Err(bad_spec(spec, "empty revision or file"));
+        if !valid_revision(revision) {
+            return Err(bad_spec(
+                spec,
+                "the revision must be a 40-digit commit hash or a branch or tag name (letters, digits, `-`, `_`, `.`, no `..`)",
+            ));
+        }
+        if file.is_empty() || file.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+            return Err(bad_spec(
+                spec,
+                "the file must be a relative path inside the repository",
+            ));
         }
         Ok(Pretrained::Hub {
             repo: format!("{org}/{name}"),
@@ -131,19 +138,81 @@ pub fn hub_offline() -> bool {
         .unwrap_or(false)
 }
 
+/// Whether `s` is one half of a hub repository id (`ORG` or `NAME`), as the hub allows them:
+/// letters, digits, `-`, `_`, `.`, not starting or ending with `-` or `.`, no `--` or `..` (so
+/// that no id can name a path outside the cache).
+fn valid_repo_part(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 96
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !s.starts_with(['-', '.'])
+        && !s.ends_with(['-', '.'])
+        && !s.contains("--")
+        && !s.contains("..")
+}
+
+/// Whether `s` is a commit hash (40 hex digits).
+fn is_commit(s: &str) -> bool {
+    s.len() == 40 && s.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// Whether `s` is a revision: a commit hash, or a branch or tag name of one path component.
+fn valid_revision(s: &str) -> bool {
+    is_commit(s)
+        || (!s.is_empty()
+            && s.len() <= 255
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !s.starts_with('.')
+            && !s.contains(".."))
+}
+
 /// A file of `repo` at `revision` in the cache at `cache`, if there: through `refs/REVISION` for a
-/// branch or tag, or directly `snapshots/COMMIT` for a commit hash.
+/// branch or tag, or directly `snapshots/COMMIT` for a commit hash. A repository id or revision
+/// that could leave the cache, and a `refs` file that holds anything but a commit hash, are
+/// never followed (`None`, with a warning naming the file).
 pub fn cached_file(cache: &Path, repo: &str, revision: &str, file: &str) -> Option<PathBuf> {
-    let dir = cache.join(format!("models--{}", repo.replace('/', "--")));
-    let commit = match std::fs::read_to_string(dir.join("refs").join(revision)) {
-        Ok(c) => c.trim().to_string(),
-        Err(_) if revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit()) => {
-            revision.to_string()
+    let (org, name) = repo.split_once('/')?;
+    if !valid_repo_part(org) || !valid_repo_part(name) || !valid_revision(revision) {
+        tracing::warn!("hub cache: `{repo}@{revision}` is not a valid repository and revision");
+        return None;
+    }
+    if file.is_empty() || file.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return None;
+    }
+    let dir = cache.join(format!("models--{org}--{name}"));
+    let refs = dir.join("refs").join(revision);
+    let commit = match std::fs::read_to_string(&refs) {
+        Ok(c) if is_commit(c.trim()) => c.trim().to_string(),
+        Ok(c) => {
+            tracing::warn!(
+                "hub cache: {} holds `{}`, not a commit hash: ignored",
+                refs.display(),
+                c.trim().chars().take(80).collect::<String>()
+            );
+            return None;
         }
+        Err(_) if is_commit(revision) => revision.to_string(),
         Err(_) => return None,
     };
     let path = dir.join("snapshots").join(commit).join(file);
-    path.is_file().then_some(path)
+    if !path.is_file() {
+        return None;
+    }
+    // Snapshot files are links into the repository's `blobs`; one that resolves elsewhere is
+    // not the cache's.
+    match (path.canonicalize(), dir.canonicalize()) {
+        (Ok(real), Ok(root)) if real.starts_with(&root) => Some(path),
+        _ => {
+            tracing::warn!(
+                "hub cache: {} resolves outside {}: ignored",
+                path.display(),
+                dir.display()
+            );
+            None
+        }
+    }
 }
 
 impl Pretrained {

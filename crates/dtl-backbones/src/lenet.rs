@@ -85,7 +85,7 @@ impl LeNet {
             return Err(Error::Core(dtl_core::Error::config(
                 "image-size",
                 format!(
-                    "LeNet needs inputs of at least 12x12, got {0}x{0}",
+                    "LeNet needs inputs of at least 16x16, got {0}x{0}",
                     cfg.input_size
                 ),
             )));

@@ -77,6 +77,15 @@ fn references_parse_and_bad_ones_are_named() {
         "hf:org/name/",
         "hf:org/na me",
         "hf:org/name/../x",
+        "hf:../../etc/passwd",
+        "hf:../name",
+        "hf:org/..",
+        "hf:.hidden/name",
+        "hf:org/name-",
+        "hf:org--x/name",
+        "hf:org/name@../../x",
+        "hf:org/name@.git",
+        "hf:org/name/./x",
         "",
     ] {
         let err = bad.parse::<Pretrained>().unwrap_err().to_string();
@@ -116,6 +125,53 @@ fn cached_files_are_found_by_ref_or_commit_and_only_there() {
     assert_eq!(
         cached_file(tmp.path(), "dtl-rs/other", "main", "model.safetensors"),
         None
+    );
+}
+
+/// A cache whose `refs` file holds a path (absolute, or `..` upward) instead of a commit hash, or
+/// whose snapshot links leave the repository, is not followed: dtl never loads a file outside the
+/// cache through it (a reproduction of issue 18).
+#[test]
+fn refs_and_links_that_leave_the_cache_are_not_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("hub");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(outside.join("model.safetensors")).unwrap();
+    std::fs::write(outside.join("x.safetensors"), b"not the cache's").unwrap();
+    let dir = cache.join("models--dtl-rs--lenet");
+    std::fs::create_dir_all(dir.join("refs")).unwrap();
+    for content in [
+        outside.display().to_string(),
+        "../../..".to_string(),
+        "../../../outside".into(),
+    ] {
+        std::fs::write(dir.join("refs/main"), &content).unwrap();
+        assert_eq!(
+            cached_file(&cache, "dtl-rs/lenet", "main", "x.safetensors"),
+            None,
+            "{content}"
+        );
+    }
+    // A repository id or revision with `..` never reaches the file system.
+    assert_eq!(cached_file(&cache, "../outside", "main", "x.safetensors"), None);
+    assert_eq!(
+        cached_file(&cache, "dtl-rs/lenet", "../../outside", "x.safetensors"),
+        None
+    );
+    // A snapshot link out of the repository.
+    std::fs::write(dir.join("refs/main"), COMMIT).unwrap();
+    let snap = dir.join("snapshots").join(COMMIT);
+    std::fs::create_dir_all(&snap).unwrap();
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(outside.join("x.safetensors"), snap.join("x.safetensors")).unwrap();
+        assert_eq!(cached_file(&cache, "dtl-rs/lenet", "main", "x.safetensors"), None);
+    }
+    // The same layout with the file inside is found.
+    std::fs::write(snap.join("y.safetensors"), b"in the cache").unwrap();
+    assert_eq!(
+        cached_file(&cache, "dtl-rs/lenet", "main", "y.safetensors"),
+        Some(snap.join("y.safetensors"))
     );
 }
 

@@ -219,16 +219,16 @@ struct TrainArgs {
     #[arg(long)]
     batch_size: Option<usize>,
     /// Learning rate [default: 0.01].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     lr: Option<f64>,
     /// Optimizer: sgd (momentum 0.9) or adam [default: sgd].
     #[arg(long)]
     optimizer: Option<String>,
     /// Momentum of SGD.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     momentum: Option<f64>,
     /// L2 weight decay [default: 0.0005].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     weight_decay: Option<f64>,
     /// Seed of initialisation, dropout, batch order and size caps [default: 0].
     #[arg(long)]

@@ -73,6 +73,29 @@ impl Error {
     }
 }
 
+/// The largest image side dtl reads, resizes to or builds a model for (4096 pixels): every size
+/// that comes from a file header, checkpoint metadata or a flag is checked against it before
+/// anything is allocated, so that a corrupt or hostile header cannot ask for terabytes.
+pub const MAX_IMAGE_SIDE: usize = 4096;
+
+/// Checks an image side `value` read from `field` (a flag, a header, a metadata key): at least
+/// `min` and at most [`MAX_IMAGE_SIDE`].
+pub fn check_image_side(field: &str, value: usize, min: usize) -> Result<()> {
+    if value < min {
+        return Err(Error::config(
+            field,
+            format!("{value} is below the smallest supported size of {min}"),
+        ));
+    }
+    if value > MAX_IMAGE_SIDE {
+        return Err(Error::config(
+            field,
+            format!("{value} is above the largest supported size of {MAX_IMAGE_SIDE}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Result type of the core crate.
 pub type Result<T> = std::result::Result<T, Error>;
 

@@ -218,12 +218,7 @@ impl Domain {
             }
             DomainSource::Folder(p) => p,
         };
-        if opts.image_size < 8 {
-            return Err(Error::Config {
-                field: "image-size".into(),
-                message: format!("{} is below the smallest supported canvas of 8", opts.image_size),
-            });
-        }
+        check_canvas(opts.image_size)?;
         let channels = match opts.channels {
             Some(c @ (1 | 3)) => c,
             Some(c) => {
@@ -295,12 +290,7 @@ impl Domain {
     /// A missing file is an error naming the path looked for, the files expected there and where
     /// they come from.
     pub fn load(id: DomainId, dir: Option<&DataDir>, opts: &LoadOptions) -> Result<Self> {
-        if opts.image_size < 8 {
-            return Err(Error::Config {
-                field: "image-size".into(),
-                message: format!("{} is below the smallest supported canvas of 8", opts.image_size),
-            });
-        }
+        check_canvas(opts.image_size)?;
         let _span = tracing::info_span!("load_domain", domain = id.as_str()).entered();
         let mut files = Vec::new();
         let mut fetch = |spec: &FileSpec| -> Result<(PathBuf, Vec<u8>)> {
@@ -521,4 +511,12 @@ mod tests {
             "{err}"
         );
     }
+}
+
+/// The canvas side a domain is read at: at least 8, at most [`dtl_core::MAX_IMAGE_SIDE`].
+fn check_canvas(image_size: usize) -> Result<()> {
+    dtl_core::check_image_side("image-size", image_size, 8).map_err(|e| match e {
+        dtl_core::Error::Config { field, message } => Error::Config { field, message },
+        other => Error::Msg(other.to_string()),
+    })
 }

@@ -39,7 +39,8 @@ pub fn decompress(name: &Path, raw: &[u8]) -> Result<Vec<u8>> {
     let ext = name.extension().and_then(|e| e.to_str()).unwrap_or("");
     let mut out = Vec::new();
     let res = match ext {
-        "gz" => flate2::read::GzDecoder::new(raw).read_to_end(&mut out),
+        // Every member of a multi-member file, as `gzip -d` reads it.
+        "gz" => flate2::read::MultiGzDecoder::new(raw).read_to_end(&mut out),
         "bz2" => bzip2::read::BzDecoder::new(raw).read_to_end(&mut out),
         _ => {
             out.extend_from_slice(raw);
@@ -70,9 +71,23 @@ pub fn parse_idx_images(bytes: &[u8], name: &Path) -> Result<RawImages> {
     let n = be_u32(bytes, 4, name)?;
     let height = be_u32(bytes, 8, name)?;
     let width = be_u32(bytes, 12, name)?;
+    for (what, side) in [("height", height), ("width", width)] {
+        if side == 0 || side > dtl_core::MAX_IMAGE_SIDE {
+            return Err(Error::format(
+                name,
+                None,
+                format!(
+                    "header says images of {what} {side}: dtl reads sides of 1 to {}",
+                    dtl_core::MAX_IMAGE_SIDE
+                ),
+            ));
+        }
+    }
     let body = &bytes[16..];
-    let expected = n * height * width;
-    if body.len() != expected {
+    // Checked: a hostile header's product must not wrap around to the body's length.
+    let expected = n.checked_mul(height * width);
+    if expected != Some(body.len()) {
+        let expected = expected.map_or_else(|| "more than addressable".to_string(), |e| e.to_string());
         return Err(Error::format(
             name,
             None,
@@ -260,6 +275,48 @@ mod tests {
         );
         let err = parse_idx_labels(&bytes, p()).unwrap_err().to_string();
         assert!(err.contains("magic"), "{err}");
+    }
+
+    /// Issue 18's reproductions: a header whose sizes multiply past `usize` (h = w = 2^31 wraps
+    /// to 0 on 64 bits) or ask for sides no image has is an error naming the file, not a panic.
+    #[test]
+    fn idx_headers_with_huge_sizes_are_errors() {
+        let header = |n: u32, h: u32, w: u32| {
+            let mut b = vec![0, 0, 8, 3];
+            for v in [n, h, w] {
+                b.extend_from_slice(&v.to_be_bytes());
+            }
+            b
+        };
+        for (n, h, w) in [
+            (1, 1 << 31, 1 << 31),
+            (0, 1 << 31, 1 << 31),
+            (1, 0, 28),
+            (u32::MAX, 4096, 4096),
+            (1, 4097, 1),
+        ] {
+            let err = parse_idx_images(&header(n, h, w), p()).unwrap_err().to_string();
+            assert!(
+                err.contains("test-input") && err.contains("header says"),
+                "{n} {h} {w}: {err}"
+            );
+        }
+    }
+
+    /// A gzip file of several members (as `cat a.gz b.gz` makes, valid for `gzip -d`) is read to
+    /// its end, not as its first member.
+    #[test]
+    fn multi_member_gzip_is_read_whole() {
+        use std::io::Write;
+        let member = |bytes: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(bytes).unwrap();
+            e.finish().unwrap()
+        };
+        let mut raw = member(b"first half, ");
+        raw.extend(member(b"second half"));
+        let out = decompress(Path::new("x.gz"), &raw).unwrap();
+        assert_eq!(out, b"first half, second half");
     }
 
     #[test]

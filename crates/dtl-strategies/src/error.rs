@@ -12,10 +12,11 @@ pub enum Error {
     /// An error of the backbones crate.
     #[error(transparent)]
     Backbone(#[from] dtl_backbones::Error),
-    /// Training produced a non-finite value.
-    #[error("training diverged: `{what}` is {value} in epoch {epoch} (lower the learning rate)")]
+    /// Training produced a non-finite value, or a loss that grew past
+    /// [`crate::trainer::DIVERGENCE_FACTOR`] times its first value.
+    #[error("training diverged: `{what}` is {value:e} in epoch {epoch} (lower the learning rate)")]
     Diverged {
-        /// The scalar that went non-finite.
+        /// The scalar that went non-finite or grew past the bound.
         what: String,
         /// Its value.
         value: f64,

@@ -116,7 +116,13 @@ impl Optimizer {
         if !(weight_decay >= 0.0 && weight_decay.is_finite()) {
             return Err(Error::Core(dtl_core::Error::config(
                 "weight_decay",
-                format!("{weight_decay} is negative"),
+                if weight_decay.is_nan() {
+                    "NaN is not a number: give a decay of 0 or more".to_string()
+                } else if weight_decay.is_infinite() {
+                    format!("{weight_decay} is not finite")
+                } else {
+                    format!("{weight_decay} is negative")
+                },
             )));
         }
         let state = groups.iter().map(|g| vec![(None, None); g.vars.len()]).collect();

@@ -17,6 +17,11 @@ use serde::Serialize;
 
 use crate::{Error, Result};
 
+/// A run stops as diverged when a loss (a scalar whose name starts with `loss`) grows past this
+/// many times its first value (or 1, when that is smaller): finite but exploding losses, such as
+/// Adam at a learning rate of 1000 reaching 5e16, end the run instead of writing a useless model.
+pub const DIVERGENCE_FACTOR: f64 = 1e4;
+
 /// Settings of the loop itself.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoopConfig {
@@ -124,6 +129,8 @@ pub fn train(
         epochs: Vec::new(),
         seconds: 0.0,
     };
+    // The first value of each scalar, against which a loss's growth is measured.
+    let mut first_losses: BTreeMap<String, f64> = BTreeMap::new();
     let _span = tracing::info_span!("train", strategy = strategy.name()).entered();
     for epoch in 0..cfg.epochs {
         let _e = tracing::info_span!("epoch", epoch = epoch + 1).entered();
@@ -157,7 +164,9 @@ pub fn train(
             };
             let stats = strategy.train_step(&batch)?;
             for (name, v) in stats.iter() {
-                if !v.is_finite() {
+                let first = *first_losses.entry(name.to_string()).or_insert(v.abs());
+                let exploded = name.starts_with("loss") && v.abs() > DIVERGENCE_FACTOR * first.max(1.0);
+                if !v.is_finite() || exploded {
                     return Err(Error::Diverged {
                         what: name.to_string(),
                         value: v,

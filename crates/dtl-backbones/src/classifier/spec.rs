@@ -216,6 +216,19 @@ impl ModelSpec {
                 message: format!("`dtl.input_shape` has {} dimensions, expected 3", dims.len()),
             });
         };
+        // Bounded before any model of this shape is allocated.
+        if !matches!(c, 1 | 3) {
+            return Err(Error::Checkpoint {
+                path: path.to_path_buf(),
+                message: format!("`dtl.input_shape` has {c} channels, dtl models take 1 or 3"),
+            });
+        }
+        for side in [h, w] {
+            dtl_core::check_image_side("dtl.input_shape", side, 1).map_err(|e| Error::Checkpoint {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        }
         let class_names: Vec<String> = get("dtl.class_names")?.split('\n').map(str::to_string).collect();
         let adapt_width = match meta.get("dtl.adapt_width") {
             None => None,

@@ -478,6 +478,14 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The canvas side a domain is read at: at least 8, at most [`dtl_core::MAX_IMAGE_SIDE`].
+fn check_canvas(image_size: usize) -> Result<()> {
+    dtl_core::check_image_side("image-size", image_size, 8).map_err(|e| match e {
+        dtl_core::Error::Config { field, message } => Error::Config { field, message },
+        other => Error::Msg(other.to_string()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,12 +519,4 @@ mod tests {
             "{err}"
         );
     }
-}
-
-/// The canvas side a domain is read at: at least 8, at most [`dtl_core::MAX_IMAGE_SIDE`].
-fn check_canvas(image_size: usize) -> Result<()> {
-    dtl_core::check_image_side("image-size", image_size, 8).map_err(|e| match e {
-        dtl_core::Error::Config { field, message } => Error::Config { field, message },
-        other => Error::Msg(other.to_string()),
-    })
 }

@@ -90,7 +90,7 @@ impl FromStr for Pretrained {
                 "the revision must be a 40-digit commit hash or a branch or tag name (letters, digits, `-`, `_`, `.`, no `..`)",
             ));
         }
-        if file.is_empty() || file.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        if !valid_file(file) {
             return Err(bad_spec(
                 spec,
                 "the file must be a relative path inside the repository",
@@ -152,6 +152,11 @@ fn valid_repo_part(s: &str) -> bool {
         && !s.contains("..")
 }
 
+/// Whether `file` is a relative path inside a repository (no empty, `.` or `..` component).
+fn valid_file(file: &str) -> bool {
+    !file.is_empty() && !file.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+}
+
 /// Whether `s` is a commit hash (40 hex digits).
 fn is_commit(s: &str) -> bool {
     s.len() == 40 && s.chars().all(|c| c.is_ascii_hexdigit())
@@ -178,7 +183,7 @@ pub fn cached_file(cache: &Path, repo: &str, revision: &str, file: &str) -> Opti
         tracing::warn!("hub cache: `{repo}@{revision}` is not a valid repository and revision");
         return None;
     }
-    if file.is_empty() || file.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+    if !valid_file(file) {
         return None;
     }
     let dir = cache.join(format!("models--{org}--{name}"));

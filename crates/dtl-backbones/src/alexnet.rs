@@ -222,6 +222,10 @@ impl Backbone for AlexNet {
     fn name(&self) -> &str {
         "alexnet"
     }
+
+    fn dropout_rng(&self) -> Option<&Mutex<ChaCha8Rng>> {
+        Some(&self.dropout_rng)
+    }
 }
 
 #[cfg(test)]

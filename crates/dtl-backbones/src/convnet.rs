@@ -174,4 +174,8 @@ impl Backbone for ConvNet8 {
     fn name(&self) -> &str {
         "convnet8"
     }
+
+    fn dropout_rng(&self) -> Option<&Mutex<ChaCha8Rng>> {
+        Some(&self.dropout_rng)
+    }
 }

@@ -161,4 +161,8 @@ impl Backbone for LeNet {
     fn name(&self) -> &str {
         "lenet"
     }
+
+    fn dropout_rng(&self) -> Option<&Mutex<ChaCha8Rng>> {
+        Some(&self.dropout_rng)
+    }
 }

@@ -8,6 +8,7 @@ use candle_nn::VarMap;
 use dtl_core::Backbone;
 use dtl_ops::Kernels;
 use rand_chacha::ChaCha8Rng;
+use std::sync::Mutex;
 
 use crate::init::{check_input, uniform_weight};
 use crate::{Error, Result};
@@ -360,5 +361,9 @@ impl Backbone for ResNet {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn dropout_rng(&self) -> Option<&Mutex<ChaCha8Rng>> {
+        None
     }
 }

@@ -146,6 +146,10 @@ pub struct TrainConfig {
     /// source test split (labelled) and the target's training images (no labels), into
     /// `validation.json`; sweeps set it on every run.
     pub validate: bool,
+    /// Save the run's whole state every this many steps as well as at the end of every epoch
+    /// (`checkpoint.safetensors`, for `dtl train --resume`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every: Option<usize>,
 }
 
 impl Default for DataConfig {
@@ -197,6 +201,7 @@ impl Default for TrainConfig {
             seed: 0,
             device: "cpu".into(),
             iwcv: None,
+            checkpoint_every: None,
             validate: false,
         }
     }
@@ -278,7 +283,15 @@ const SECTIONS: [(&str, &[&str]); 4] = [
     ("optim", &["lr", "weight_decay", "optimizer"]),
     (
         "train",
-        &["epochs", "batch_size", "seed", "device", "iwcv", "validate"],
+        &[
+            "epochs",
+            "batch_size",
+            "seed",
+            "device",
+            "iwcv",
+            "validate",
+            "checkpoint_every",
+        ],
     ),
 ];
 

@@ -8,15 +8,20 @@ use std::time::Instant;
 use candle_core::Device;
 use dtl_backbones::{BackboneKind, Classifier, ModelSpec};
 use dtl_core::seed::Stream;
+use dtl_core::state::State;
 use dtl_data::images::Fit;
 use dtl_data::{DataDir, Domain, DomainSource, FileRecord, LoadOptions, Placement};
-use dtl_strategies::{BuildContext, EpochLog, Evaluation, FeatureGap, LoopConfig, TransferStrategy};
+use dtl_strategies::{
+    BuildContext, Checkpointing, EpochLog, Evaluation, FeatureGap, LoopConfig, TransferStrategy,
+};
+
+use crate::rundir::{RunDir, Staged};
 use serde::Serialize;
 
 pub use crate::config::{Assignment, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig};
 use crate::{Error, Result};
 
-/// Files a run writes; a directory holding any of them holds a previous run.
+/// Files every finished run directory holds (with `train.validate`, `validation.json` too).
 pub const RUN_FILES: [&str; 3] = ["config.toml", "metrics.json", "model.safetensors"];
 
 /// A run's configuration after validation.
@@ -220,35 +225,6 @@ pub struct RunOptions {
     pub progress: bool,
 }
 
-/// Checks that `out` can receive a run: refuses a directory holding a previous run's files unless
-/// `overwrite`.
-pub fn prepare_output(out: &Path, overwrite: bool) -> Result<()> {
-    if out.exists() && !out.is_dir() {
-        return Err(Error::Output {
-            path: out.to_path_buf(),
-            message: "exists and is not a directory".into(),
-        });
-    }
-    let previous: Vec<&str> = RUN_FILES
-        .iter()
-        .copied()
-        .filter(|f| out.join(f).exists())
-        .collect();
-    if !previous.is_empty() && !overwrite {
-        return Err(Error::Output {
-            path: out.to_path_buf(),
-            message: format!(
-                "holds a previous run ({}); choose another --out or pass --overwrite",
-                previous.join(", ")
-            ),
-        });
-    }
-    std::fs::create_dir_all(out).map_err(|e| Error::Io {
-        path: out.to_path_buf(),
-        source: e,
-    })
-}
-
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     dtl_core::write_atomic(path, bytes).map_err(|e| Error::Io {
         path: path.to_path_buf(),
@@ -376,13 +352,15 @@ pub(crate) fn build_strategy(
     Ok(cfg.strategy.build(ctx)?)
 }
 
-/// Stage 4: trains `strategy` on the run's domains.
+/// Stage 4: trains `strategy` on the run's domains, from `resume` when given, saving the run's
+/// state to `checkpoint` at every epoch end and every `train.checkpoint_every` steps.
 pub(crate) fn train_strategy(
     cfg: &RunConfig,
     v: &Validated,
     strategy: &mut dyn TransferStrategy,
     domains: &Domains,
     progress: bool,
+    (resume, checkpoint): (Option<&State>, &Path),
 ) -> Result<dtl_strategies::TrainReport> {
     let loop_cfg = LoopConfig {
         epochs: cfg.train.epochs,
@@ -401,15 +379,52 @@ pub(crate) fn train_strategy(
         cfg.train.epochs
     );
     let started = Instant::now();
-    let report = dtl_strategies::train(
+    let mut writes = 0usize;
+    let mut save = |state: &State, _at: dtl_strategies::Position| -> dtl_strategies::Result<()> {
+        writes += 1;
+        write_checkpoint(state, checkpoint, writes)
+            .map_err(|e| dtl_strategies::Error::Core(dtl_core::Error::Msg(e.to_string())))
+    };
+    let report = dtl_strategies::train_resumable(
         strategy,
         &domains.source.train,
         Some(&domains.target.train),
         &loop_cfg,
         &v.device,
+        Checkpointing {
+            resume,
+            every_steps: cfg.train.checkpoint_every,
+            save: Some(&mut save),
+        },
     )?;
     tracing::info!("trained in {:.1} s", started.elapsed().as_secs_f64());
     Ok(report)
+}
+
+/// The environment variable of a test hook: `DTL_TEST_ABORT_IN_CHECKPOINT=K` aborts the process
+/// halfway through writing its K-th checkpoint (half of the bytes in the temporary file, the
+/// rename not done), the state a kill during the write leaves. Tests use it to check that such a
+/// run resumes from the checkpoint before and ends as the uninterrupted run.
+pub const ABORT_IN_CHECKPOINT: &str = "DTL_TEST_ABORT_IN_CHECKPOINT";
+
+/// Writes the `k`-th checkpoint of a run atomically.
+fn write_checkpoint(state: &State, path: &Path, k: usize) -> Result<()> {
+    let bytes = state.to_bytes()?;
+    if std::env::var(ABORT_IN_CHECKPOINT)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        == Some(k)
+    {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(
+            ".{}.{}.partial",
+            crate::rundir::CHECKPOINT,
+            std::process::id()
+        ));
+        let _ = std::fs::write(&tmp, &bytes[..bytes.len() / 2]);
+        std::process::abort();
+    }
+    write_file(path, &bytes)
 }
 
 /// What stage 5 measured.
@@ -540,23 +555,104 @@ pub(crate) fn write_results(
     Ok(metrics)
 }
 
-/// Runs `cfg` and writes its results into `out`: every setting is checked before `out` is
-/// touched, then the stages run in order (load domains, build model, build strategy, train,
-/// evaluate, write results).
+/// Runs `cfg` and writes its results into `out`: every setting is checked before anything is
+/// written, then the run builds in a staging directory beside `out` ([`crate::rundir`]) through
+/// the stages in order (load domains, build model, build strategy, train with checkpoints,
+/// evaluate, write results), and replaces `out` only once complete.
 pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
     let v = validate(cfg)?;
-    prepare_output(out, opts.overwrite)?;
-    let data_dir = DataDir::resolve(cfg.data.data_dir.as_deref())?;
+    let rd = RunDir::new(out)?;
+    rd.begin(opts.overwrite)?;
     let mut written = cfg.clone();
-    written.data.data_dir = Some(data_dir.path().to_path_buf());
-    write_file(&out.join("config.toml"), written.to_toml().as_bytes())?;
+    let staged = (|| {
+        let data_dir = DataDir::resolve(cfg.data.data_dir.as_deref())?;
+        written.data.data_dir = Some(data_dir.path().to_path_buf());
+        write_file(&rd.staging().join("config.toml"), written.to_toml().as_bytes())?;
+        stages(cfg, &v, &data_dir, &rd, None, opts.progress)
+    })();
+    finish(&rd, staged)
+}
 
-    let domains = load_domains(cfg, &v, &data_dir)?;
-    let model = build_model(cfg, &v, &domains.source)?;
-    let mut strategy = build_strategy(cfg, &v, model, &domains)?;
-    let report = train_strategy(cfg, &v, strategy.as_mut(), &domains, opts.progress)?;
-    let measured = evaluate_strategy(cfg, &v, strategy.as_ref(), &domains)?;
-    let metrics = write_results(cfg, &v, strategy.as_ref(), &domains, report, measured, out)?;
+/// Continues the interrupted run of output directory `out` (or of its staging directory) from its
+/// last checkpoint, with its saved `config.toml`: it ends with the files the uninterrupted run
+/// would have written (bit for bit on the CPU, timings aside). A run killed before its first
+/// checkpoint starts over from its saved config; a failed run is retried from its last
+/// checkpoint.
+pub fn resume(out: &Path, progress: bool) -> Result<Metrics> {
+    let out = match out.file_name().and_then(|n| n.to_str()) {
+        Some(n) if n.starts_with('.') && n.ends_with(".partial") => {
+            out.with_file_name(&n[1..n.len() - ".partial".len()])
+        }
+        _ => out.to_path_buf(),
+    };
+    let rd = RunDir::new(&out)?;
+    rd.recover()?;
+    if rd.staged() == Staged::Nothing {
+        return Err(Error::Output {
+            path: out.clone(),
+            message: if rd.finished() {
+                "is a finished run: nothing to resume".into()
+            } else {
+                format!("no interrupted run to resume (no {})", rd.staging().display())
+            },
+        });
+    }
+    let cfg = RunConfig::from_toml_file(&rd.staging().join("config.toml"))?;
+    let v = validate(&cfg)?;
+    rd.clear_failed()?;
+    let staged = (|| {
+        let state = match rd.checkpoint().is_file() {
+            true => Some(State::load(&rd.checkpoint(), &v.device)?),
+            false => None,
+        };
+        let data_dir = DataDir::resolve(cfg.data.data_dir.as_deref())?;
+        stages(&cfg, &v, &data_dir, &rd, state.as_ref(), progress)
+    })();
+    finish(&rd, staged)
+}
+
+/// Whether `out` has an interrupted run that `dtl train --resume` can continue.
+pub fn interrupted(out: &Path) -> bool {
+    RunDir::new(out).is_ok_and(|rd| rd.staged() == Staged::Interrupted)
+}
+
+/// Commits a complete staging directory, or records the failure in it.
+fn finish(rd: &RunDir, staged: Result<Metrics>) -> Result<Metrics> {
+    match staged {
+        Ok(m) => {
+            rd.commit()?;
+            Ok(m)
+        }
+        Err(e) => {
+            rd.mark_failed(&e.to_string());
+            Err(e)
+        }
+    }
+}
+
+/// The stages of a run, written into its staging directory.
+fn stages(
+    cfg: &RunConfig,
+    v: &Validated,
+    data_dir: &DataDir,
+    rd: &RunDir,
+    state: Option<&State>,
+    progress: bool,
+) -> Result<Metrics> {
+    let out = rd.staging();
+    let domains = load_domains(cfg, v, data_dir)?;
+    let model = build_model(cfg, v, &domains.source)?;
+    let mut strategy = build_strategy(cfg, v, model, &domains)?;
+    let report = train_strategy(
+        cfg,
+        v,
+        strategy.as_mut(),
+        &domains,
+        progress,
+        (state, &rd.checkpoint()),
+    )?;
+    let measured = evaluate_strategy(cfg, v, strategy.as_ref(), &domains)?;
+    let metrics = write_results(cfg, v, strategy.as_ref(), &domains, report, measured, out)?;
     if cfg.train.validate {
         // Last, so that a run directory with validation.json is complete.
         let report = crate::validation::validate_model(

@@ -5,6 +5,8 @@
 //! - [`experiment`]: a complete run as stages (load domains, build model, build strategy, train,
 //!   evaluate, write results) into `config.toml`, `model.safetensors` and `metrics.json`, and the
 //!   evaluation of a checkpoint;
+//! - [`rundir`]: a run directory that is consistent as a whole (a staging directory, committed by
+//!   renames, resumable after a kill);
 //! - [`yosinski`]: Yosinski et al. 2014's layer-transfer sweep, with [`figure`] drawing it;
 //! - [`predict`]: labelling image files with a trained model.
 //!
@@ -18,6 +20,7 @@ pub mod config;
 pub mod experiment;
 pub mod figure;
 pub mod predict;
+pub mod rundir;
 pub mod sweep;
 pub mod validation;
 pub mod yosinski;

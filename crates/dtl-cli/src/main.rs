@@ -208,6 +208,10 @@ struct TrainArgs {
     /// estimate of the target loss and error (metrics.json `iwcv`) for choosing settings.
     #[arg(long, value_name = "ESTIMATOR")]
     iwcv: Option<String>,
+    /// Save the run's whole state every N steps as well as at the end of every epoch, so that a
+    /// killed run loses at most N steps (`--resume`).
+    #[arg(long, value_name = "N")]
+    checkpoint_every: Option<usize>,
     /// Augment training batches: random resized crops (8%-100% of the area, ratio 3/4-4/3) and
     /// horizontal flips, torchvision's ImageNet training transform.
     #[arg(long)]
@@ -259,11 +263,15 @@ struct TrainArgs {
     #[arg(long)]
     device: Option<String>,
     /// Output directory for config.toml, model.safetensors and metrics.json.
-    #[arg(long)]
-    out: PathBuf,
-    /// Replace a previous run's files in --out.
-    #[arg(long)]
+    #[arg(long, required_unless_present = "resume")]
+    out: Option<PathBuf>,
+    /// Replace a previous run's files in --out (and start an interrupted one over).
+    #[arg(long, conflicts_with = "resume")]
     overwrite: bool,
+    /// Continue the interrupted run of this output directory from its last saved state, with
+    /// its saved config; it ends as the uninterrupted run would have (bit for bit on the CPU).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "config"])]
+    resume: Option<PathBuf>,
     /// Set any key of the run config, after the config file and the flags above: `--set
     /// strategy.max-coeff=0.5`, `--set data.placement=box` (repeatable; the keys are those of the
     /// written config.toml: sections data, model, optim, train, strategy).
@@ -472,6 +480,12 @@ fn flag_assignments(a: &TrainArgs, weights_key: Option<&str>) -> Result<Vec<Assi
     flag!(seed, "seed", "train.seed", |v: &u64| Value::Integer(*v as i64));
     flag!(device, "device", "train.device", |v: &String| s(v));
     flag!(iwcv, "iwcv", "train.iwcv", |v: &String| s(v));
+    flag!(
+        checkpoint_every,
+        "checkpoint-every",
+        "train.checkpoint_every",
+        |v: &usize| n(*v)
+    );
     // The strategy's own settings, by the key each flag names in its section.
     flag!(lambda, "lambda", "strategy.lambda", |v: &f64| f(*v));
     flag!(
@@ -591,12 +605,28 @@ fn train(a: TrainArgs) -> Result<()> {
         all = flag_assignments(&a, key).map_err(|e| anyhow::anyhow!("{e} (strategy `{name}`)"))?;
     }
     all.extend(sets);
-    let cfg = RunConfig::load(a.config.as_deref(), &all)?;
-    let opts = RunOptions {
-        overwrite: a.overwrite,
-        progress: std::io::stdout().is_terminal() && std::io::stderr().is_terminal(),
+    let progress = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+    let (m, out) = match &a.resume {
+        Some(dir) => {
+            if let Some(first) = all.first() {
+                anyhow::bail!(
+                    "--resume continues {} with its saved config; `{}` cannot change it (start a new run with --out instead)",
+                    dir.display(),
+                    first.origin
+                );
+            }
+            (experiment::resume(dir, progress)?, dir.clone())
+        }
+        None => {
+            let out = a.out.clone().expect("clap requires --out without --resume");
+            let cfg = RunConfig::load(a.config.as_deref(), &all)?;
+            let opts = RunOptions {
+                overwrite: a.overwrite,
+                progress,
+            };
+            (experiment::run(&cfg, &out, opts)?, out)
+        }
     };
-    let m = experiment::run(&cfg, &a.out, opts)?;
     println!(
         "{} {} -> {}: source {} test accuracy {:.4}, target {} test accuracy {:.4}, drop {:.4} ({:.1} s/epoch)",
         m.strategy,
@@ -609,7 +639,7 @@ fn train(a: TrainArgs) -> Result<()> {
         m.drop,
         m.seconds_per_epoch
     );
-    println!("wrote {}", a.out.display());
+    println!("wrote {}", out.display());
     Ok(())
 }
 

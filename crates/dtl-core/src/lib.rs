@@ -9,6 +9,8 @@
 //! - [`StepStats`]: the named scalars a step reports;
 //! - [`config`]: the settings tree a run config is read into, with errors that name the dotted key;
 //! - [`seed`]: the named seed streams every random choice of a run derives from its one seed;
+//! - [`state`]: a run's whole state (parameters, optimizer moments, random streams, counters),
+//!   saved and restored exactly, so that a killed run resumes bit for bit;
 //! - [`params`]: parameter selection by layer prefix, the way dtl freezes layers (candle has no
 //!   `requires_grad`: a frozen parameter is simply not handed to an optimizer);
 //! - [`Error`]: the error type the other crates wrap.
@@ -33,6 +35,7 @@ use candle_core::Tensor;
 pub mod config;
 pub mod params;
 pub mod seed;
+pub mod state;
 
 /// Errors shared by the dtl crates.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +58,14 @@ pub enum Error {
     Config {
         /// The field or flag at fault.
         field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A saved training state lacks a key, or holds one that does not fit the run.
+    #[error("train state `{key}`: {message}")]
+    State {
+        /// The key at fault.
+        key: String,
         /// What is wrong with it.
         message: String,
     },
@@ -124,6 +135,9 @@ pub trait Backbone: Send + Sync {
     fn input_shape(&self) -> (usize, usize, usize);
     /// A short architecture name, stored in checkpoints (for example `lenet`).
     fn name(&self) -> &str;
+    /// The generator of the backbone's dropout masks, when it has dropout: part of a training
+    /// run's state ([`state`]), saved and restored with the parameters.
+    fn dropout_rng(&self) -> Option<&std::sync::Mutex<rand_chacha::ChaCha8Rng>>;
 }
 
 /// One training step's input: a labelled source batch and an unlabelled target batch.
@@ -207,6 +221,14 @@ pub trait Strategy {
     }
     /// One optimisation step; returns the named scalars to log.
     fn train_step(&mut self, batch: &DomainBatch) -> Result<StepStats>;
+    /// Writes everything a later step depends on (parameters and buffers of every network,
+    /// optimizer moments and step counts, random streams, stages, weights, schedules) into
+    /// `state`, under keys of the strategy's own choosing.
+    fn save_state(&self, state: &mut state::State) -> Result<()>;
+    /// Restores what [`Strategy::save_state`] wrote, into a strategy built exactly as the saved
+    /// one was (same settings, seed and data): the next step is then the one the saved strategy
+    /// would have taken, bit for bit on the CPU.
+    fn load_state(&mut self, state: &state::State) -> Result<()>;
 }
 
 /// Writes `bytes` to `dest` through a temporary file in the same directory and a rename, so that

@@ -1,5 +1,6 @@
 //! Seeded, reproducible batching.
 
+use dtl_core::state::State;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -58,6 +59,55 @@ impl Batcher {
         batch
     }
 
+    /// The batches of the epoch the last [`Batcher::epoch`] began (the current permutation cut
+    /// into batches): a run resumed within an epoch continues with them.
+    pub fn current_epoch(&self) -> Vec<Vec<usize>> {
+        self.order.chunks(self.batch_size).map(|c| c.to_vec()).collect()
+    }
+
+    /// Writes the stream's position, permutation and place in it under `prefix`.
+    pub fn save_state(&self, state: &mut State, prefix: &str) -> dtl_core::Result<()> {
+        state.put(&format!("{prefix}n"), &[self.n, self.batch_size])?;
+        state.put_rng(&format!("{prefix}rng"), &self.rng)?;
+        state.put_indices(&format!("{prefix}order"), &self.order)?;
+        state.put(&format!("{prefix}pos"), &self.pos)
+    }
+
+    /// Restores what [`Batcher::save_state`] wrote under `prefix`, into a batcher over the same
+    /// number of samples and batch size.
+    pub fn load_state(&mut self, state: &State, prefix: &str) -> dtl_core::Result<()> {
+        let key = format!("{prefix}n");
+        let [n, batch_size]: [usize; 2] = state.get(&key)?;
+        if (n, batch_size) != (self.n, self.batch_size) {
+            return Err(dtl_core::Error::State {
+                key,
+                message: format!(
+                    "saved for {n} samples in batches of {batch_size}, the run has {} in batches of {}",
+                    self.n, self.batch_size
+                ),
+            });
+        }
+        let order_key = format!("{prefix}order");
+        let order = state.indices(&order_key, self.n)?;
+        if !(order.is_empty() || order.len() == self.n) {
+            return Err(dtl_core::Error::State {
+                key: order_key,
+                message: format!("{} positions, not a permutation of {}", order.len(), self.n),
+            });
+        }
+        let pos: usize = state.get(&format!("{prefix}pos"))?;
+        if pos > self.n {
+            return Err(dtl_core::Error::State {
+                key: format!("{prefix}pos"),
+                message: format!("{pos} is past the {} samples", self.n),
+            });
+        }
+        self.rng = state.rng(&format!("{prefix}rng"))?;
+        self.order = order;
+        self.pos = pos;
+        Ok(())
+    }
+
     fn reshuffle(&mut self) {
         self.order = (0..self.n).collect();
         self.order.shuffle(&mut self.rng);
@@ -85,6 +135,26 @@ mod tests {
             ea,
             "another seed shuffles differently"
         );
+    }
+
+    #[test]
+    fn a_restored_batcher_continues_both_kinds_of_stream() {
+        let mut a = Batcher::new(10, 4, 7);
+        a.epoch();
+        a.next_batch();
+        let mut state = State::new();
+        a.save_state(&mut state, "b.").unwrap();
+        let mut b = Batcher::new(10, 4, 99);
+        b.load_state(&state, "b.").unwrap();
+        assert_eq!(b.current_epoch(), a.current_epoch());
+        assert_eq!(b.next_batch(), a.next_batch());
+        assert_eq!(b.next_batch(), a.next_batch());
+        assert_eq!(b.epoch(), a.epoch());
+        let err = Batcher::new(11, 4, 7)
+            .load_state(&state, "b.")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("b.n") && err.contains("11"), "{err}");
     }
 
     #[test]

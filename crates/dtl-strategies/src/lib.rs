@@ -58,6 +58,6 @@ pub use strategy::{
     AdaptLayer, BuildContext, InitialModel, InitialWeights, RunFacts, StrategySettings, TrainingData,
     TransferStrategy,
 };
-pub use trainer::{train, EpochLog, LoopConfig, TrainReport};
+pub use trainer::{train, train_resumable, Checkpointing, EpochLog, LoopConfig, Position, TrainReport};
 pub use weighting::iw::{Iw, IwConfig, WeightsOn};
 pub use weighting::tradaboost::{Tradaboost, TradaboostConfig};

@@ -160,6 +160,64 @@ impl Optimizer {
         self.steps
     }
 
+    /// Writes its state into a training run's `state` under `prefix`: the step count, the base
+    /// learning rate (schedules change it), the names of its parameters and every moment.
+    pub fn save_state(&self, state: &mut dtl_core::state::State, prefix: &str) -> Result<()> {
+        state.put(&format!("{prefix}steps"), &self.steps)?;
+        state.put(&format!("{prefix}lr"), &self.lr)?;
+        let names: Vec<&str> = self.params().into_iter().map(|(n, _)| n).collect();
+        state.put(&format!("{prefix}params"), &names)?;
+        for (g, (group, states)) in self.groups.iter().zip(&self.state).enumerate() {
+            for ((name, _), (s1, s2)) in group.vars.iter().zip(states) {
+                for (moment, t) in [("m1", s1), ("m2", s2)] {
+                    if let Some(t) = t {
+                        state.put_tensor(&format!("{prefix}{g}.{name}.{moment}"), t)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Restores what [`Optimizer::save_state`] wrote under `prefix`, into an optimizer over the
+    /// same parameters.
+    pub fn load_state(&mut self, state: &dtl_core::state::State, prefix: &str) -> Result<()> {
+        let key = format!("{prefix}params");
+        let saved: Vec<String> = state.get(&key)?;
+        let names: Vec<&str> = self.params().into_iter().map(|(n, _)| n).collect();
+        if saved != names {
+            return Err(Error::Core(dtl_core::Error::State {
+                key,
+                message: format!(
+                    "the saved optimizer updated {} parameters, this one updates {} (another strategy or setting?)",
+                    saved.len(),
+                    names.len()
+                ),
+            }));
+        }
+        let mut restored = Vec::with_capacity(self.state.len());
+        for (g, group) in self.groups.iter().enumerate() {
+            let mut moments = Vec::with_capacity(group.vars.len());
+            for (name, var) in &group.vars {
+                let mut pair = [None, None];
+                for (slot, moment) in pair.iter_mut().zip(["m1", "m2"]) {
+                    let key = format!("{prefix}{g}.{name}.{moment}");
+                    if state.contains(&key) {
+                        let t = state.tensor_like(&key, var.dims(), var.dtype())?;
+                        *slot = Some(t.to_device(var.device())?);
+                    }
+                }
+                let [m1, m2] = pair;
+                moments.push((m1, m2));
+            }
+            restored.push(moments);
+        }
+        self.steps = state.get(&format!("{prefix}steps"))?;
+        self.lr = state.get(&format!("{prefix}lr"))?;
+        self.state = restored;
+        Ok(())
+    }
+
     /// Computes the gradients of `loss` and takes one step.
     pub fn backward_step(&mut self, loss: &Tensor) -> Result<()> {
         let grads = loss.backward()?;

@@ -75,6 +75,24 @@ impl Strategy for SourceOnly {
         };
         step().map_err(crate::Error::into_core)
     }
+
+    fn save_state(&self, state: &mut dtl_core::state::State) -> dtl_core::Result<()> {
+        self.model
+            .save_state(state, "model.")
+            .map_err(dtl_backbones::Error::into_core)?;
+        self.opt
+            .save_state(state, "opt.")
+            .map_err(crate::Error::into_core)
+    }
+
+    fn load_state(&mut self, state: &dtl_core::state::State) -> dtl_core::Result<()> {
+        self.model
+            .load_state(state, "model.")
+            .map_err(dtl_backbones::Error::into_core)?;
+        self.opt
+            .load_state(state, "opt.")
+            .map_err(crate::Error::into_core)
+    }
 }
 
 impl TransferStrategy for SourceOnly {

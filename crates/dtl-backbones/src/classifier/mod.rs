@@ -159,6 +159,27 @@ impl Classifier {
         &self.varmap
     }
 
+    /// Writes its parameters, batch-norm buffers and dropout stream into a training run's
+    /// `state`, under `prefix` (`model.`).
+    pub fn save_state(&self, state: &mut dtl_core::state::State, prefix: &str) -> Result<()> {
+        state.put_varmap(prefix, &self.varmap)?;
+        if let Some(rng) = self.backbone.dropout_rng() {
+            let rng = rng.lock().unwrap_or_else(|e| e.into_inner());
+            state.put_rng(&format!("{prefix}#dropout"), &rng)?;
+        }
+        Ok(())
+    }
+
+    /// Restores what [`Classifier::save_state`] wrote under `prefix`.
+    pub fn load_state(&self, state: &dtl_core::state::State, prefix: &str) -> Result<()> {
+        state.load_varmap(prefix, &self.varmap)?;
+        if let Some(rng) = self.backbone.dropout_rng() {
+            let saved = state.rng(&format!("{prefix}#dropout"))?;
+            *rng.lock().unwrap_or_else(|e| e.into_inner()) = saved;
+        }
+        Ok(())
+    }
+
     /// Ordered layer names: the backbone's, then `head`.
     pub fn layers(&self) -> &[String] {
         &self.layers

@@ -288,6 +288,50 @@ impl Strategy for Adda {
         };
         r.map_err(Error::into_core)
     }
+
+    fn save_state(&self, state: &mut dtl_core::state::State) -> dtl_core::Result<()> {
+        let mut save = || -> Result<()> {
+            self.source.save_state(state, "source.")?;
+            self.source_opt.save_state(state, "source_opt.")?;
+            state.put_varmap("disc.", self.disc.varmap())?;
+            state.put("stage", &if self.stage2.is_some() { 2 } else { 1 })?;
+            if let Some(s) = &self.stage2 {
+                s.target.save_state(state, "target.")?;
+                s.target_opt.save_state(state, "target_opt.")?;
+                s.disc_opt.save_state(state, "disc_opt.")?;
+            }
+            Ok(())
+        };
+        save().map_err(Error::into_core)
+    }
+
+    fn load_state(&mut self, state: &dtl_core::state::State) -> dtl_core::Result<()> {
+        let mut load = || -> Result<()> {
+            self.source.load_state(state, "source.")?;
+            self.source_opt.load_state(state, "source_opt.")?;
+            state.load_varmap("disc.", self.disc.varmap())?;
+            match state.get::<u8>("stage")? {
+                1 => self.stage2 = None,
+                2 => {
+                    if self.stage2.is_none() {
+                        self.begin_adaptation()?;
+                    }
+                    let s = self.stage2.as_mut().expect("stage 2 begun");
+                    s.target.load_state(state, "target.")?;
+                    s.target_opt.load_state(state, "target_opt.")?;
+                    s.disc_opt.load_state(state, "disc_opt.")?;
+                }
+                other => {
+                    return Err(Error::Core(dtl_core::Error::State {
+                        key: "stage".into(),
+                        message: format!("adda has stages 1 and 2, not {other}"),
+                    }))
+                }
+            }
+            Ok(())
+        };
+        load().map_err(Error::into_core)
+    }
 }
 
 impl TransferStrategy for Adda {

@@ -218,6 +218,32 @@ impl Strategy for Dann {
     fn train_step(&mut self, batch: &DomainBatch) -> dtl_core::Result<StepStats> {
         self.step(batch).map_err(Error::into_core)
     }
+
+    fn save_state(&self, state: &mut dtl_core::state::State) -> dtl_core::Result<()> {
+        let mut save = || -> Result<()> {
+            self.model.save_state(state, "model.")?;
+            state.put_varmap("disc.", self.disc.varmap())?;
+            self.opt.save_state(state, "opt.")?;
+            if let Some(w) = &self.weighter {
+                w.save_state(state, "weights.")?;
+            }
+            Ok(())
+        };
+        save().map_err(Error::into_core)
+    }
+
+    fn load_state(&mut self, state: &dtl_core::state::State) -> dtl_core::Result<()> {
+        let mut load = || -> Result<()> {
+            self.model.load_state(state, "model.")?;
+            state.load_varmap("disc.", self.disc.varmap())?;
+            self.opt.load_state(state, "opt.")?;
+            if let Some(w) = &mut self.weighter {
+                w.load_state(state, "weights.")?;
+            }
+            Ok(())
+        };
+        load().map_err(Error::into_core)
+    }
 }
 
 impl TransferStrategy for Dann {

@@ -195,6 +195,20 @@ impl SourceWeighter {
         Ok(Tensor::from_vec(w, indices.len(), device)?)
     }
 
+    /// Writes the current weights and the last estimate's summary under `prefix`.
+    pub fn save_state(&self, state: &mut dtl_core::state::State, prefix: &str) -> Result<()> {
+        state.put_f32s(&format!("{prefix}values"), &self.weights)?;
+        state.put(&format!("{prefix}stats"), &self.stats)?;
+        Ok(())
+    }
+
+    /// Restores what [`SourceWeighter::save_state`] wrote under `prefix`.
+    pub fn load_state(&mut self, state: &dtl_core::state::State, prefix: &str) -> Result<()> {
+        self.weights = state.f32s(&format!("{prefix}values"), self.weights.len())?;
+        self.stats = state.get(&format!("{prefix}stats"))?;
+        Ok(())
+    }
+
     /// Rows of `data` as the estimator sees them.
     fn representation(&self, data: &Dataset, model: &Classifier) -> Result<Vec<f32>> {
         match self.cfg.weights_on {
@@ -289,6 +303,24 @@ impl Strategy for Iw {
             Ok(stats)
         };
         step().map_err(Error::into_core)
+    }
+
+    fn save_state(&self, state: &mut dtl_core::state::State) -> dtl_core::Result<()> {
+        let mut save = || -> Result<()> {
+            self.model.save_state(state, "model.")?;
+            self.opt.save_state(state, "opt.")?;
+            self.weighter.save_state(state, "weights.")
+        };
+        save().map_err(Error::into_core)
+    }
+
+    fn load_state(&mut self, state: &dtl_core::state::State) -> dtl_core::Result<()> {
+        let mut load = || -> Result<()> {
+            self.model.load_state(state, "model.")?;
+            self.opt.load_state(state, "opt.")?;
+            self.weighter.load_state(state, "weights.")
+        };
+        load().map_err(Error::into_core)
     }
 }
 

@@ -201,7 +201,7 @@ pub fn effective_sample_size(w: &[f64]) -> f64 {
 pub const HISTOGRAM_EDGES: [f64; 5] = [0.25, 0.5, 1.0, 2.0, 4.0];
 
 /// A summary of source weights for `metrics.json`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WeightStats {
     /// [`effective_sample_size`].
     pub ess: f64,
@@ -217,7 +217,7 @@ pub struct WeightStats {
 }
 
 /// One class's weights.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassWeights {
     /// Class index.
     pub class: usize,

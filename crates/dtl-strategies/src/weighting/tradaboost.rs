@@ -277,6 +277,47 @@ impl Strategy for Tradaboost {
     fn train_step(&mut self, batch: &DomainBatch) -> dtl_core::Result<StepStats> {
         self.step(batch).map_err(Error::into_core)
     }
+
+    fn save_state(&self, state: &mut dtl_core::state::State) -> dtl_core::Result<()> {
+        let mut save = || -> Result<()> {
+            self.model.save_state(state, "model.")?;
+            self.opt.save_state(state, "opt.")?;
+            state.put_f64s("boost.source_weights", &self.source_w)?;
+            state.put_f64s("boost.target_weights", &self.target_w)?;
+            state.put("boost.rounds", &self.rounds)?;
+            if let Some((es, et)) = &self.last_errors {
+                state.put_f64s("boost.source_errors", es)?;
+                state.put_f64s("boost.target_errors", et)?;
+            }
+            state.put("boost.stats", &self.stats)?;
+            state.put_rng("boost.rng", &self.rng)?;
+            Ok(())
+        };
+        save().map_err(Error::into_core)
+    }
+
+    fn load_state(&mut self, state: &dtl_core::state::State) -> dtl_core::Result<()> {
+        let mut load = || -> Result<()> {
+            self.model.load_state(state, "model.")?;
+            self.opt.load_state(state, "opt.")?;
+            let (n, m) = (self.source_w.len(), self.target_w.len());
+            self.source_w = state.f64s("boost.source_weights", n)?;
+            self.target_w = state.f64s("boost.target_weights", m)?;
+            self.rounds = state.get("boost.rounds")?;
+            self.last_errors = if state.contains("boost.source_errors") {
+                Some((
+                    state.f64s("boost.source_errors", n)?,
+                    state.f64s("boost.target_errors", m)?,
+                ))
+            } else {
+                None
+            };
+            self.stats = state.get("boost.stats")?;
+            self.rng = state.rng("boost.rng")?;
+            Ok(())
+        };
+        load().map_err(Error::into_core)
+    }
 }
 
 impl TransferStrategy for Tradaboost {
@@ -311,7 +352,7 @@ impl StrategySettings for TradaboostConfig {
 }
 
 /// One round's constants.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Round {
     /// Weighted target error `eps_t` (after clamping).
     pub epsilon: f64,

@@ -577,8 +577,8 @@ pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
 /// last checkpoint, with its saved `config.toml`: it ends with the files the uninterrupted run
 /// would have written (bit for bit on the CPU, timings aside). A run killed before its first
 /// checkpoint starts over from its saved config; a failed run is retried from its last
-/// checkpoint.
-pub fn resume(out: &Path, progress: bool) -> Result<Metrics> {
+/// checkpoint. Returns the metrics and where the checkpoint stood (`None`: started over).
+pub fn resume(out: &Path, progress: bool) -> Result<(Metrics, Option<dtl_strategies::Position>)> {
     let out = match out.file_name().and_then(|n| n.to_str()) {
         Some(n) if n.starts_with('.') && n.ends_with(".partial") => {
             out.with_file_name(&n[1..n.len() - ".partial".len()])
@@ -600,15 +600,19 @@ pub fn resume(out: &Path, progress: bool) -> Result<Metrics> {
     let cfg = RunConfig::from_toml_file(&rd.staging().join("config.toml"))?;
     let v = validate(&cfg)?;
     rd.clear_failed()?;
+    let mut from = None;
     let staged = (|| {
         let state = match rd.checkpoint().is_file() {
             true => Some(State::load(&rd.checkpoint(), &v.device)?),
             false => None,
         };
+        if let Some(s) = &state {
+            from = Some(s.get("loop.position")?);
+        }
         let data_dir = DataDir::resolve(cfg.data.data_dir.as_deref())?;
         stages(&cfg, &v, &data_dir, &rd, state.as_ref(), progress)
     })();
-    finish(&rd, staged)
+    Ok((finish(&rd, staged)?, from))
 }
 
 /// Whether `out` has an interrupted run that `dtl train --resume` can continue.

@@ -615,7 +615,23 @@ fn train(a: TrainArgs) -> Result<()> {
                     first.origin
                 );
             }
-            (experiment::resume(dir, progress)?, dir.clone())
+            let (m, from) = experiment::resume(dir, progress)?;
+            match from {
+                Some(at) => println!(
+                    "resumed {} from its checkpoint at epoch {}/{}, step {}/{}",
+                    dir.display(),
+                    at.epoch.min(at.epochs - 1) + 1,
+                    at.epochs,
+                    if at.finished() {
+                        at.steps_per_epoch
+                    } else {
+                        at.step
+                    },
+                    at.steps_per_epoch
+                ),
+                None => println!("started {} over (it had no checkpoint)", dir.display()),
+            }
+            (m, dir.clone())
         }
         None => {
             let out = a.out.clone().expect("clap requires --out without --resume");

@@ -4,7 +4,9 @@
 //!
 //! A sweep survives being stopped: every run is checked before any starts, a run counts as
 //! finished only once its `validation.json` (written last) exists, and `--resume` skips finished
-//! runs and starts interrupted ones again from scratch. `runs.csv` is rewritten after every run.
+//! runs, continues interrupted ones from their last checkpoint (`dtl train --resume`, the same
+//! model as an uninterrupted run) and starts failed ones again. `runs.csv` is rewritten after
+//! every run.
 //!
 //! Files in `OUT`: `spec.toml` (the spec as given), `runs/<id>.toml` (each run's full config),
 //! `runs/<id>/` (the run's `config.toml`, `model.safetensors`, `metrics.json`,
@@ -148,6 +150,8 @@ pub fn run_sweep(spec: &Path, out: &Path, opts: &SweepOptions) -> Result<SweepOu
             run,
         };
         write(&job.config, cfg.to_toml().as_bytes())?;
+        // A run whose commit was cut short is finished once its commit is.
+        crate::rundir::RunDir::new(&job.dir)?.recover()?;
         if finished(&job.dir) {
             reused += 1;
         } else {
@@ -245,13 +249,19 @@ pub fn run_sweep(spec: &Path, out: &Path, opts: &SweepOptions) -> Result<SweepOu
 fn train_one(job: &Job, exe: &Path, threads: usize) -> std::result::Result<(), String> {
     let log = std::fs::File::create(&job.log).map_err(|e| format!("{}: {e}", job.log.display()))?;
     let err = log.try_clone().map_err(|e| e.to_string())?;
-    let status = Command::new(exe)
-        .arg("train")
-        .arg("--config")
-        .arg(&job.config)
-        .arg("--out")
-        .arg(&job.dir)
-        .arg("--overwrite")
+    let mut cmd = Command::new(exe);
+    cmd.arg("train");
+    if crate::experiment::interrupted(&job.dir) {
+        // A run killed with the sweep continues from its last checkpoint.
+        cmd.arg("--resume").arg(&job.dir);
+    } else {
+        cmd.arg("--config")
+            .arg(&job.config)
+            .arg("--out")
+            .arg(&job.dir)
+            .arg("--overwrite");
+    }
+    let status = cmd
         .env("RAYON_NUM_THREADS", threads.to_string())
         .stdin(Stdio::null())
         .stdout(log)

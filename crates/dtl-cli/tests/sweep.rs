@@ -137,3 +137,46 @@ fn a_spec_with_a_bad_key_is_refused_before_any_run() {
     );
     assert!(!out.exists(), "a refused sweep made {}", out.display());
 }
+
+#[test]
+fn runs_killed_with_their_sweep_continue_from_their_checkpoints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        SPEC.replace("batch_size = 64", "batch_size = 64\ncheckpoint_every = 1"),
+    )
+    .unwrap();
+    let sweep = |out: &Path, extra: &[&str], env: &[(&str, &Path)]| {
+        let mut args = vec!["sweep", spec.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        common::dtl_env(&args, env)
+    };
+    let whole = tmp.path().join("whole");
+    let o = sweep(&whole, &[], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Every run dies halfway through writing its 3rd checkpoint (after 2 of its 4 steps).
+    let cut = tmp.path().join("cut");
+    let o = sweep(&cut, &[], &[("DTL_TEST_ABORT_IN_CHECKPOINT", Path::new("3"))]);
+    assert!(!o.status.success());
+    let runs = ["r000-source-only-s0", "r001-dann-s0", "r002-dann-s0"];
+    for id in runs {
+        assert!(!cut.join("runs").join(id).exists(), "{id} finished");
+        assert!(cut
+            .join("runs")
+            .join(format!(".{id}.partial/checkpoint.safetensors"))
+            .is_file());
+    }
+    let o = sweep(&cut, &["--resume"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for id in runs {
+        let log = read(&cut.join("runs").join(format!("{id}.log")));
+        assert!(log.contains("resumed") && log.contains("step 2/4"), "{id}: {log}");
+        let model = |d: &Path| std::fs::read(d.join("runs").join(id).join("model.safetensors")).unwrap();
+        assert!(model(&cut) == model(&whole), "{id}: another model after resuming");
+    }
+    assert_eq!(
+        read(&cut.join("selection.json")),
+        read(&whole.join("selection.json"))
+    );
+}

@@ -114,6 +114,9 @@ struct YosinskiArgs {
     /// trained again.
     #[arg(long, conflicts_with = "replot")]
     resume: bool,
+    /// Discard the sweep already in --out and run a new one.
+    #[arg(long, conflicts_with_all = ["replot", "resume"])]
+    overwrite: bool,
     /// Train nothing: merge these finished sweeps of other seeds (comma-separated directories)
     /// into --out, with means and std over all their seeds.
     #[arg(long, value_delimiter = ',', value_name = "DIR,..", conflicts_with_all = ["replot", "resume"])]
@@ -779,7 +782,7 @@ fn fetch(a: FetchArgs) -> Result<()> {
 }
 
 fn yosinski(a: YosinskiArgs) -> Result<()> {
-    use dtl_cli::yosinski::{replot, reproduce_resuming, Split, SweepConfig};
+    use dtl_cli::yosinski::{replot, reproduce_in, Existing, Split, SweepConfig};
     if let Some(dirs) = &a.merge {
         let summary = dtl_cli::yosinski::merge(dirs, &a.out)?;
         print_sweep(&summary);
@@ -824,7 +827,12 @@ fn yosinski(a: YosinskiArgs) -> Result<()> {
     if a.no_random_control {
         cfg.random_control = false;
     }
-    let summary = reproduce_resuming(&cfg, &a.out, a.resume)?;
+    let existing = match (a.resume, a.overwrite) {
+        (true, _) => Existing::Resume,
+        (false, true) => Existing::Overwrite,
+        (false, false) => Existing::Refuse,
+    };
+    let summary = reproduce_in(&cfg, &a.out, existing)?;
     print_sweep(&summary);
     println!("wrote {} ({:.0} s)", a.out.display(), summary.seconds);
     Ok(())

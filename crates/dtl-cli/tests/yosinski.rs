@@ -224,3 +224,100 @@ fn sweeps_of_other_seeds_merge() {
         .to_string();
     assert!(err.contains("more than one directory"), "{err}");
 }
+
+/// A sweep interrupted twice (the second time while resuming) keeps every finished row, and its
+/// resumed summary is the uninterrupted one's bit for bit; rows that do not belong to the sweep
+/// are refused before any reuse; a finished sweep is replaced only with `Existing::Overwrite`.
+#[test]
+fn twice_interrupted_sweeps_keep_their_rows_and_summaries() {
+    use dtl_cli::yosinski::{parse_runs_csv, reproduce_in, reproduce_resuming, Existing, RunRow};
+    let cfg = SweepConfig {
+        splits: vec![Split::Random],
+        seeds: vec![4],
+        ns: vec![2],
+        epochs: 1,
+        image_size: 8,
+        b_train_size: Some(200),
+        ..Default::default()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let full = tmp.path().join("full");
+    let whole = reproduce(&cfg, &full).unwrap();
+    let read_rows = |dir: &std::path::Path| {
+        let path = dir.join("runs.csv");
+        parse_runs_csv(&std::fs::read_to_string(&path).unwrap(), &path).unwrap()
+    };
+    let rows = read_rows(&full);
+    // Not overwritten by accident; replaced on request.
+    let err = reproduce(&cfg, &full).unwrap_err().to_string();
+    assert!(err.contains("--overwrite") && err.contains("--resume"), "{err}");
+    assert_eq!(read_rows(&full), rows);
+
+    // Stopped once with baseA, baseB and AnB done (AnB comes after BnB and BnB+), then killed
+    // again while resuming, after its first new network: every earlier row is still there.
+    let part = tmp.path().join("part");
+    std::fs::create_dir_all(&part).unwrap();
+    std::fs::copy(full.join("config.toml"), part.join("config.toml")).unwrap();
+    let first: Vec<RunRow> = vec![rows[0].clone(), rows[1].clone(), rows[4].clone()];
+    assert_eq!(first[2].setting, "AnB");
+    std::fs::write(part.join("runs.csv"), runs_csv(&first)).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dtl"))
+        .args(["yosinski", "--config"])
+        .arg(part.join("config.toml"))
+        .arg("--out")
+        .arg(&part)
+        .arg("--resume")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while read_rows(&part).len() <= first.len() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the resumed sweep ended before it was killed"
+        );
+        assert!(started.elapsed().as_secs() < 120);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let after_kill = read_rows(&part);
+    for r in &first {
+        assert!(
+            after_kill.contains(r),
+            "{r:?} lost by the second interruption: {after_kill:?}"
+        );
+    }
+    reproduce_resuming(&cfg, &part, true).unwrap();
+    assert_eq!(read_rows(&part), rows);
+    let resumed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(part.join("summary.json")).unwrap()).unwrap();
+    let mut whole = serde_json::to_value(&whole).unwrap();
+    let mut resumed = resumed;
+    whole.as_object_mut().unwrap().remove("seconds");
+    resumed.as_object_mut().unwrap().remove("seconds");
+    assert_eq!(resumed, whole, "the resumed summary differs");
+
+    // Rows that are not this sweep's, or not an accuracy, are refused with the file named.
+    for (bad, want) in [
+        ("random,BnB,5,4,0.5", "not a network of this sweep"),
+        ("random,BnB,2,9,0.5", "not a network of this sweep"),
+        ("random,BnB,2,4,1.5", "not an accuracy"),
+        ("random,CnB,2,4,0.5", "setting `CnB`"),
+        ("random,baseA,3,4,0.5", "base networks have 0"),
+        ("random,baseA,0,4,0.5\nrandom,baseA,0,4,0.6", "appears twice"),
+    ] {
+        std::fs::write(
+            part.join("runs.csv"),
+            format!("split,setting,n,seed,top1\n{bad}\n"),
+        )
+        .unwrap();
+        let err = reproduce_resuming(&cfg, &part, true).unwrap_err().to_string();
+        assert!(err.contains(want) && err.contains("runs.csv"), "{bad}: {err}");
+    }
+    std::fs::write(part.join("runs.csv"), runs_csv(&rows[..1])).unwrap();
+    reproduce_in(&cfg, &part, Existing::Overwrite).unwrap();
+    assert_eq!(read_rows(&part), rows);
+}

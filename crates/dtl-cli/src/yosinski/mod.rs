@@ -495,25 +495,92 @@ fn summarise(split: Split, tasks: Vec<String>, rows: &[RunRow]) -> SplitSummary 
     }
 }
 
-/// `runs.csv`: `split,setting,n,seed,top1`.
+/// `runs.csv`: `split,setting,n,seed,top1`, every accuracy in full (the shortest decimal that
+/// reads back as the same f64), so that a resumed sweep's summary is the uninterrupted one's bit
+/// for bit.
 pub fn runs_csv(rows: &[RunRow]) -> String {
     let mut s = String::from("split,setting,n,seed,top1\n");
     for r in rows {
-        let _ = writeln!(s, "{},{},{},{},{:.4}", r.split, r.setting, r.n, r.seed, r.top1);
+        let _ = writeln!(s, "{},{},{},{},{}", r.split, r.setting, r.n, r.seed, r.top1);
     }
     s
 }
 
+/// The settings of a sweep's rows besides the base networks.
+const SETTINGS: [&str; 5] = ["BnB", "BnB+", "AnB", "AnB+", "RnB"];
+
+/// What [`reproduce_in`] does with a sweep already in its output directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// Refuse to write into a directory that holds a sweep.
+    Refuse,
+    /// Discard the sweep it holds and run a new one.
+    Overwrite,
+    /// Continue it ([`sweep_resuming`]).
+    Resume,
+}
+
+/// Files of a sweep in its output directory.
+const SWEEP_FILES: [&str; 5] = [
+    "config.toml",
+    "runs.csv",
+    "summary.json",
+    "figure.svg",
+    "figure.png",
+];
+
 /// Runs the sweep and writes `config.toml`, `runs.csv` (as it goes), `summary.json`,
-/// `figure.svg` and `figure.png` into `out`.
+/// `figure.svg` and `figure.png` into `out`, which must not hold a sweep.
 pub fn reproduce(cfg: &SweepConfig, out: &Path) -> Result<Summary> {
-    reproduce_resuming(cfg, out, false)
+    reproduce_in(cfg, out, Existing::Refuse)
 }
 
 /// [`reproduce`]; with `resume`, an interrupted sweep in `out` (its `config.toml` must equal
 /// `cfg`) continues: the networks in its `runs.csv` are not trained again ([`sweep_resuming`]).
 pub fn reproduce_resuming(cfg: &SweepConfig, out: &Path, resume: bool) -> Result<Summary> {
+    reproduce_in(
+        cfg,
+        out,
+        if resume {
+            Existing::Resume
+        } else {
+            Existing::Refuse
+        },
+    )
+}
+
+/// [`reproduce`], doing with a sweep already in `out` what `existing` says. On resume the rows of
+/// its `runs.csv` are checked against `cfg` (each split, setting, layer count and seed one of the
+/// config's, once) before they are reused; `runs.csv` keeps every finished row however often the
+/// sweep is interrupted.
+pub fn reproduce_in(cfg: &SweepConfig, out: &Path, existing: Existing) -> Result<Summary> {
     cfg.validate()?;
+    let resume = existing == Existing::Resume;
+    let held: Vec<&str> = SWEEP_FILES
+        .iter()
+        .copied()
+        .filter(|f| out.join(f).exists())
+        .collect();
+    if !held.is_empty() {
+        match existing {
+            Existing::Refuse => {
+                return Err(Error::Output {
+                    path: out.to_path_buf(),
+                    message: format!(
+                        "holds a sweep ({}); continue it with --resume, replace it with --overwrite, or choose another --out",
+                        held.join(", ")
+                    ),
+                })
+            }
+            Existing::Overwrite => {
+                for f in &held {
+                    let path = out.join(f);
+                    std::fs::remove_file(&path).map_err(|e| Error::Io { path, source: e })?;
+                }
+            }
+            Existing::Resume => {}
+        }
+    }
     let previous = if resume {
         let read = |name: &str| -> Result<Option<String>> {
             let path = out.join(name);
@@ -542,7 +609,11 @@ pub fn reproduce_resuming(cfg: &SweepConfig, out: &Path, resume: bool) -> Result
             });
         }
         match read("runs.csv")? {
-            Some(text) => parse_runs_csv(&text, &out.join("runs.csv"))?,
+            Some(text) => {
+                let rows = parse_runs_csv(&text, &out.join("runs.csv"))?;
+                check_rows_fit(&rows, cfg, &out.join("runs.csv"))?;
+                rows
+            }
             None => Vec::new(),
         }
     } else {
@@ -580,8 +651,19 @@ pub fn reproduce_resuming(cfg: &SweepConfig, out: &Path, resume: bool) -> Result
             row.top1
         );
         done.push(row.clone());
-        // Partial results survive an interrupted sweep.
-        let _ = dtl_core::write_atomic(&out.join("runs.csv"), runs_csv(&done).as_bytes());
+        // Partial results survive an interrupted sweep, the earlier run's rows not reached yet
+        // included.
+        let same = |a: &RunRow, b: &RunRow| {
+            (&a.split, &a.setting, a.n, a.seed) == (&b.split, &b.setting, b.n, b.seed)
+        };
+        let mut rows = done.clone();
+        rows.extend(
+            previous
+                .iter()
+                .filter(|p| !done.iter().any(|d| same(d, p)))
+                .cloned(),
+        );
+        let _ = dtl_core::write_atomic(&out.join("runs.csv"), runs_csv(&rows).as_bytes());
     })?;
     write_results(out, &rows, &summary)?;
     Ok(summary)
@@ -670,15 +752,86 @@ pub fn parse_runs_csv(text: &str, path: &Path) -> Result<Vec<RunRow>> {
                 .trim()
                 .parse()
                 .map_err(|_| bad(i + 1, format!("seed `{}` is not a seed", f[3])))?;
+            let top1 = num(4, "top1")?;
+            if !(0.0..=1.0).contains(&top1) {
+                return Err(bad(i + 1, format!("top1 {top1} is not an accuracy in [0, 1]")));
+            }
+            let split = f[0].trim();
+            if !["random", "dissimilar"].contains(&split) {
+                return Err(bad(
+                    i + 1,
+                    format!("split `{split}` is neither random nor dissimilar"),
+                ));
+            }
+            let setting = f[1].trim();
+            match setting {
+                "baseA" | "baseB" if n != 0 => {
+                    return Err(bad(i + 1, format!("{setting} has n = {n}: base networks have 0")))
+                }
+                "baseA" | "baseB" => {}
+                s if SETTINGS.contains(&s) && (1..=7).contains(&n) => {}
+                s if SETTINGS.contains(&s) => {
+                    return Err(bad(
+                        i + 1,
+                        format!("n = {n} is not a number of transferable layers (1..7)"),
+                    ))
+                }
+                s => {
+                    return Err(bad(
+                        i + 1,
+                        format!(
+                            "setting `{s}` is not one of baseA, baseB, {}",
+                            SETTINGS.join(", ")
+                        ),
+                    ))
+                }
+            }
             Ok(RunRow {
-                split: f[0].trim().into(),
-                setting: f[1].trim().into(),
+                split: split.into(),
+                setting: setting.into(),
                 n,
                 seed,
-                top1: num(4, "top1")?,
+                top1,
             })
         })
-        .collect()
+        .collect::<Result<Vec<RunRow>>>()
+        .and_then(|rows| {
+            for (i, r) in rows.iter().enumerate() {
+                if rows[..i]
+                    .iter()
+                    .any(|q| (&q.split, &q.setting, q.n, q.seed) == (&r.split, &r.setting, r.n, r.seed))
+                {
+                    return Err(Error::Config {
+                        field: path.display().to_string(),
+                        message: format!(
+                            "{} {} n={} seed {} appears twice",
+                            r.split, r.setting, r.n, r.seed
+                        ),
+                    });
+                }
+            }
+            Ok(rows)
+        })
+}
+
+/// Checks that every row of an interrupted sweep's `runs.csv` belongs to `cfg`.
+fn check_rows_fit(rows: &[RunRow], cfg: &SweepConfig, path: &Path) -> Result<()> {
+    for r in rows {
+        let fits = cfg.splits.iter().any(|s| s.as_str() == r.split)
+            && cfg.seeds.contains(&r.seed)
+            && (r.n == 0 || cfg.ns.contains(&r.n))
+            && (cfg.random_control || r.setting != "RnB");
+        if !fits {
+            return Err(Error::Config {
+                field: path.display().to_string(),
+                message: format!(
+                    "{} {} n={} seed {} is not a network of this sweep's config",
+                    r.split, r.setting, r.n, r.seed
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Merges finished sweeps of disjoint seeds (run separately, on other machines or in other

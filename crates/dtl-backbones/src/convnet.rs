@@ -33,6 +33,14 @@ pub struct ConvNet8Config {
     pub kernels: Kernels,
 }
 
+impl ConvNet8Config {
+    /// The width of `fc6`'s input: `conv5`'s maps after three 2x2 poolings, flattened.
+    pub fn flat_features(&self) -> usize {
+        let side = self.input_size / 8;
+        self.conv[4] * side * side
+    }
+}
+
 impl Default for ConvNet8Config {
     /// 1 x 28 x 28 digits, filters 16-32-32-64-64, fc 256-256, dropout 0.5.
     fn default() -> Self {
@@ -103,8 +111,7 @@ impl ConvNet8 {
             )?);
             cin = c;
         }
-        let side = cfg.input_size / 8;
-        let flat = cfg.conv[4] * side * side;
+        let flat = cfg.flat_features();
         let fc = vec![
             kaiming_param(vm, "fc6", &[cfg.fc[0], flat], rng, device)?,
             kaiming_param(vm, "fc7", &[cfg.fc[1], cfg.fc[0]], rng, device)?,

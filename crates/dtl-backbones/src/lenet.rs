@@ -34,6 +34,30 @@ pub struct LeNetConfig {
     pub kernels: Kernels,
 }
 
+impl LeNetConfig {
+    /// The width of `fc1`'s input: the second convolution's maps after two 5x5 convolutions and
+    /// two 2x2 poolings of the input, flattened. Inputs below 16x16 leave nothing.
+    pub fn flat_features(&self) -> Result<usize> {
+        let s2 = self
+            .input_size
+            .checked_sub(4)
+            .map(|s| s / 2)
+            .and_then(|s| s.checked_sub(4))
+            .map(|s| s / 2)
+            .filter(|&s| s > 0);
+        match s2 {
+            Some(s2) => Ok(self.conv2 * s2 * s2),
+            None => Err(Error::Core(dtl_core::Error::config(
+                "image-size",
+                format!(
+                    "LeNet needs inputs of at least 16x16, got {0}x{0}",
+                    self.input_size
+                ),
+            ))),
+        }
+    }
+}
+
 impl Default for LeNetConfig {
     fn default() -> Self {
         Self {
@@ -76,23 +100,9 @@ impl LeNet {
                 format!("{} is not in [0, 1)", cfg.dropout),
             )));
         }
-        let s1 = cfg.input_size.checked_sub(4).map(|s| s / 2);
-        let s2 = s1
-            .and_then(|s| s.checked_sub(4))
-            .map(|s| s / 2)
-            .filter(|&s| s > 0);
-        let Some(s2) = s2 else {
-            return Err(Error::Core(dtl_core::Error::config(
-                "image-size",
-                format!(
-                    "LeNet needs inputs of at least 16x16, got {0}x{0}",
-                    cfg.input_size
-                ),
-            )));
-        };
+        let flat = cfg.flat_features()?;
         let conv1 = uniform_param(vm, "conv1", &[cfg.conv1, cfg.in_channels, 5, 5], rng, device)?;
         let conv2 = uniform_param(vm, "conv2", &[cfg.conv2, cfg.conv1, 5, 5], rng, device)?;
-        let flat = cfg.conv2 * s2 * s2;
         let fc1 = uniform_param(vm, "fc1", &[cfg.fc, flat], rng, device)?;
         Ok(Self {
             cfg,

@@ -259,16 +259,7 @@ impl State {
     }
 
     fn digest(&self) -> Result<String> {
-        let mut h = Sha256::new();
-        for (k, t) in &self.tensors {
-            h.update((k.len() as u64).to_le_bytes());
-            h.update(k.as_bytes());
-            h.update(format!("{:?}{:?}", t.dtype(), t.dims()).as_bytes());
-            let bytes = tensor_bytes(t)?;
-            h.update((bytes.len() as u64).to_le_bytes());
-            h.update(&bytes);
-        }
-        Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+        tensors_sha256(self.tensors.iter().map(|(k, t)| (k.as_str(), t)))
     }
 
     /// Reads a state written by [`State::to_bytes`]; `origin` (a file name) is named in errors.
@@ -325,6 +316,22 @@ impl State {
             std::fs::read(path).map_err(|e| Error::Msg(format!("reading {}: {e}", path.display())))?;
         Self::from_bytes(&bytes, device, &path.display().to_string())
     }
+}
+
+/// A SHA-256 (hex) of named tensors: each name, dtype, shape and little-endian data in the order
+/// given (callers give them sorted by name). dtl records it in its state files and checkpoints
+/// (`dtl.sha256`) and refuses a file whose tensors no longer match it.
+pub fn tensors_sha256<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a Tensor)>) -> Result<String> {
+    let mut h = Sha256::new();
+    for (k, t) in tensors {
+        h.update((k.len() as u64).to_le_bytes());
+        h.update(k.as_bytes());
+        h.update(format!("{:?}{:?}", t.dtype(), t.dims()).as_bytes());
+        let bytes = tensor_bytes(&t.to_device(&Device::Cpu)?)?;
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The little-endian bytes of a CPU tensor's elements.

@@ -67,21 +67,19 @@ fn class_dirs(dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Whether `shape`'s channel count should be 3 for this folder: any of its first images in colour.
+/// Whether `shape`'s channel count should be 3 for this folder: any of its images in colour. Only
+/// the files' headers are read (in parallel); a file whose header does not read counts as grey
+/// here and is reported when the images are decoded.
 pub fn folder_has_colour(root: &Path) -> Result<bool> {
     check_root(root)?;
     let images = list_images(root)?;
-    for path in images.iter().take(16) {
-        let reader = image::ImageReader::open(path)
+    Ok(images.par_iter().any(|path| {
+        image::ImageReader::open(path)
             .and_then(|r| r.with_guessed_format())
-            .map_err(|e| Error::io(path, e))?;
-        if let Ok(img) = reader.decode() {
-            if img.color().has_color() {
-                return Ok(true);
-            }
-        }
-    }
-    Ok(false)
+            .ok()
+            .and_then(|r| r.into_decoder().ok())
+            .is_some_and(|d| image::ImageDecoder::color_type(&d).has_color())
+    }))
 }
 
 /// `(path, label)` of every image under `dir/<class>/` for the classes in `classes`.
@@ -97,6 +95,49 @@ fn labelled_files(dir: &Path, classes: &[String]) -> Result<Vec<(PathBuf, u32)>>
         }
     }
     Ok(out)
+}
+
+/// Every class folder must hold an image (an empty one would add a class that no image has), and
+/// no image may be reached under two classes (a symbolic link from one class folder into another
+/// would label the same pictures twice, differently).
+fn check_classes_and_links(
+    root: &Path,
+    classes: &[String],
+    train: &[(PathBuf, u32)],
+    test: &[(PathBuf, u32)],
+) -> Result<()> {
+    for (label, class) in classes.iter().enumerate() {
+        if !train.iter().chain(test).any(|(_, l)| *l as usize == label) {
+            return Err(Error::Format {
+                path: root.join(class),
+                line: None,
+                message: format!(
+                    "class folder `{class}` holds no images: add some or remove the folder (it would be a class no image has)"
+                ),
+            });
+        }
+    }
+    let mut seen: std::collections::HashMap<PathBuf, (&Path, u32)> = std::collections::HashMap::new();
+    for (path, label) in train.iter().chain(test) {
+        let real = std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;
+        if let Some((first, other)) = seen.insert(real, (path, *label)) {
+            return Err(Error::Format {
+                path: path.clone(),
+                line: None,
+                message: format!(
+                    "is the same file as {} ({}), reached through a symbolic link{}",
+                    first.display(),
+                    classes[other as usize],
+                    if other == *label {
+                        ""
+                    } else {
+                        ": one image cannot have two classes"
+                    }
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Decodes `files` in parallel into a data set; bad images stop the load or are skipped.
@@ -232,6 +273,7 @@ pub fn load_folder(root: &Path, opts: &FolderOptions) -> Result<Folder> {
         test.sort();
         (train, test)
     };
+    check_classes_and_links(root, &classes, &train_files, &test_files)?;
     for (split, files) in [("train", &train_files), ("test", &test_files)] {
         if files.is_empty() {
             return Err(Error::Format {

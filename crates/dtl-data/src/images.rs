@@ -27,7 +27,10 @@ pub fn is_image_path(path: &Path) -> bool {
 }
 
 /// The image files under `path`: the file itself, or every image file in the directory and its
-/// subdirectories, sorted by path. Hidden entries (`.name`) are skipped.
+/// subdirectories, sorted by path. Hidden entries (`.name`) are skipped. Symbolic links are
+/// followed, but a directory is read once: a link back to a directory already read (a loop, or
+/// a second way into the same folder) is skipped with a warning instead of listing its images
+/// again and again.
 pub fn list_images(path: &Path) -> Result<Vec<PathBuf>> {
     let meta = std::fs::metadata(path).map_err(|e| Error::Io {
         path: path.to_path_buf(),
@@ -38,7 +41,26 @@ pub fn list_images(path: &Path) -> Result<Vec<PathBuf>> {
     }
     let mut found = Vec::new();
     let mut stack = vec![path.to_path_buf()];
+    let mut visited = std::collections::HashSet::new();
+    let start = std::fs::canonicalize(path).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
     while let Some(dir) = stack.pop() {
+        let real = std::fs::canonicalize(&dir).map_err(|e| Error::Io {
+            path: dir.clone(),
+            source: e,
+        })?;
+        // A folder that holds the one being listed is a loop back to it.
+        let encloses_start = real != start && start.starts_with(&real);
+        if encloses_start || !visited.insert(real.clone()) {
+            tracing::warn!(
+                "{}: skipped, it leads to {} which is read already (a symbolic link loop or a second link to one folder)",
+                dir.display(),
+                real.display()
+            );
+            continue;
+        }
         let entries = std::fs::read_dir(&dir).map_err(|e| Error::Io {
             path: dir.clone(),
             source: e,

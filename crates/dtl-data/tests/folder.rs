@@ -197,3 +197,68 @@ fn a_pooled_folder_is_split_per_class_and_bad_input_is_named() {
         DomainSource::Builtin(DomainId::Usps)
     );
 }
+
+/// Three classes of ten grey 16x16 digits each under `root`.
+fn three_classes(root: &Path) -> Domain {
+    let mnist = Domain::load(DomainId::MnistSmall, None, &opts(16)).unwrap();
+    let px = 16 * 16;
+    for (class, name) in ["zero", "one", "two"].iter().enumerate() {
+        let of: Vec<usize> = (0..mnist.train.len())
+            .filter(|&i| mnist.train.labels()[i] as usize == class)
+            .take(10)
+            .collect();
+        for (k, &i) in of.iter().enumerate() {
+            let pixels = &mnist.train.pixels()[i * px..(i + 1) * px];
+            write_png(&root.join(name).join(format!("{k}.png")), pixels, 16, false);
+        }
+    }
+    Domain::load_source(&DomainSource::Folder(root.to_path_buf()), None, &opts(16)).unwrap()
+}
+
+/// Issue 18's reproductions: a symbolic link loop (30 images read as 9,430, mislabelled), an
+/// empty class folder (a silent extra class), a link from one class into another.
+#[test]
+fn links_and_empty_class_folders_cannot_change_the_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("faces");
+    let clean = three_classes(&root);
+    assert_eq!(clean.train.len() + clean.test.len(), 30);
+    let src = DomainSource::Folder(root.clone());
+
+    // A link back to the folder's root from inside a class: read once, nothing added.
+    std::os::unix::fs::symlink(&root, root.join("one").join("loop")).unwrap();
+    let d = Domain::load_source(&src, None, &opts(16)).unwrap();
+    assert_eq!(d.train.len() + d.test.len(), 30);
+    assert_eq!(d.class_names, clean.class_names);
+    assert_eq!(d.train.labels(), clean.train.labels());
+    std::fs::remove_file(root.join("one").join("loop")).unwrap();
+
+    // A link from one class folder into another: the same images under two classes.
+    std::os::unix::fs::symlink(root.join("two"), root.join("one").join("more")).unwrap();
+    let err = Domain::load_source(&src, None, &opts(16))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("same file") && err.contains("two classes"), "{err}");
+    std::fs::remove_file(root.join("one").join("more")).unwrap();
+
+    // An empty class folder would be a fourth class no image has.
+    std::fs::create_dir_all(root.join("three")).unwrap();
+    let err = Domain::load_source(&src, None, &opts(16))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("three") && err.contains("holds no images"), "{err}");
+}
+
+/// Colour is detected from every image, not the first 16.
+#[test]
+fn one_colour_image_after_many_grey_ones_makes_the_folder_colour() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("digits");
+    three_classes(&root);
+    assert!(!dtl_data::folder::folder_has_colour(&root).unwrap());
+    let pixels = vec![0.5f32; 16 * 16];
+    write_png(&root.join("two").join("zz-last.png"), &pixels, 16, true);
+    assert!(dtl_data::folder::folder_has_colour(&root).unwrap());
+    let d = Domain::load_source(&DomainSource::Folder(root.clone()), None, &opts(16)).unwrap();
+    assert_eq!(d.train.image_shape().0, 3);
+}

@@ -109,6 +109,10 @@ impl Classifier {
         for (k, v) in extra {
             meta.insert((*k).to_string(), v.clone());
         }
+        meta.insert(
+            "dtl.sha256".into(),
+            dtl_core::state::tensors_sha256(tensors.iter().map(|(n, t)| (n.as_str(), t)))?,
+        );
         let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(meta))
             .map_err(|e| Error::Checkpoint {
                 path: path.to_path_buf(),
@@ -141,8 +145,50 @@ impl Classifier {
             .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
         let meta = header.metadata().clone().unwrap_or_default();
         let spec = ModelSpec::from_metadata(&meta, path)?;
-        let model = Self::new(spec, 0, device)?;
+        // The tensors' kinds, and the metadata's input size against the tensor it sizes, before
+        // a model of that size is allocated.
+        let infos = header.tensors();
+        let mut names: Vec<&String> = infos.keys().collect();
+        names.sort();
+        for name in names {
+            let info = &infos[name];
+            if !matches!(
+                info.dtype,
+                safetensors::Dtype::F32
+                    | safetensors::Dtype::F64
+                    | safetensors::Dtype::F16
+                    | safetensors::Dtype::BF16
+            ) {
+                return Err(bad(format!(
+                    "tensor `{name}` holds {:?} values; a model's weights are floating point",
+                    info.dtype
+                )));
+            }
+        }
+        if let Some((param, width)) = spec.size_dependent_param()? {
+            match infos.get(param) {
+                Some(info) if info.shape.get(1) != Some(&width) => {
+                    return Err(bad(format!(
+                        "`dtl.input_shape` {:?} gives `{param}` an input of {width}, the tensor is {:?}: the metadata does not describe these weights",
+                        spec.input_shape, info.shape
+                    )))
+                }
+                Some(_) => {}
+                None => return Err(bad(format!("tensor `{param}` is missing (a {} needs it)", spec.backbone.as_str()))),
+            }
+        }
         let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
+        if let Some(recorded) = meta.get("dtl.sha256") {
+            let mut sorted: Vec<(&String, &Tensor)> = tensors.iter().collect();
+            sorted.sort_by(|a, b| a.0.cmp(b.0));
+            let digest = dtl_core::state::tensors_sha256(sorted.into_iter().map(|(n, t)| (n.as_str(), t)))?;
+            if &digest != recorded {
+                return Err(bad(
+                    "the tensors do not match the SHA-256 recorded when the checkpoint was written (`dtl.sha256`): the file is damaged".into(),
+                ));
+            }
+        }
+        let model = Self::new(spec, 0, device)?;
         model.load_tensors(&tensors, path)?;
         Ok((model, meta))
     }
@@ -415,8 +461,30 @@ impl Classifier {
                 ),
             });
         }
-        for (name, var) in &vars {
-            let t = tensors[name].to_dtype(DType::F32)?.to_device(&self.device)?;
+        let mut converted = Vec::with_capacity(vars.len());
+        for (name, _) in &vars {
+            let t = &tensors[name];
+            if !t.dtype().is_float() {
+                return Err(Error::Checkpoint {
+                    path: origin.to_path_buf(),
+                    message: format!(
+                        "tensor `{name}` holds {:?} values; a model's weights are floating point",
+                        t.dtype()
+                    ),
+                });
+            }
+            let t = t.to_dtype(DType::F32)?.to_device(&self.device)?;
+            // 0 x is 0 for every finite x and NaN for NaN and the infinities.
+            let finite = (&t * 0.0)?.sum_all()?.to_scalar::<f32>()? == 0.0;
+            if !finite {
+                return Err(Error::Checkpoint {
+                    path: origin.to_path_buf(),
+                    message: format!("tensor `{name}` holds NaN or infinite values"),
+                });
+            }
+            converted.push(t);
+        }
+        for ((_, var), t) in vars.iter().zip(converted) {
             var.set(&t)?;
         }
         Ok(())

@@ -12,9 +12,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::alexnet::{AlexNet, AlexNetConfig};
-use crate::convnet::{ConvNet8, ConvNet8Config};
+use crate::convnet::ConvNet8;
 use crate::init::{uniform_param, Param};
-use crate::lenet::{LeNet, LeNetConfig};
+use crate::lenet::LeNet;
 use crate::resnet::{ResNet, ResNetConfig};
 use crate::{Error, Result};
 
@@ -65,22 +65,20 @@ impl Classifier {
         }
         let dropout_seed = Stream::Dropout.seed(seed);
         let backbone: Box<dyn Backbone> = match spec.backbone {
-            BackboneKind::LeNet => {
-                let cfg = LeNetConfig {
-                    in_channels: c,
-                    input_size: h,
-                    ..Default::default()
-                };
-                Box::new(LeNet::new(cfg, &varmap, &mut rng, dropout_seed, device)?)
-            }
-            BackboneKind::ConvNet8 => {
-                let cfg = ConvNet8Config {
-                    in_channels: c,
-                    input_size: h,
-                    ..Default::default()
-                };
-                Box::new(ConvNet8::new(cfg, &varmap, &mut rng, dropout_seed, device)?)
-            }
+            BackboneKind::LeNet => Box::new(LeNet::new(
+                spec.lenet_config(),
+                &varmap,
+                &mut rng,
+                dropout_seed,
+                device,
+            )?),
+            BackboneKind::ConvNet8 => Box::new(ConvNet8::new(
+                spec.convnet_config(),
+                &varmap,
+                &mut rng,
+                dropout_seed,
+                device,
+            )?),
             BackboneKind::AlexNet => {
                 let cfg = AlexNetConfig {
                     in_channels: c,

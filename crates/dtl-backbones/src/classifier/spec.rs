@@ -187,6 +187,36 @@ impl ModelSpec {
         meta
     }
 
+    /// The LeNet settings of this spec (a LeNet backbone's input).
+    pub(crate) fn lenet_config(&self) -> crate::lenet::LeNetConfig {
+        crate::lenet::LeNetConfig {
+            in_channels: self.input_shape.0,
+            input_size: self.input_shape.1,
+            ..Default::default()
+        }
+    }
+
+    /// The 8-layer convnet settings of this spec.
+    pub(crate) fn convnet_config(&self) -> crate::convnet::ConvNet8Config {
+        crate::convnet::ConvNet8Config {
+            in_channels: self.input_shape.0,
+            input_size: self.input_shape.1,
+            ..Default::default()
+        }
+    }
+
+    /// The parameter whose shape depends on the input size, with the width of its input that
+    /// this spec's size gives (`fc1.weight` of LeNet, `fc6.weight` of the convnet; `None` for the
+    /// backbones that pool to a fixed size). A checkpoint's metadata is checked against its own
+    /// tensor with it before a model of that size is allocated.
+    pub fn size_dependent_param(&self) -> Result<Option<(&'static str, usize)>> {
+        Ok(match self.backbone {
+            BackboneKind::LeNet => Some(("fc1.weight", self.lenet_config().flat_features()?)),
+            BackboneKind::ConvNet8 => Some(("fc6.weight", self.convnet_config().flat_features())),
+            _ => None,
+        })
+    }
+
     pub(super) fn from_metadata(meta: &HashMap<String, String>, path: &Path) -> Result<Self> {
         let get = |k: &str| {
             meta.get(k).ok_or_else(|| Error::Checkpoint {
@@ -230,6 +260,22 @@ impl ModelSpec {
             })?;
         }
         let class_names: Vec<String> = get("dtl.class_names")?.split('\n').map(str::to_string).collect();
+        for (i, name) in class_names.iter().enumerate() {
+            if name.trim().is_empty() || class_names[..i].contains(name) {
+                return Err(Error::Checkpoint {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "`dtl.class_names` names class {} {}: every class needs a name of its own",
+                        i,
+                        if name.trim().is_empty() {
+                            "with an empty string".to_string()
+                        } else {
+                            format!("`{name}` a second time")
+                        }
+                    ),
+                });
+            }
+        }
         let adapt_width = match meta.get("dtl.adapt_width") {
             None => None,
             Some(v) => Some(v.trim().parse::<usize>().map_err(|e| Error::Checkpoint {

@@ -248,7 +248,8 @@ pub(crate) fn load_domains(cfg: &RunConfig, v: &Validated, data_dir: &DataDir) -
                 cap: Option<usize>,
                 stream: Stream,
                 channels: Option<usize>,
-                class_fractions: Option<Vec<f64>>| {
+                class_fractions: Option<Vec<f64>>,
+                key: &str| {
         Domain::load_source(
             src,
             Some(data_dir),
@@ -264,7 +265,14 @@ pub(crate) fn load_domains(cfg: &RunConfig, v: &Validated, data_dir: &DataDir) -
                 ..Default::default()
             },
         )
-        .map_err(Error::from)
+        .map_err(|e| match e {
+            // Name the run config's key of the side at fault.
+            dtl_data::Error::Config { field, message } if field == "class-fractions" => Error::Config {
+                field: key.into(),
+                message,
+            },
+            other => Error::from(other),
+        })
     };
     let source = load(
         &v.source,
@@ -272,6 +280,7 @@ pub(crate) fn load_domains(cfg: &RunConfig, v: &Validated, data_dir: &DataDir) -
         Stream::SourceData,
         d.channels,
         d.source_class_fractions.clone(),
+        "data.source_class_fractions",
     )?;
     let target = if v.target == v.source
         && d.target_train_size == d.source_train_size
@@ -286,6 +295,7 @@ pub(crate) fn load_domains(cfg: &RunConfig, v: &Validated, data_dir: &DataDir) -
             Stream::TargetData,
             Some(source.train.image_shape().0),
             d.target_class_fractions.clone(),
+            "data.target_class_fractions",
         )?;
         match (&v.source, &v.target) {
             (DomainSource::Builtin(_), DomainSource::Builtin(_)) => target,
@@ -300,6 +310,26 @@ pub(crate) fn load_domains(cfg: &RunConfig, v: &Validated, data_dir: &DataDir) -
         });
     }
     Ok(Domains { source, target })
+}
+
+/// The measurements after training need two test images per domain (the feature gap compares
+/// their spread): checked before training, so that no trained model is lost to it.
+fn check_test_splits(v: &Validated, domains: &Domains) -> Result<()> {
+    for (field, name, d) in [
+        ("source", &v.source, &domains.source),
+        ("target", &v.target, &domains.target),
+    ] {
+        if d.test.len() < 2 {
+            return Err(Error::Config {
+                field: field.into(),
+                message: format!(
+                    "{name} has {} test image(s); the evaluation after training needs at least 2 (add images, or raise the test share of a folder without train/ and test/)",
+                    d.test.len()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Stage 2: the run's model for the source domain (its classes and canvas, the strategy's
@@ -645,6 +675,7 @@ fn stages(
 ) -> Result<Metrics> {
     let out = rd.staging();
     let domains = load_domains(cfg, v, data_dir)?;
+    check_test_splits(v, &domains)?;
     let model = build_model(cfg, v, &domains.source)?;
     let mut strategy = build_strategy(cfg, v, model, &domains)?;
     let report = train_strategy(

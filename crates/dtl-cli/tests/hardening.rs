@@ -118,3 +118,78 @@ fn an_exploding_loss_stops_the_run_as_diverged() {
     assert!(err.contains("diverged") && err.contains("`loss"), "{err}");
     assert!(!out.join("model.safetensors").exists());
 }
+
+/// A target whose test split holds one image: refused before training (it used to fail after
+/// training, in the feature gap, and the trained model was lost).
+#[test]
+fn a_test_split_too_small_to_evaluate_is_refused_before_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pixels = |k: usize| -> Vec<f32> { (0..256).map(|i| ((i * (k + 3)) % 256) as f32 / 255.0).collect() };
+    for (class, n) in [("a", 12), ("b", 12)] {
+        for k in 0..n {
+            common::write_png(
+                &tmp.path().join("src").join(class).join(format!("{k}.png")),
+                &pixels(k),
+                16,
+                false,
+            );
+        }
+    }
+    for (class, n) in [("a", 2), ("b", 1)] {
+        for k in 0..n {
+            common::write_png(
+                &tmp.path().join("tgt").join(class).join(format!("{k}.png")),
+                &pixels(k),
+                16,
+                false,
+            );
+        }
+    }
+    let out = tmp.path().join("run");
+    let src = format!("folder:{}", tmp.path().join("src").display());
+    let tgt = format!("folder:{}", tmp.path().join("tgt").display());
+    let o = dtl(&[
+        "train",
+        "--source",
+        &src,
+        "--target",
+        &tgt,
+        "--image-size",
+        "16",
+        "--epochs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("`target`") && err.contains("1 test image"), "{err}");
+    let staging = tmp.path().join(".run.partial");
+    assert!(
+        !staging.join("checkpoint.safetensors").exists(),
+        "it trained first"
+    );
+}
+
+/// Class fractions name the run config's key of the side at fault and the value that is wrong.
+#[test]
+fn class_fractions_name_their_key_and_value() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    for (set, want) in [
+        (
+            "data.target_class_fractions=[0.5]",
+            "1 values given, the data set has 10 classes",
+        ),
+        (
+            "data.source_class_fractions=[1,1,1,1,1,1,1,1,1,2]",
+            "the fraction of class 9 is 2",
+        ),
+    ] {
+        let o = train(&out, &["--epochs", "1", "--set", set]);
+        assert!(!o.status.success());
+        let err = stderr(&o);
+        let key = set.split('=').next().unwrap();
+        assert!(err.contains(key) && err.contains(want), "{err}");
+    }
+}

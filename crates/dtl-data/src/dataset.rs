@@ -30,9 +30,10 @@ impl Dataset {
                 labels.len()
             )));
         }
-        if let Some(&bad) = labels.iter().find(|&&l| l as usize >= num_classes) {
+        if let Some(i) = labels.iter().position(|&l| l as usize >= num_classes) {
             return Err(Error::Msg(format!(
-                "data set: label {bad} outside 0..{num_classes}"
+                "data set: label {} of sample {i} is outside the {num_classes} classes 0..{num_classes}",
+                labels[i]
             )));
         }
         Ok(Self {

@@ -311,6 +311,25 @@ impl Domain {
                     let (pl, labels) = fetch(&specs[i + 1])?;
                     let images = parse_idx_images(&images, &pi)?;
                     let labels = parse_idx_labels(&labels, &pl)?;
+                    if images.n != labels.len() {
+                        return Err(Error::format(
+                            &pl,
+                            None,
+                            format!(
+                                "{} labels for the {} images of {}: the two files do not belong together",
+                                labels.len(),
+                                images.n,
+                                pi.display()
+                            ),
+                        ));
+                    }
+                    if let Some(i) = labels.iter().position(|&l| l > 9) {
+                        return Err(Error::format(
+                            &pl,
+                            None,
+                            format!("label {} of image {i} is not a digit 0-9", labels[i]),
+                        ));
+                    }
                     Dataset::from_raw(images, labels, 10)
                 };
                 (split(0)?, split(2)?)
@@ -382,13 +401,22 @@ fn cap_train(train: Dataset, opts: &LoadOptions) -> Result<Dataset> {
 /// Keeps `round(fraction[c] * n_c)` samples of each class `c` (at least one where the fraction is
 /// positive), chosen by `seed`, in their original order.
 fn keep_class_fractions(train: Dataset, fractions: &[f64], seed: u64) -> Result<Dataset> {
-    if fractions.len() != train.num_classes() || fractions.iter().any(|f| !(0.0..=1.0).contains(f)) {
+    if fractions.len() != train.num_classes() {
         return Err(Error::Config {
             field: "class-fractions".into(),
             message: format!(
-                "{} values given, the data set has {} classes; each must lie in [0, 1]",
+                "{} values given, the data set has {} classes (one fraction in [0, 1] per class)",
                 fractions.len(),
                 train.num_classes()
+            ),
+        });
+    }
+    if let Some(c) = fractions.iter().position(|f| !(0.0..=1.0).contains(f)) {
+        return Err(Error::Config {
+            field: "class-fractions".into(),
+            message: format!(
+                "the fraction of class {c} is {}: each must lie in [0, 1]",
+                fractions[c]
             ),
         });
     }

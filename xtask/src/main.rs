@@ -7,6 +7,9 @@
 //! - `bench [--torch PYTHON] [--out FILE] [--rounds R] [--steps N]`: the training-step workloads
 //!   W1-W4 with dtl's kernels, candle's native ops and (given a Python with PyTorch) PyTorch, each in
 //!   its own process, alternating A B C A B C; prints a table and writes JSON. Never fails on speed.
+//! - `fuzz [--cases N] [--readers A,B] [--seed S]`: the structure-aware fuzzing of every reader
+//!   (`tests/tests/fuzz.rs`) with N cases per reader in a release build; prints each reader's
+//!   counts, its worst allocation against its bound, and its time.
 //! - `reproduce-yosinski [--full] [dtl yosinski flags]`: Yosinski et al. 2014's layer-transfer
 //!   sweep through `dtl yosinski` in a release build, into `results/yosinski/<preset>-<time>/`
 //!   unless `--out` is given. The quick preset (bundled data) is the default.
@@ -23,6 +26,9 @@ tasks:
   ci     cargo fmt --check, clippy -D warnings (all targets), cargo doc -D warnings, cargo test --workspace
   bench  [--torch PYTHON] [--out FILE] [--rounds R] [--steps N]
          W1-W4 step times and peak RSS: dtl kernels, candle native ops, PyTorch (with --torch)
+  fuzz   [--cases N] [--readers A,B] [--seed S]
+         structure-aware fuzzing of every reader (IDX, gzip/bzip2, LIBSVM, CSV, image files and
+         folders, checkpoints, train states, TOML configs, runs.csv, hub cache), N cases each
   reproduce-yosinski [--full] [--out DIR] [dtl yosinski flags]
          the layer-transfer sweep of Yosinski et al. 2014 (quick preset on bundled data by default),
          written to results/yosinski/<preset>-<unix time>/";
@@ -32,6 +38,7 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") if args.len() == 1 => ci(),
         Some("bench") => bench(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
         Some("reproduce-yosinski") => reproduce_yosinski(&args[1..]),
         Some("-h" | "--help") => {
             println!("{USAGE}");
@@ -85,6 +92,37 @@ fn ci() -> Result<()> {
     cargo(&["test", "--workspace"], &[])?;
     eprintln!("ci: all checks passed");
     Ok(())
+}
+
+/// `cargo xtask fuzz`: the fuzz test in a release build with the campaign's settings.
+fn fuzz(args: &[String]) -> Result<()> {
+    let mut env: Vec<(&str, String)> = vec![("DTL_FUZZ_CASES", "1000000".into())];
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let key = match flag.as_str() {
+            "--cases" => "DTL_FUZZ_CASES",
+            "--readers" => "DTL_FUZZ_READERS",
+            "--seed" => "DTL_FUZZ_SEED",
+            other => bail!("unknown fuzz flag `{other}`\n\n{USAGE}"),
+        };
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        env.retain(|(k, _)| *k != key);
+        env.push((key, value.clone()));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    cargo(
+        &[
+            "test",
+            "--release",
+            "-p",
+            "dtl-e2e",
+            "--test",
+            "fuzz",
+            "--",
+            "--nocapture",
+        ],
+        &env,
+    )
 }
 
 /// One measurement: median step time (ms) and peak RSS (MB) of one process.

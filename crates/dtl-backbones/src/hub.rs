@@ -188,7 +188,17 @@ pub fn cached_file(cache: &Path, repo: &str, revision: &str, file: &str) -> Opti
     }
     let dir = cache.join(format!("models--{org}--{name}"));
     let refs = dir.join("refs").join(revision);
-    let commit = match std::fs::read_to_string(&refs) {
+    // A refs file holds 40 hex digits: read no more than a little beyond, and only a file.
+    let read_ref = |p: &Path| -> std::io::Result<String> {
+        use std::io::Read;
+        if !p.is_file() {
+            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "not a file"));
+        }
+        let mut s = String::new();
+        std::fs::File::open(p)?.take(256).read_to_string(&mut s)?;
+        Ok(s)
+    };
+    let commit = match read_ref(&refs) {
         Ok(c) if is_commit(c.trim()) => c.trim().to_string(),
         Ok(c) => {
             tracing::warn!(

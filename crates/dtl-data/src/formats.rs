@@ -34,20 +34,44 @@ pub fn read_decompressed(path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
     Ok((raw, data))
 }
 
-/// Decompresses `raw` according to the extension of `name` (`.gz`, `.bz2`, or none).
+/// The most bytes [`decompress`] lets `compressed` bytes of format `ext` become: deflate cannot
+/// expand data more than 1032 times (gzip), bzip2's runs can, so its bound is wider; both are
+/// capped at 4 GiB. A file beyond its bound is a decompression bomb, not a data set.
+pub fn decompressed_bound(ext: &str, compressed: usize) -> u64 {
+    let ratio: u64 = if ext == "bz2" { 50_000 } else { 1_100 };
+    (ratio.saturating_mul(compressed as u64) + (1 << 20)).min(4 << 30)
+}
+
+/// Decompresses `raw` according to the extension of `name` (`.gz`, `.bz2`, or none), to at most
+/// [`decompressed_bound`] bytes.
 pub fn decompress(name: &Path, raw: &[u8]) -> Result<Vec<u8>> {
     let ext = name.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let bound = decompressed_bound(ext, raw.len());
     let mut out = Vec::new();
     let res = match ext {
         // Every member of a multi-member file, as `gzip -d` reads it.
-        "gz" => flate2::read::MultiGzDecoder::new(raw).read_to_end(&mut out),
-        "bz2" => bzip2::read::BzDecoder::new(raw).read_to_end(&mut out),
+        "gz" => flate2::read::MultiGzDecoder::new(raw)
+            .take(bound + 1)
+            .read_to_end(&mut out),
+        "bz2" => bzip2::read::BzDecoder::new(raw)
+            .take(bound + 1)
+            .read_to_end(&mut out),
         _ => {
             out.extend_from_slice(raw);
             Ok(out.len())
         }
     };
     res.map_err(|e| Error::format(name, None, format!("cannot decompress ({ext}): {e}")))?;
+    if out.len() as u64 > bound {
+        return Err(Error::format(
+            name,
+            None,
+            format!(
+                "decompresses to more than {bound} bytes from {} ({ext}): not a data file",
+                raw.len()
+            ),
+        ));
+    }
     Ok(out)
 }
 

@@ -137,6 +137,14 @@ pub fn crop_window(ih: usize, iw: usize, h: usize, w: usize) -> (usize, usize, u
     ((ih - ch) / 2, (iw - cw) / 2, ch, cw)
 }
 
+/// The most bytes the decoder may allocate for an image file of `len` bytes: 16 MiB plus 8,192
+/// times its size (PNG's deflate cannot expand more than 1,032 times; a flat JPEG can a few
+/// thousand times), at most 1 GiB. A small file whose header claims a huge picture is refused by
+/// the decoder instead of being allocated.
+pub fn decode_budget(len: u64) -> u64 {
+    ((16 << 20) + 8192u64.saturating_mul(len)).min(1 << 30)
+}
+
 /// [`load_image`] with a choice of [`Fit`]. An image already at `(H, W)` is used as it is with
 /// either fit.
 pub fn load_image_fit(path: &Path, shape: (usize, usize, usize), fit: Fit) -> Result<Vec<f32>> {
@@ -146,7 +154,13 @@ pub fn load_image_fit(path: &Path, shape: (usize, usize, usize), fit: Fit) -> Re
             "images become inputs of 1 or 3 channels and a positive size, not {shape:?}"
         )));
     }
-    let img = image::ImageReader::open(path)
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?
+        .len();
+    let mut reader = image::ImageReader::open(path)
         .map_err(|e| Error::Io {
             path: path.to_path_buf(),
             source: e,
@@ -155,13 +169,17 @@ pub fn load_image_fit(path: &Path, shape: (usize, usize, usize), fit: Fit) -> Re
         .map_err(|e| Error::Io {
             path: path.to_path_buf(),
             source: e,
-        })?
-        .decode()
-        .map_err(|e| Error::Format {
-            path: path.to_path_buf(),
-            line: None,
-            message: format!("not a readable image: {e}"),
         })?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(dtl_core::MAX_IMAGE_SIDE as u32);
+    limits.max_image_height = Some(dtl_core::MAX_IMAGE_SIDE as u32);
+    limits.max_alloc = Some(decode_budget(len));
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| Error::Format {
+        path: path.to_path_buf(),
+        line: None,
+        message: format!("not a readable image: {e}"),
+    })?;
     let (iw, ih) = (img.width() as usize, img.height() as usize);
     let planes: Vec<Vec<f32>> = if c == 1 {
         let luma = img.to_luma32f();

@@ -41,7 +41,9 @@ pub use dtl_select as select;
 pub use dtl_strategies as strategies;
 
 #[cfg(feature = "app")]
-pub use dtl_cli::{config, experiment, figure, git_rev, predict, sweep, validation, yosinski, Error, Result};
+pub use dtl_cli::{
+    config, experiment, figure, git_rev, predict, rundir, sweep, validation, yosinski, Error, Result,
+};
 
 /// The names most programs need.
 pub mod prelude {

@@ -165,16 +165,26 @@ impl Classifier {
                 )));
             }
         }
-        if let Some((param, width)) = spec.size_dependent_param()? {
+        for (param, dim, len) in spec.metadata_sized_params()? {
             match infos.get(param) {
-                Some(info) if info.shape.get(1) != Some(&width) => {
+                Some(info) if info.shape.get(dim) != Some(&len) => {
+                    let from = match param {
+                        "head.weight" => "`dtl.class_names`",
+                        "adapt.weight" => "`dtl.adapt_width`",
+                        _ => "`dtl.input_shape`",
+                    };
                     return Err(bad(format!(
-                        "`dtl.input_shape` {:?} gives `{param}` an input of {width}, the tensor is {:?}: the metadata does not describe these weights",
-                        spec.input_shape, info.shape
-                    )))
+                        "{from} gives `{param}` {len} in dimension {dim}, the tensor is {:?}: the metadata does not describe these weights",
+                        info.shape
+                    )));
                 }
                 Some(_) => {}
-                None => return Err(bad(format!("tensor `{param}` is missing (a {} needs it)", spec.backbone.as_str()))),
+                None => {
+                    return Err(bad(format!(
+                        "tensor `{param}` is missing (a {} needs it)",
+                        spec.backbone.as_str()
+                    )))
+                }
             }
         }
         let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;

@@ -205,16 +205,23 @@ impl ModelSpec {
         }
     }
 
-    /// The parameter whose shape depends on the input size, with the width of its input that
-    /// this spec's size gives (`fc1.weight` of LeNet, `fc6.weight` of the convnet; `None` for the
-    /// backbones that pool to a fixed size). A checkpoint's metadata is checked against its own
-    /// tensor with it before a model of that size is allocated.
-    pub fn size_dependent_param(&self) -> Result<Option<(&'static str, usize)>> {
-        Ok(match self.backbone {
-            BackboneKind::LeNet => Some(("fc1.weight", self.lenet_config().flat_features()?)),
-            BackboneKind::ConvNet8 => Some(("fc6.weight", self.convnet_config().flat_features())),
-            _ => None,
-        })
+    /// The parameters whose shapes the spec's sizes decide, each with the dimension and the
+    /// length it must have: the input of LeNet's `fc1` and the convnet's `fc6` (from the input
+    /// size), the rows of `adapt` (its width) and of `head` (the classes). A checkpoint's
+    /// metadata is checked against its own tensors with them before a model of those sizes is
+    /// allocated.
+    pub fn metadata_sized_params(&self) -> Result<Vec<(&'static str, usize, usize)>> {
+        let mut out = Vec::new();
+        match self.backbone {
+            BackboneKind::LeNet => out.push(("fc1.weight", 1, self.lenet_config().flat_features()?)),
+            BackboneKind::ConvNet8 => out.push(("fc6.weight", 1, self.convnet_config().flat_features())),
+            _ => {}
+        }
+        if let Some(w) = self.adapt_width {
+            out.push(("adapt.weight", 0, w));
+        }
+        out.push(("head.weight", 0, self.class_names.len()));
+        Ok(out)
     }
 
     pub(super) fn from_metadata(meta: &HashMap<String, String>, path: &Path) -> Result<Self> {

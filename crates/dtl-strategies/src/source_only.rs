@@ -77,21 +77,11 @@ impl Strategy for SourceOnly {
     }
 
     fn save_state(&self, state: &mut dtl_core::state::State) -> dtl_core::Result<()> {
-        self.model
-            .save_state(state, "model.")
-            .map_err(dtl_backbones::Error::into_core)?;
-        self.opt
-            .save_state(state, "opt.")
-            .map_err(crate::Error::into_core)
+        crate::strategy::save_trained(state, &self.model, &self.opt, None)
     }
 
     fn load_state(&mut self, state: &dtl_core::state::State) -> dtl_core::Result<()> {
-        self.model
-            .load_state(state, "model.")
-            .map_err(dtl_backbones::Error::into_core)?;
-        self.opt
-            .load_state(state, "opt.")
-            .map_err(crate::Error::into_core)
+        crate::strategy::load_trained(state, &self.model, &mut self.opt, None)
     }
 }
 

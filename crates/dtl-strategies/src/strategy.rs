@@ -32,6 +32,43 @@ pub trait TransferStrategy: dtl_core::Strategy {
     }
 }
 
+/// Saves what most strategies train: the model under `model.`, its optimizer under `opt.`, and
+/// the instance weights of its source loss, when weighted, under `weights.`.
+pub(crate) fn save_trained(
+    state: &mut dtl_core::state::State,
+    model: &Classifier,
+    opt: &crate::Optimizer,
+    weighter: Option<&crate::weighting::iw::SourceWeighter>,
+) -> dtl_core::Result<()> {
+    let mut save = || -> Result<()> {
+        model.save_state(state, "model.")?;
+        opt.save_state(state, "opt.")?;
+        if let Some(w) = weighter {
+            w.save_state(state, "weights.")?;
+        }
+        Ok(())
+    };
+    save().map_err(Error::into_core)
+}
+
+/// Restores what [`save_trained`] saved.
+pub(crate) fn load_trained(
+    state: &dtl_core::state::State,
+    model: &Classifier,
+    opt: &mut crate::Optimizer,
+    weighter: Option<&mut crate::weighting::iw::SourceWeighter>,
+) -> dtl_core::Result<()> {
+    let load = || -> Result<()> {
+        model.load_state(state, "model.")?;
+        opt.load_state(state, "opt.")?;
+        if let Some(w) = weighter {
+            w.load_state(state, "weights.")?;
+        }
+        Ok(())
+    };
+    load().map_err(Error::into_core)
+}
+
 /// The adaptation layer a strategy needs in its model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdaptLayer {

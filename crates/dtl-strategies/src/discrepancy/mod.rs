@@ -354,27 +354,11 @@ impl Strategy for Discrepancy {
     }
 
     fn save_state(&self, state: &mut dtl_core::state::State) -> dtl_core::Result<()> {
-        let mut save = || -> Result<()> {
-            self.model.save_state(state, "model.")?;
-            self.opt.save_state(state, "opt.")?;
-            if let Some(w) = &self.weighter {
-                w.save_state(state, "weights.")?;
-            }
-            Ok(())
-        };
-        save().map_err(Error::into_core)
+        crate::strategy::save_trained(state, &self.model, &self.opt, self.weighter.as_ref())
     }
 
     fn load_state(&mut self, state: &dtl_core::state::State) -> dtl_core::Result<()> {
-        let mut load = || -> Result<()> {
-            self.model.load_state(state, "model.")?;
-            self.opt.load_state(state, "opt.")?;
-            if let Some(w) = &mut self.weighter {
-                w.load_state(state, "weights.")?;
-            }
-            Ok(())
-        };
-        load().map_err(Error::into_core)
+        crate::strategy::load_trained(state, &self.model, &mut self.opt, self.weighter.as_mut())
     }
 }
 

@@ -306,21 +306,11 @@ impl Strategy for Iw {
     }
 
     fn save_state(&self, state: &mut dtl_core::state::State) -> dtl_core::Result<()> {
-        let mut save = || -> Result<()> {
-            self.model.save_state(state, "model.")?;
-            self.opt.save_state(state, "opt.")?;
-            self.weighter.save_state(state, "weights.")
-        };
-        save().map_err(Error::into_core)
+        crate::strategy::save_trained(state, &self.model, &self.opt, Some(&self.weighter))
     }
 
     fn load_state(&mut self, state: &dtl_core::state::State) -> dtl_core::Result<()> {
-        let mut load = || -> Result<()> {
-            self.model.load_state(state, "model.")?;
-            self.opt.load_state(state, "opt.")?;
-            self.weighter.load_state(state, "weights.")
-        };
-        load().map_err(Error::into_core)
+        crate::strategy::load_trained(state, &self.model, &mut self.opt, Some(&mut self.weighter))
     }
 }
 

@@ -279,9 +279,8 @@ impl Strategy for Tradaboost {
     }
 
     fn save_state(&self, state: &mut dtl_core::state::State) -> dtl_core::Result<()> {
+        crate::strategy::save_trained(state, &self.model, &self.opt, None)?;
         let mut save = || -> Result<()> {
-            self.model.save_state(state, "model.")?;
-            self.opt.save_state(state, "opt.")?;
             state.put_f64s("boost.source_weights", &self.source_w)?;
             state.put_f64s("boost.target_weights", &self.target_w)?;
             state.put("boost.rounds", &self.rounds)?;
@@ -297,9 +296,8 @@ impl Strategy for Tradaboost {
     }
 
     fn load_state(&mut self, state: &dtl_core::state::State) -> dtl_core::Result<()> {
+        crate::strategy::load_trained(state, &self.model, &mut self.opt, None)?;
         let mut load = || -> Result<()> {
-            self.model.load_state(state, "model.")?;
-            self.opt.load_state(state, "opt.")?;
             let (n, m) = (self.source_w.len(), self.target_w.len());
             self.source_w = state.f64s("boost.source_weights", n)?;
             self.target_w = state.f64s("boost.target_weights", m)?;

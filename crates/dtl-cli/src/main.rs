@@ -215,10 +215,12 @@ struct TrainArgs {
     /// killed run loses at most N steps (`--resume`).
     #[arg(long, value_name = "N")]
     checkpoint_every: Option<usize>,
-    /// Augment training batches: random resized crops (8%-100% of the area, ratio 3/4-4/3) and
-    /// horizontal flips, torchvision's ImageNet training transform.
-    #[arg(long)]
-    augment: bool,
+    /// Augment training batches with a preset: `imagenet` (the default when no preset is named:
+    /// random resized crops of 8%-100% of the area at ratios 3/4-4/3 and horizontal flips,
+    /// torchvision's ImageNet training transform) or `digits` (shifts of up to 2 pixels and
+    /// rotations of up to 10 degrees). `[data.augment]` in a config sets each field.
+    #[arg(long, value_name = "PRESET", num_args = 0..=1, default_missing_value = "imagenet")]
+    augment: Option<String>,
     /// Passes over the source training split [default: 10].
     #[arg(long)]
     epochs: Option<usize>,
@@ -455,12 +457,9 @@ fn flag_assignments(a: &TrainArgs, weights_key: Option<&str>) -> Result<Vec<Assi
     }
     flag!(data_dir, "data-dir", "data.data_dir", |v: &PathBuf| path(v));
     flag!(fit, "fit", "data.fit", |v: &String| s(v));
-    if a.augment {
-        put(
-            "augment",
-            "data.augment",
-            table(&dtl_data::augment::Augment::default()),
-        );
+    if let Some(preset) = &a.augment {
+        let aug = dtl_data::augment::Augment::preset(preset).map_err(|e| anyhow::anyhow!("{e}"))?;
+        put("augment", "data.augment", table(&aug));
     }
     flag!(backbone, "backbone", "model.backbone", |v: &String| s(v));
     flag!(init_from, "init-from", "model.init_from", |v: &PathBuf| path(v));

@@ -49,6 +49,8 @@ pub enum Stream {
     FolderSplit,
     /// Initialisation of an adversarial strategy's domain discriminator.
     Discriminator,
+    /// CDAN's fixed random matrices of the randomized multilinear map.
+    RandomMap,
     /// Instance weighting: the subset of target images an estimate reads.
     WeightSubset,
     /// Instance weighting: the estimate made before epoch `epoch` (0-based) when the weights are
@@ -91,6 +93,7 @@ impl Stream {
             Stream::ClassFractions => run ^ 0xc1a5_5f4a,
             Stream::FolderSplit => run ^ 0x00f0_1de7,
             Stream::Discriminator => run ^ 0xd15c_0000,
+            Stream::RandomMap => run ^ 0xca4d_0000,
             Stream::WeightSubset => run ^ 0x1a7e,
             Stream::Reestimate { epoch } => run.wrapping_add(epoch as u64),
             Stream::ValidationSubset => run ^ 0x1c7c,
@@ -122,6 +125,7 @@ mod tests {
             Stream::TargetAugment,
             Stream::TargetData,
             Stream::Discriminator,
+            Stream::RandomMap,
             Stream::WeightSubset,
             Stream::ValidationSubset,
             Stream::LabelledTarget,

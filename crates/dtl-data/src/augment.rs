@@ -1,7 +1,10 @@
 //! Training-time augmentation of loaded images: torchvision's `RandomResizedCrop` (Szegedy et al.
 //! 2015, "Going deeper with convolutions": crops of 8%-100% of the area at aspect ratios 3/4-4/3,
-//! the standard ImageNet training transform) and `RandomHorizontalFlip`, applied to a batch of
-//! canvases as it is drawn.
+//! the standard ImageNet training transform) and `RandomHorizontalFlip`, and for digits the small
+//! shifts and rotations the self-ensembling and SHOT digit experiments train with (French et al.
+//! 2018, Liang et al. 2020): torchvision's `RandomCrop(size, padding)` (a shift of up to `pad`
+//! pixels each way, zeros shifted in) and `RandomRotation(degrees)` (bilinear, zeros outside),
+//! applied to a batch of canvases as it is drawn. [`Augment::digits`] is that preset.
 //!
 //! The random draws come from the caller's seeded stream, in image order, before the images are
 //! transformed in parallel (rayon): a run repeats exactly whatever the number of threads.
@@ -11,7 +14,7 @@
 //! use rand::SeedableRng;
 //!
 //! // Crops of the whole area at the image's own aspect ratio (3 wide, 1 high): only flips remain.
-//! let aug = Augment { crop_scale: (1.0, 1.0), crop_ratio: (3.0, 3.0), flip: true };
+//! let aug = Augment { crop_scale: (1.0, 1.0), crop_ratio: (3.0, 3.0), flip: true, ..Augment::default() };
 //! let mut px = vec![0.0, 0.5, 1.0];
 //! aug.apply(&mut px, (1, 1, 3), &mut rand_chacha::ChaCha8Rng::seed_from_u64(0))?;
 //! assert!(px == [0.0, 0.5, 1.0] || px == [1.0, 0.5, 0.0]);
@@ -36,26 +39,64 @@ pub struct Augment {
     pub crop_ratio: (f64, f64),
     /// Mirror left-right with probability 1/2.
     pub flip: bool,
+    /// Shift by up to this many pixels each way (torchvision's `RandomCrop` with this padding);
+    /// 0: none.
+    pub pad: usize,
+    /// Rotate by an angle drawn uniformly from `[-rotate, rotate]` degrees; 0: none.
+    pub rotate: f64,
 }
 
 impl Default for Augment {
-    /// torchvision's defaults: area 0.08-1, ratio 3/4-4/3, flips.
+    /// torchvision's ImageNet defaults: area 0.08-1, ratio 3/4-4/3, flips; no shift or rotation.
     fn default() -> Self {
         Self {
             crop_scale: (0.08, 1.0),
             crop_ratio: (3.0 / 4.0, 4.0 / 3.0),
             flip: true,
+            pad: 0,
+            rotate: 0.0,
         }
     }
 }
 
-/// One image's draw: the crop window `(top, left, height, width)` and whether to flip.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl Augment {
+    /// The digits preset: shifts of up to 2 pixels and rotations of up to 10 degrees, no resized
+    /// crop (a digit cut in half is another digit) and no flip (a mirrored 2 is not a 2).
+    pub fn digits() -> Self {
+        Self {
+            crop_scale: (1.0, 1.0),
+            crop_ratio: (1.0, 1.0),
+            flip: false,
+            pad: 2,
+            rotate: 10.0,
+        }
+    }
+
+    /// A preset by name: `imagenet` ([`Augment::default`]) or `digits` ([`Augment::digits`]).
+    pub fn preset(name: &str) -> Result<Self> {
+        match name {
+            "imagenet" => Ok(Self::default()),
+            "digits" => Ok(Self::digits()),
+            _ => Err(Error::Config {
+                field: "augment".into(),
+                message: format!("`{name}` is not a preset: imagenet or digits"),
+            }),
+        }
+    }
+}
+
+/// One image's draw: the crop window `(top, left, height, width)`, whether to flip, and the shift
+/// and rotation applied after them.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Draw {
     /// Crop window `(top, left, height, width)` on the canvas.
     pub window: (usize, usize, usize, usize),
     /// Mirror left-right.
     pub flip: bool,
+    /// Shift `(down, right)` in pixels.
+    pub shift: (i64, i64),
+    /// Rotation in degrees (counter-clockwise).
+    pub angle: f64,
 }
 
 impl Augment {
@@ -73,6 +114,22 @@ impl Augment {
             return Err(Error::Config {
                 field: "augment.crop-ratio".into(),
                 message: format!("({r0}, {r1}) is not a range of positive ratios"),
+            });
+        }
+        if self.pad > dtl_core::MAX_IMAGE_SIDE {
+            return Err(Error::Config {
+                field: "augment.pad".into(),
+                message: format!(
+                    "{} is above the largest image side {}",
+                    self.pad,
+                    dtl_core::MAX_IMAGE_SIDE
+                ),
+            });
+        }
+        if !(0.0..=180.0).contains(&self.rotate) {
+            return Err(Error::Config {
+                field: "augment.rotate".into(),
+                message: format!("{} is not an angle in [0, 180] degrees", self.rotate),
             });
         }
         Ok(())
@@ -114,7 +171,24 @@ impl Augment {
             ((h - ch) / 2, (w - cw) / 2, ch, cw)
         });
         let flip = self.flip && rng.random_bool(0.5);
-        Draw { window, flip }
+        // Drawn only when asked for, so that runs without them keep their streams.
+        let shift = if self.pad > 0 {
+            let p = self.pad as i64;
+            (rng.random_range(-p..=p), rng.random_range(-p..=p))
+        } else {
+            (0, 0)
+        };
+        let angle = if self.rotate > 0.0 {
+            rng.random_range(-self.rotate..=self.rotate)
+        } else {
+            0.0
+        };
+        Draw {
+            window,
+            flip,
+            shift,
+            angle,
+        }
     }
 
     /// Augments a batch of images `pixels` (`n` images of `shape = (C, H, W)`, back to back) in
@@ -160,7 +234,44 @@ fn apply_one(img: &mut [f32], (_, h, w): (usize, usize, usize), d: &Draw) {
                 row.reverse();
             }
         }
+        if d.shift != (0, 0) || d.angle != 0.0 {
+            let moved = shift_rotate(plane, h, w, d.shift, d.angle);
+            plane.copy_from_slice(&moved);
+        }
     }
+}
+
+/// The `h x w` plane shifted by `(down, right)` pixels and rotated by `angle` degrees
+/// counter-clockwise about its centre, sampled bilinearly, zero outside: output pixel `(y, x)`
+/// reads the input at `R(angle)^-1 ((y, x) - c) + c - shift`.
+fn shift_rotate(plane: &[f32], h: usize, w: usize, (dy, dx): (i64, i64), angle: f64) -> Vec<f32> {
+    let (s, c) = angle.to_radians().sin_cos();
+    let (cy, cx) = ((h as f64 - 1.0) / 2.0, (w as f64 - 1.0) / 2.0);
+    let at = |y: i64, x: i64| -> f64 {
+        if y < 0 || x < 0 || y >= h as i64 || x >= w as i64 {
+            0.0
+        } else {
+            plane[y as usize * w + x as usize] as f64
+        }
+    };
+    let mut out = vec![0f32; h * w];
+    for y in 0..h {
+        for x in 0..w {
+            let (ry, rx) = (y as f64 - cy, x as f64 - cx);
+            // Inverse rotation (image rows point down: a counter-clockwise turn on screen).
+            let sy = c * ry + s * rx + cy - dy as f64;
+            let sx = -s * ry + c * rx + cx - dx as f64;
+            let (y0, x0) = (sy.floor(), sx.floor());
+            let (fy, fx) = (sy - y0, sx - x0);
+            let (y0, x0) = (y0 as i64, x0 as i64);
+            let v = at(y0, x0) * (1.0 - fy) * (1.0 - fx)
+                + at(y0, x0 + 1) * (1.0 - fy) * fx
+                + at(y0 + 1, x0) * fy * (1.0 - fx)
+                + at(y0 + 1, x0 + 1) * fy * fx;
+            out[y * w + x] = v as f32;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -193,6 +304,7 @@ mod tests {
             crop_scale: (1.0, 1.0),
             crop_ratio: (1.0, 1.0),
             flip: true,
+            ..Augment::default()
         };
         let base: Vec<f32> = (0..2 * 4 * 4).map(|i| i as f32).collect();
         let mut a = base.clone();
@@ -218,6 +330,8 @@ mod tests {
             &Draw {
                 window: (2, 0, 4, 4),
                 flip: false,
+                shift: (0, 0),
+                angle: 0.0,
             },
         );
         assert!(img.iter().all(|&v| v == 0.0));
@@ -228,5 +342,44 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(err.to_string().contains("augment.crop-scale"), "{err}");
+    }
+
+    /// A shift moves the picture by whole pixels with zeros shifted in; a quarter turn permutes
+    /// the pixels (a 3x3 turned counter-clockwise); the digits preset draws within its ranges and
+    /// leaves the ImageNet draws' stream as it was.
+    #[test]
+    fn shifts_and_rotations_move_pixels_where_they_should() {
+        let img: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+        let shifted = shift_rotate(&img, 3, 3, (1, -1), 0.0);
+        assert_eq!(shifted, [0.0, 0.0, 0.0, 2.0, 3.0, 0.0, 5.0, 6.0, 0.0]);
+        let turned = shift_rotate(&img, 3, 3, (0, 0), 90.0);
+        let expected = [3.0, 6.0, 9.0, 2.0, 5.0, 8.0, 1.0, 4.0, 7.0];
+        for (a, b) in turned.iter().zip(expected) {
+            assert!((a - b).abs() < 1e-5, "{turned:?}");
+        }
+        let aug = Augment::digits();
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        for _ in 0..500 {
+            let d = aug.draw(28, 28, &mut rng);
+            assert_eq!(d.window, (0, 0, 28, 28));
+            assert!(!d.flip && d.shift.0.abs() <= 2 && d.shift.1.abs() <= 2 && d.angle.abs() <= 10.0);
+        }
+        // Without shifts or rotations nothing more is drawn.
+        let (mut a, mut b) = (ChaCha8Rng::seed_from_u64(5), ChaCha8Rng::seed_from_u64(5));
+        Augment::default().draw(28, 28, &mut a);
+        Augment::default().draw(28, 28, &mut b);
+        assert_eq!(a.random::<u64>(), b.random::<u64>());
+        assert!(Augment {
+            rotate: 200.0,
+            ..Augment::digits()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("augment.rotate"));
+        assert!(Augment::preset("faces")
+            .unwrap_err()
+            .to_string()
+            .contains("imagenet or digits"));
     }
 }

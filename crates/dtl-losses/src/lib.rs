@@ -10,6 +10,8 @@
 //!   "Deep CORAL: correlation alignment for deep domain adaptation").
 //! - [`gan`]: the adversarial losses of ADDA and DANN from discriminator logits, numerically
 //!   stable, and gradient reversal.
+//! - [`conditional`]: losses on the target predictions: MCC's minimum class confusion (Jin et al.
+//!   2020) and CDAN's multilinear conditioning and entropy weights (Long et al. 2018).
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
@@ -28,7 +30,12 @@
 
 use candle_core::{DType, Tensor, D};
 
+pub mod conditional;
 pub mod gan;
+pub use conditional::{
+    entropy_weights, minimum_class_confusion, multilinear_map, randomized_multilinear_map,
+    weighted_discriminator_loss,
+};
 pub use gan::{
     discriminator_accuracy, discriminator_loss, generator_inverted_loss, generator_minimax_loss,
     grad_reverse, softplus,

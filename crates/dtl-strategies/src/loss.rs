@@ -111,3 +111,56 @@ mod tests {
         assert_eq!(acc, 0.75);
     }
 }
+
+/// Minimum class confusion (Jin et al. 2020, "Minimum Class Confusion for Versatile Domain
+/// Adaptation") as a term any strategy can add to its loss: `weight` times the MCC loss of the
+/// target logits at `temperature` ([`dtl_losses::minimum_class_confusion`]). The paper adds it to
+/// DANN and CDAN as well as using it alone (`mcc`); `[strategy.mcc]` in their settings.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MccTerm {
+    /// Weight of the term (the paper's trade-off, 1).
+    pub weight: f64,
+    /// Temperature of the predictions it reads (the paper's 2.5).
+    pub temperature: f64,
+}
+
+impl Default for MccTerm {
+    /// The paper's weight 1 and temperature 2.5.
+    fn default() -> Self {
+        Self {
+            weight: 1.0,
+            temperature: 2.5,
+        }
+    }
+}
+
+impl MccTerm {
+    /// Checks the weight (non-negative) and temperature (positive), naming the key under `key`.
+    pub fn validate(&self, key: &str) -> Result<()> {
+        let bad = |f: &str, m: String| {
+            Err(crate::Error::Core(dtl_core::Error::config(
+                format!("{key}{f}"),
+                m,
+            )))
+        };
+        if !(self.weight >= 0.0 && self.weight.is_finite()) {
+            return bad("weight", format!("{} is not a non-negative number", self.weight));
+        }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return bad(
+                "temperature",
+                format!("{} is not a positive number", self.temperature),
+            );
+        }
+        Ok(())
+    }
+
+    /// `weight * MCC(target_logits)`, logged as `loss_mcc` (the unweighted MCC loss).
+    pub fn loss(&self, target_logits: &Tensor, stats: &mut StepStats) -> Result<Tensor> {
+        let mcc = dtl_losses::minimum_class_confusion(target_logits, self.temperature)
+            .map_err(crate::adversarial::loss_err)?;
+        stats.push("loss_mcc", mcc.to_scalar::<f32>()? as f64);
+        Ok((mcc * self.weight)?)
+    }
+}

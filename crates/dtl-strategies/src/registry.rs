@@ -88,6 +88,10 @@ registry! {
     "iw" => Iw(crate::weighting::iw::IwConfig),
     /// TrAdaBoost's weights over the source and a few labelled target samples (Dai et al. 2007).
     "tradaboost" => Tradaboost(crate::weighting::tradaboost::TradaboostConfig),
+    /// Conditional adversarial adaptation with entropy conditioning, CDAN+E (Long et al. 2018).
+    "cdan" => Cdan(crate::adversarial::cdan::CdanConfig),
+    /// Minimum Class Confusion (Jin et al. 2020): the source cross-entropy plus the target's class confusion.
+    "mcc" => Mcc(crate::mcc::MccConfig),
 }
 
 fn unknown_strategy(name: &str) -> Error {

@@ -194,6 +194,21 @@ fn dann_with_reestimated_instance_weights_resumes_exactly() {
 }
 
 #[test]
+fn cdan_and_mcc_resume_exactly() {
+    for name in ["cdan", "mcc"] {
+        check_resumes_exactly(name, StrategyConfig::from_name(name).unwrap(), false);
+    }
+    check_resumes_exactly(
+        "dann+mcc",
+        StrategyConfig::Dann(DannConfig {
+            mcc: Some(Default::default()),
+            ..Default::default()
+        }),
+        false,
+    );
+}
+
+#[test]
 fn adda_resumes_exactly_in_both_stages() {
     // Stage 1 in epoch 1, stage 2 from epoch 2: states of both stages and of the switch.
     check_resumes_exactly(

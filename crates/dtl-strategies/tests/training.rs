@@ -136,6 +136,7 @@ fn augmented_training_repeats_and_differs_from_plain() {
         crop_scale: (0.7, 1.0),
         crop_ratio: (0.9, 1.1),
         flip: false,
+        ..Augment::default()
     };
     let (acc, a, _) = run_with(&data, 4, 2, Some(aug));
     let (_, b, _) = run_with(&data, 4, 2, Some(aug));

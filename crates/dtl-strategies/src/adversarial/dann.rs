@@ -16,9 +16,9 @@ use dtl_core::{params, DomainBatch, StepStats, Strategy, StrategyNeeds};
 use dtl_losses::{discriminator_accuracy, discriminator_loss, grad_reverse};
 use serde::{Deserialize, Serialize};
 
-use crate::adversarial::{check_disc_hidden, loss_err, Discriminator};
+use crate::adversarial::{check_disc_hidden, loss_err, lr_factor, reversal_coeff, Discriminator};
 use crate::discrepancy::adapt_width;
-use crate::loss::source_loss;
+use crate::loss::{source_loss, MccTerm};
 use crate::optim::{Optimizer, ParamGroup};
 use crate::strategy::{AdaptLayer, BuildContext, StrategySettings};
 use crate::weighting::iw::{IwConfig, SourceWeighter};
@@ -47,6 +47,10 @@ pub struct DannConfig {
     /// Importance-weight the source cross-entropy ([`crate::weighting::iw`]); unset: equal weights.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance_weights: Option<IwConfig>,
+    /// Add minimum class confusion on the target predictions ([`crate::loss::MccTerm`], Jin et
+    /// al. 2020's DANN+MCC); unset: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcc: Option<MccTerm>,
 }
 
 impl Default for DannConfig {
@@ -62,6 +66,7 @@ impl Default for DannConfig {
             beta: 0.75,
             adapt_width: 0,
             instance_weights: None,
+            mcc: None,
         }
     }
 }
@@ -74,20 +79,12 @@ impl DannConfig {
 
     /// The reversal coefficient at progress `p`.
     pub fn coeff(&self, p: f64) -> f64 {
-        if self.gamma == 0.0 {
-            self.max_coeff
-        } else {
-            self.max_coeff * (2.0 / (1.0 + (-self.gamma * p).exp()) - 1.0)
-        }
+        reversal_coeff(self.max_coeff, self.gamma, p)
     }
 
     /// The learning rate factor at progress `p`.
     pub fn lr_factor(&self, p: f64) -> f64 {
-        if self.anneal_lr {
-            (1.0 + self.alpha * p).powf(-self.beta)
-        } else {
-            1.0
-        }
+        lr_factor(self.anneal_lr, self.alpha, self.beta, p)
     }
 
     /// The settings' own checks: non-negative schedule constants, discriminator widths.
@@ -95,6 +92,9 @@ impl DannConfig {
         check_disc_hidden(&self.disc_hidden)?;
         if let Some(w) = &self.instance_weights {
             w.validate()?;
+        }
+        if let Some(t) = &self.mcc {
+            t.validate("mcc.")?;
         }
         let bad = |f: &str, m: String| Err(Error::Core(dtl_core::Error::config(f, m)));
         for (field, v) in [
@@ -184,7 +184,10 @@ impl Dann {
         let (d_s, d_t) = (d.narrow(0, 0, n)?, d.narrow(0, n, m)?);
         let loss_domain = discriminator_loss(&d_s, &d_t).map_err(loss_err)?;
         let disc_acc = discriminator_accuracy(&d_s.detach(), &d_t.detach()).map_err(loss_err)?;
-        let loss = (&loss_cls + &loss_domain)?;
+        let mut loss = (&loss_cls + &loss_domain)?;
+        if let Some(t) = &self.cfg.mcc {
+            loss = (loss + t.loss(&taps.logits.narrow(0, n, m)?, &mut stats)?)?;
+        }
         stats
             .push("loss_domain", loss_domain.to_scalar::<f32>()? as f64)
             .push("disc_acc", disc_acc)

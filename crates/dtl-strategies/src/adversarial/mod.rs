@@ -2,6 +2,7 @@
 //! the input comes from the source domain.
 
 pub mod adda;
+pub mod cdan;
 pub mod dann;
 
 use candle_core::{Device, Tensor};
@@ -76,6 +77,25 @@ impl Discriminator {
     /// Its trainable parameters, by name.
     pub fn params(&self) -> Vec<(String, candle_core::Var)> {
         params::trainable(&self.varmap)
+    }
+}
+
+/// DANN's reversal coefficient at training progress `p`: `max (2 / (1 + exp(-gamma p)) - 1)`
+/// (Ganin & Lempitsky 2015), `max` throughout when `gamma` is 0.
+pub(crate) fn reversal_coeff(max: f64, gamma: f64, p: f64) -> f64 {
+    if gamma == 0.0 {
+        max
+    } else {
+        max * (2.0 / (1.0 + (-gamma * p).exp()) - 1.0)
+    }
+}
+
+/// DANN's learning-rate factor at progress `p`: `(1 + alpha p)^-beta` when annealing, else 1.
+pub(crate) fn lr_factor(anneal: bool, alpha: f64, beta: f64, p: f64) -> f64 {
+    if anneal {
+        (1.0 + alpha * p).powf(-beta)
+    } else {
+        1.0
     }
 }
 

@@ -51,6 +51,8 @@ pub enum Stream {
     Discriminator,
     /// CDAN's fixed random matrices of the randomized multilinear map.
     RandomMap,
+    /// MCD's second classifier.
+    SecondHead,
     /// Instance weighting: the subset of target images an estimate reads.
     WeightSubset,
     /// Instance weighting: the estimate made before epoch `epoch` (0-based) when the weights are
@@ -94,6 +96,7 @@ impl Stream {
             Stream::FolderSplit => run ^ 0x00f0_1de7,
             Stream::Discriminator => run ^ 0xd15c_0000,
             Stream::RandomMap => run ^ 0xca4d_0000,
+            Stream::SecondHead => run ^ 0x0f2f_0000,
             Stream::WeightSubset => run ^ 0x1a7e,
             Stream::Reestimate { epoch } => run.wrapping_add(epoch as u64),
             Stream::ValidationSubset => run ^ 0x1c7c,
@@ -126,6 +129,7 @@ mod tests {
             Stream::TargetData,
             Stream::Discriminator,
             Stream::RandomMap,
+            Stream::SecondHead,
             Stream::WeightSubset,
             Stream::ValidationSubset,
             Stream::LabelledTarget,

@@ -44,6 +44,7 @@ pub mod weighting;
 pub use adversarial::adda::{Adda, AddaConfig, GeneratorLoss};
 pub use adversarial::cdan::{Cdan, CdanConfig};
 pub use adversarial::dann::{Dann, DannConfig};
+pub use adversarial::mcd::{Mcd, McdConfig};
 pub use adversarial::Discriminator;
 pub use discrepancy::coral::CoralConfig;
 pub use discrepancy::dan::DanConfig;

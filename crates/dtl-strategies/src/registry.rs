@@ -90,6 +90,8 @@ registry! {
     "tradaboost" => Tradaboost(crate::weighting::tradaboost::TradaboostConfig),
     /// Conditional adversarial adaptation with entropy conditioning, CDAN+E (Long et al. 2018).
     "cdan" => Cdan(crate::adversarial::cdan::CdanConfig),
+    /// Maximum Classifier Discrepancy: two classifiers and a generator in three-step turns (Saito et al. 2018).
+    "mcd" => Mcd(crate::adversarial::mcd::McdConfig),
     /// Minimum Class Confusion (Jin et al. 2020): the source cross-entropy plus the target's class confusion.
     "mcc" => Mcc(crate::mcc::MccConfig),
 }

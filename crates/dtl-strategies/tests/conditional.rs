@@ -111,3 +111,27 @@ fn the_mcc_term_trains_with_dann_and_cdan() {
     let err = bad.validate().unwrap_err().to_string();
     assert!(err.contains("mcc.temperature"), "{err}");
 }
+
+/// MCD: the source is learnt, and within step C the generator's updates lower the classifiers'
+/// discrepancy on the target that step B raised.
+#[test]
+fn mcd_learns_the_source_in_three_step_turns() {
+    let (acc, report) = run(&StrategyConfig::Mcd(Default::default()), 3);
+    assert!(acc > 0.5, "source test accuracy {acc}");
+    for e in &report.epochs {
+        let m = &e.means;
+        assert!(
+            m["discrepancy_c_last"] < m["discrepancy_c_first"],
+            "epoch {}: {m:?}",
+            e.epoch
+        );
+    }
+    let err = StrategyConfig::Mcd(dtl_strategies::McdConfig {
+        num_k: 0,
+        ..Default::default()
+    })
+    .validate()
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("num-k"), "{err}");
+}

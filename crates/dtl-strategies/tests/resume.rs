@@ -194,8 +194,8 @@ fn dann_with_reestimated_instance_weights_resumes_exactly() {
 }
 
 #[test]
-fn cdan_and_mcc_resume_exactly() {
-    for name in ["cdan", "mcc"] {
+fn cdan_mcc_and_mcd_resume_exactly() {
+    for name in ["cdan", "mcc", "mcd"] {
         check_resumes_exactly(name, StrategyConfig::from_name(name).unwrap(), false);
     }
     check_resumes_exactly(

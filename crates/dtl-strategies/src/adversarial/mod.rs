@@ -4,6 +4,7 @@
 pub mod adda;
 pub mod cdan;
 pub mod dann;
+pub mod mcd;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;

@@ -828,6 +828,14 @@ fn readers() -> Vec<Reader> {
     ]
 }
 
+/// Seeds that once failed, run on every test run besides the campaign's range: each reader's
+/// corpus of regressions.
+const REGRESSIONS: &[(&str, &[u64])] = &[
+    // A damaged image that decodes to zero columns panicked in the crop window (`clamp(1, 0)`);
+    // found by the first million-case campaign.
+    ("image files", &[17930, 37208, 41636, 46894]),
+];
+
 fn env_usize(key: &str, default: u64) -> u64 {
     std::env::var(key)
         .ok()
@@ -853,10 +861,14 @@ fn every_reader_survives_structured_garbage_within_its_memory_bound() {
             continue;
         }
         let n = ((cases as f64 * r.share).ceil() as u64).max(1);
+        let regressions: Vec<u64> = REGRESSIONS
+            .iter()
+            .filter(|(name, _)| *name == r.name)
+            .flat_map(|(_, seeds)| seeds.iter().copied())
+            .collect();
         let started = Instant::now();
         let (mut accepted, mut panics, mut over, mut worst) = (0u64, 0u64, 0u64, 0f64);
-        for k in 0..n {
-            let seed = first_seed + k;
+        for seed in (first_seed..first_seed + n).chain(regressions) {
             let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_f022);
             rng.next_u32();
             let result = catch_unwind(AssertUnwindSafe(|| (r.case)(&mut rng, scratch.path())));

@@ -181,6 +181,13 @@ pub fn load_image_fit(path: &Path, shape: (usize, usize, usize), fit: Fit) -> Re
         message: format!("not a readable image: {e}"),
     })?;
     let (iw, ih) = (img.width() as usize, img.height() as usize);
+    if iw == 0 || ih == 0 {
+        return Err(Error::Format {
+            path: path.to_path_buf(),
+            line: None,
+            message: format!("decodes to an image of {iw}x{ih} pixels: nothing to read"),
+        });
+    }
     let planes: Vec<Vec<f32>> = if c == 1 {
         let luma = img.to_luma32f();
         vec![luma.into_raw()]

@@ -153,6 +153,9 @@ pub struct DomainBatch {
     pub source_indices: Vec<usize>,
     /// Target images `(B', C, H, W)`, when the strategy asked for them.
     pub target: Option<Tensor>,
+    /// Positions of the target samples in the target training set (per-sample state such as
+    /// pseudo-labels is looked up by them); empty without a target batch.
+    pub target_indices: Vec<usize>,
     /// Target labels, only in the semi-supervised setting.
     pub target_labels: Option<Tensor>,
     /// Training progress in `[0, 1)`: steps done before this one over all steps of the run

@@ -53,6 +53,10 @@ pub enum Stream {
     RandomMap,
     /// MCD's second classifier.
     SecondHead,
+    /// Self-ensembling: the augmentation of the student's copy of each target image.
+    StudentAugment,
+    /// Self-ensembling: the augmentation of the teacher's copy.
+    TeacherAugment,
     /// Instance weighting: the subset of target images an estimate reads.
     WeightSubset,
     /// Instance weighting: the estimate made before epoch `epoch` (0-based) when the weights are
@@ -97,6 +101,8 @@ impl Stream {
             Stream::Discriminator => run ^ 0xd15c_0000,
             Stream::RandomMap => run ^ 0xca4d_0000,
             Stream::SecondHead => run ^ 0x0f2f_0000,
+            Stream::StudentAugment => run ^ 0x57de_0000,
+            Stream::TeacherAugment => run ^ 0x7eac_0000,
             Stream::WeightSubset => run ^ 0x1a7e,
             Stream::Reestimate { epoch } => run.wrapping_add(epoch as u64),
             Stream::ValidationSubset => run ^ 0x1c7c,
@@ -130,6 +136,8 @@ mod tests {
             Stream::Discriminator,
             Stream::RandomMap,
             Stream::SecondHead,
+            Stream::StudentAugment,
+            Stream::TeacherAugment,
             Stream::WeightSubset,
             Stream::ValidationSubset,
             Stream::LabelledTarget,

@@ -36,6 +36,8 @@ pub mod loss;
 pub mod mcc;
 pub mod optim;
 pub mod registry;
+pub mod self_ensembling;
+pub mod shot;
 pub mod source_only;
 pub mod strategy;
 pub mod trainer;
@@ -58,6 +60,8 @@ pub use loss::MccTerm;
 pub use mcc::{Mcc, MccConfig};
 pub use optim::{OptimSettings, Optimizer, OptimizerKind, ParamGroup};
 pub use registry::{build, build_with_data, StrategyConfig};
+pub use self_ensembling::{SelfEnsembling, SelfEnsemblingConfig};
+pub use shot::{Shot, ShotConfig};
 pub use source_only::{SourceOnly, SourceOnlyConfig};
 pub use strategy::{
     AdaptLayer, BuildContext, InitialModel, InitialWeights, RunFacts, StrategySettings, TrainingData,

@@ -92,6 +92,10 @@ registry! {
     "cdan" => Cdan(crate::adversarial::cdan::CdanConfig),
     /// Maximum Classifier Discrepancy: two classifiers and a generator in three-step turns (Saito et al. 2018).
     "mcd" => Mcd(crate::adversarial::mcd::McdConfig),
+    /// Source-free adaptation of a saved source model: its head fixed, information maximisation and pseudo-labels (Liang et al. 2020).
+    "shot" => Shot(crate::shot::ShotConfig),
+    /// A mean teacher with confidence thresholding and class balance (French et al. 2018).
+    "self-ensembling" => SelfEnsembling(crate::self_ensembling::SelfEnsemblingConfig),
     /// Minimum Class Confusion (Jin et al. 2020): the source cross-entropy plus the target's class confusion.
     "mcc" => Mcc(crate::mcc::MccConfig),
 }

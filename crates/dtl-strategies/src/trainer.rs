@@ -284,21 +284,22 @@ pub fn train_resumable(
                 Some(a) => source.batch_augmented(idx, device, a, &mut source_aug)?,
                 None => source.batch(idx, device)?,
             };
-            let (target_x, target_y) = match (target, target_batches.as_mut()) {
+            let (target_x, target_y, target_indices) = match (target, target_batches.as_mut()) {
                 (Some(t), Some(tb)) => {
                     let ti = tb.next_batch();
                     let (tx, ty) = match &cfg.augment {
                         Some(a) => t.batch_augmented(&ti, device, a, &mut target_aug)?,
                         None => t.batch(&ti, device)?,
                     };
-                    (Some(tx), needs.target_labels.then_some(ty))
+                    (Some(tx), needs.target_labels.then_some(ty), ti)
                 }
-                _ => (None, None),
+                _ => (None, None, Vec::new()),
             };
             let batch = DomainBatch {
                 source: (xs, ys),
                 source_indices: idx.clone(),
                 target: target_x,
+                target_indices,
                 target_labels: target_y,
                 progress: (epoch * steps_per_epoch + i) as f64 / (cfg.epochs * steps_per_epoch) as f64,
             };

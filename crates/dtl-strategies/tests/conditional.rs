@@ -135,3 +135,122 @@ fn mcd_learns_the_source_in_three_step_turns() {
     .to_string();
     assert!(err.contains("num-k"), "{err}");
 }
+
+/// SHOT adapts a trained source model on target images alone: its head (the source hypothesis)
+/// does not move, the predictions' mean entropy falls while they keep spreading over the classes,
+/// and without a source model it is refused, naming `init-from`.
+#[test]
+fn shot_adapts_a_source_model_with_its_head_fixed() {
+    use dtl_strategies::{BuildContext, ShotConfig, StrategySettings, TransferStrategy};
+    let (source, target) = (load(DomainId::MnistSmall), load(DomainId::Optdigits));
+    let dev = Device::Cpu;
+    let optim = OptimSettings {
+        lr: 0.05,
+        ..Default::default()
+    };
+    let loop_cfg = |epochs| LoopConfig {
+        epochs,
+        batch_size: 64,
+        seed: 0,
+        progress: false,
+        augment: None,
+    };
+    let mut src = build(
+        &StrategyConfig::SourceOnly(Default::default()),
+        Classifier::new(ModelSpec::lenet_digits(16), 0, &dev).unwrap(),
+        &optim,
+        0,
+    )
+    .unwrap();
+    train(src.as_mut(), &source.train, None, &loop_cfg(4), &dev).unwrap();
+    let head = |m: &dyn TransferStrategy| {
+        dtl_core::params::select(m.model().varmap(), &["head"])
+            .into_iter()
+            .map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let cfg = StrategyConfig::Shot(ShotConfig::default());
+    let ctx = BuildContext::new(
+        Classifier::new(ModelSpec::lenet_digits(16), 1, &dev).unwrap(),
+        &optim,
+        0,
+    )
+    .with_data(&source.train, &target.train)
+    .with_init(src.model(), std::path::Path::new("source.safetensors"));
+    let mut shot = cfg.build(ctx).unwrap();
+    assert_eq!(
+        head(shot.as_ref()),
+        head(src.as_ref()),
+        "starts from the source model"
+    );
+    let report = train(
+        shot.as_mut(),
+        &source.train,
+        Some(&target.train),
+        &loop_cfg(3),
+        &dev,
+    )
+    .unwrap();
+    assert_eq!(
+        head(shot.as_ref()),
+        head(src.as_ref()),
+        "the source hypothesis moved"
+    );
+    let (first, last) = (&report.epochs[0].means, &report.epochs.last().unwrap().means);
+    assert!(last["loss_ent"] < first["loss_ent"], "{first:?} -> {last:?}");
+    // Ten classes: the mean prediction's entropy stays near ln 10 = 2.30.
+    assert!(last["diversity"] > 2.0, "{last:?}");
+    let err = ShotConfig::default()
+        .check_run(&dtl_strategies::RunFacts {
+            epochs: 3,
+            init_from: false,
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("init-from"), "{err}");
+}
+
+/// Self-ensembling: the student learns the source; after every step the teacher is exactly the
+/// moving average `a t + (1 - a) s` of its previous weights and the student's new ones; the teacher
+/// is the model that predicts.
+#[test]
+fn self_ensembling_keeps_a_mean_teacher() {
+    use dtl_core::{DomainBatch, Strategy};
+    use dtl_strategies::{SelfEnsembling, SelfEnsemblingConfig, TransferStrategy};
+    let (source, target) = (load(DomainId::MnistSmall), load(DomainId::Optdigits));
+    let dev = Device::Cpu;
+    let cfg = SelfEnsemblingConfig::default();
+    let model = Classifier::new(ModelSpec::lenet_digits(16), 0, &dev).unwrap();
+    let mut s = SelfEnsembling::new(cfg.clone(), model, &OptimSettings::default(), 0).unwrap();
+    let flat = |m: &Classifier| {
+        dtl_core::params::snapshot(m.varmap())
+            .unwrap()
+            .into_iter()
+            .flat_map(|(_, t)| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+            .collect::<Vec<f32>>()
+    };
+    let teacher0 = flat(s.model());
+    assert_eq!(teacher0, flat(s.student()), "the teacher starts as the student");
+    let idx: Vec<usize> = (0..32).collect();
+    let (xs, ys) = source.train.batch(&idx, &dev).unwrap();
+    let (xt, _) = target.train.batch(&idx, &dev).unwrap();
+    let batch = DomainBatch {
+        source: (xs, ys),
+        source_indices: idx.clone(),
+        target: Some(xt),
+        target_indices: idx,
+        target_labels: None,
+        progress: 0.0,
+    };
+    let stats = s.train_step(&batch).unwrap();
+    assert!((0.0..=1.0).contains(&stats.get("confident").unwrap()));
+    let (teacher1, student1) = (flat(s.model()), flat(s.student()));
+    assert_ne!(student1, teacher0, "the student moved");
+    for ((t1, t0), s1) in teacher1.iter().zip(&teacher0).zip(&student1) {
+        let want = cfg.ema as f32 * t0 + (1.0 - cfg.ema as f32) * s1;
+        assert!((t1 - want).abs() <= 1e-6 * want.abs().max(1.0), "{t1} vs {want}");
+    }
+    let (acc, report) = run(&StrategyConfig::SelfEnsembling(cfg), 3);
+    assert!(acc > 0.5, "the teacher's source test accuracy {acc}");
+    assert!(report.epochs.last().unwrap().means["loss_cls"] < report.epochs[0].means["loss_cls"]);
+}

@@ -9,7 +9,7 @@ use dtl_data::augment::Augment;
 use dtl_data::{Domain, DomainId, LoadOptions};
 use dtl_strategies::weighting::iw::{IwConfig, WeightsOn};
 use dtl_strategies::{
-    build_with_data, train, train_resumable, AddaConfig, Checkpointing, DannConfig, LoopConfig,
+    build_with_data, train, train_resumable, AddaConfig, BuildContext, Checkpointing, DannConfig, LoopConfig,
     OptimSettings, Position, StrategyConfig, TradaboostConfig, TrainReport, TransferStrategy,
 };
 
@@ -54,6 +54,14 @@ impl Setup {
             lr: 0.05,
             ..Default::default()
         };
+        if cfg.name() == "shot" {
+            // A source-free strategy adapts a given model (any will do here).
+            let init = Classifier::new(ModelSpec::lenet_digits(16), 77, &Device::Cpu).unwrap();
+            let ctx = BuildContext::new(model, &optim, self.cfg.seed)
+                .with_data(&self.source.train, &self.target.train)
+                .with_init(&init, std::path::Path::new("source.safetensors"));
+            return cfg.build(ctx).unwrap();
+        }
         build_with_data(
             cfg,
             model,
@@ -194,8 +202,8 @@ fn dann_with_reestimated_instance_weights_resumes_exactly() {
 }
 
 #[test]
-fn cdan_mcc_and_mcd_resume_exactly() {
-    for name in ["cdan", "mcc", "mcd"] {
+fn the_newer_methods_resume_exactly() {
+    for name in ["cdan", "mcc", "mcd", "shot", "self-ensembling"] {
         check_resumes_exactly(name, StrategyConfig::from_name(name).unwrap(), false);
     }
     check_resumes_exactly(

@@ -205,6 +205,14 @@ pub struct StrategyNeeds {
     pub target_labels: bool,
 }
 
+impl StrategyNeeds {
+    /// Unlabelled target batches beside the source's (every unsupervised adaptation strategy).
+    pub const TARGET: Self = Self {
+        target_batches: true,
+        target_labels: false,
+    };
+}
+
 /// A transfer strategy: how one step of training uses a [`DomainBatch`].
 ///
 /// The training loop (epochs, batching, logging, checkpoints) lives outside the strategies; a

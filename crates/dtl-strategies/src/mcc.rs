@@ -104,10 +104,7 @@ impl Strategy for Mcc {
     }
 
     fn needs(&self) -> StrategyNeeds {
-        StrategyNeeds {
-            target_batches: true,
-            target_labels: false,
-        }
+        StrategyNeeds::TARGET
     }
 
     fn train_step(&mut self, batch: &DomainBatch) -> dtl_core::Result<StepStats> {

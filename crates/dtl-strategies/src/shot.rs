@@ -283,10 +283,7 @@ impl Strategy for Shot {
     }
 
     fn needs(&self) -> StrategyNeeds {
-        StrategyNeeds {
-            target_batches: true,
-            target_labels: false,
-        }
+        StrategyNeeds::TARGET
     }
 
     fn start_epoch(&mut self, _epoch: usize, _epochs: usize) -> dtl_core::Result<()> {

@@ -264,10 +264,7 @@ impl Strategy for Adda {
     }
 
     fn needs(&self) -> StrategyNeeds {
-        StrategyNeeds {
-            target_batches: true,
-            target_labels: false,
-        }
+        StrategyNeeds::TARGET
     }
 
     fn start_epoch(&mut self, epoch: usize, epochs: usize) -> dtl_core::Result<()> {

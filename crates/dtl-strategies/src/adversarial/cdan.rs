@@ -246,10 +246,7 @@ impl Strategy for Cdan {
     }
 
     fn needs(&self) -> StrategyNeeds {
-        StrategyNeeds {
-            target_batches: true,
-            target_labels: false,
-        }
+        StrategyNeeds::TARGET
     }
 
     fn train_step(&mut self, batch: &DomainBatch) -> dtl_core::Result<StepStats> {

@@ -205,10 +205,7 @@ impl Strategy for Dann {
     }
 
     fn needs(&self) -> StrategyNeeds {
-        StrategyNeeds {
-            target_batches: true,
-            target_labels: false,
-        }
+        StrategyNeeds::TARGET
     }
 
     fn start_epoch(&mut self, epoch: usize, _epochs: usize) -> dtl_core::Result<()> {

@@ -336,10 +336,7 @@ impl Strategy for Discrepancy {
     }
 
     fn needs(&self) -> StrategyNeeds {
-        StrategyNeeds {
-            target_batches: true,
-            target_labels: false,
-        }
+        StrategyNeeds::TARGET
     }
 
     fn start_epoch(&mut self, epoch: usize, _epochs: usize) -> dtl_core::Result<()> {

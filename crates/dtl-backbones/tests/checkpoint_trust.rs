@@ -112,3 +112,15 @@ fn class_names_given_twice_or_empty_are_refused() {
         assert!(err.contains("dtl.class_names") && err.contains(want), "{err}");
     }
 }
+
+/// A small LeNet file whose metadata names a ResNet-50 or AlexNet is refused before the 100 to
+/// 250 MB model is built: it lacks the architecture's largest tensors.
+#[test]
+fn a_header_naming_a_large_backbone_needs_its_largest_tensors() {
+    let dir = tempfile::tempdir().unwrap();
+    for (backbone, tensor) in [("resnet50", "layer4.2.conv2.weight"), ("alexnet", "fc6.weight")] {
+        let path = saved(dir.path(), &[("dtl.backbone", backbone.to_string())]);
+        let err = load_err(&path);
+        assert!(err.contains(tensor) && err.contains(backbone), "{err}");
+    }
+}

@@ -165,6 +165,18 @@ impl Classifier {
                 )));
             }
         }
+        for (param, shape) in spec.signature_params() {
+            match infos.get(param) {
+                Some(info) if info.shape == shape => {}
+                found => {
+                    return Err(bad(format!(
+                        "`dtl.backbone` {} needs tensor `{param}` of shape {shape:?}, the file has {}",
+                        spec.backbone.as_str(),
+                        found.map_or("none".to_string(), |i| format!("{:?}", i.shape))
+                    )))
+                }
+            }
+        }
         for (param, dim, len) in spec.metadata_sized_params()? {
             match infos.get(param) {
                 Some(info) if info.shape.get(dim) != Some(&len) => {

@@ -205,6 +205,27 @@ impl ModelSpec {
         }
     }
 
+    /// Tensors every checkpoint of this architecture holds, with their shapes: the largest layers
+    /// of the backbones whose size does not depend on the input (AlexNet's `fc6`, the last
+    /// blocks of the ResNets). A header that names a backbone but lacks them is refused before
+    /// that backbone is built, so that a small file cannot make dtl allocate a large model
+    /// (the model is then at most a dozen times the size of the file's tensors).
+    pub fn signature_params(&self) -> Vec<(&'static str, Vec<usize>)> {
+        match self.backbone {
+            BackboneKind::AlexNet => vec![("fc6.weight", vec![4096, 256 * 6 * 6])],
+            BackboneKind::ResNet18 => vec![("layer4.1.conv2.weight", vec![512, 512, 3, 3])],
+            BackboneKind::ResNet34 => vec![
+                ("layer3.5.conv2.weight", vec![256, 256, 3, 3]),
+                ("layer4.2.conv2.weight", vec![512, 512, 3, 3]),
+            ],
+            BackboneKind::ResNet50 => vec![
+                ("layer4.2.conv2.weight", vec![512, 512, 3, 3]),
+                ("layer4.2.conv3.weight", vec![2048, 512, 1, 1]),
+            ],
+            BackboneKind::LeNet | BackboneKind::ConvNet8 => Vec::new(),
+        }
+    }
+
     /// The parameters whose shapes the spec's sizes decide, each with the dimension and the
     /// length it must have: the input of LeNet's `fc1` and the convnet's `fc6` (from the input
     /// size), the rows of `adapt` (its width) and of `head` (the classes). A checkpoint's

@@ -597,14 +597,14 @@ mod tests {
         );
     }
 
-    /// Every registered strategy runs with its defaults and the run's (finetune given the
-    /// checkpoint it copies from); a combination that cannot run is refused by `check`, before any
-    /// work, naming the key.
+    /// Every registered strategy runs with its defaults and the run's (finetune and shot given
+    /// the checkpoint they start from); a combination that cannot run is refused by `check`,
+    /// before any work, naming the key.
     #[test]
     fn every_strategys_defaults_pass_the_check_and_bad_combinations_do_not() {
         for &name in StrategyConfig::NAMES {
             let mut cfg = RunConfig::from_assignments(None, &[("strategy.name", name)]).unwrap();
-            if name == "finetune" {
+            if name == "finetune" || name == "shot" {
                 let err = cfg.check().unwrap_err().to_string();
                 assert!(err.contains("init-from"), "{err}");
                 cfg.model.init_from = Some("source/model.safetensors".into());

@@ -163,6 +163,16 @@ pub struct DomainBatch {
     pub progress: f64,
 }
 
+impl DomainBatch {
+    /// The target images, which `strategy` reads at every step: an error naming it when the
+    /// loop gave none.
+    pub fn target_images(&self, strategy: &str) -> Result<&Tensor> {
+        self.target
+            .as_ref()
+            .ok_or_else(|| Error::Msg(format!("{strategy} needs a target batch at every step")))
+    }
+}
+
 /// Named scalars reported by one training step (losses, batch accuracy, coefficients).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StepStats {

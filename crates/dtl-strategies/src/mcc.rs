@@ -79,11 +79,7 @@ impl Mcc {
 
     fn step(&mut self, batch: &DomainBatch) -> Result<StepStats> {
         let (xs, ys) = &batch.source;
-        let xt = batch.target.as_ref().ok_or_else(|| {
-            Error::Core(dtl_core::Error::Msg(
-                "mcc needs a target batch at every step".into(),
-            ))
-        })?;
+        let xt = batch.target_images("mcc")?;
         let n = xs.dim(0)?;
         let logits = self.model.forward(&Tensor::cat(&[xs, xt], 0)?, true)?;
         let (loss_cls, acc) = cross_entropy_with_accuracy(&logits.narrow(0, 0, n)?, ys)?;

@@ -157,11 +157,7 @@ impl SelfEnsembling {
 
     fn step(&mut self, batch: &DomainBatch) -> Result<StepStats> {
         let (xs, ys) = &batch.source;
-        let xt = batch.target.as_ref().ok_or_else(|| {
-            Error::Core(dtl_core::Error::Msg(
-                "self-ensembling needs a target batch at every step".into(),
-            ))
-        })?;
+        let xt = batch.target_images("self-ensembling")?;
         let n = xs.dim(0)?;
         let xt_student = Self::augmented(&self.cfg.augment, xt, &mut self.student_rng)?;
         let xt_teacher = Self::augmented(&self.cfg.augment, xt, &mut self.teacher_rng)?;

@@ -229,11 +229,7 @@ impl Shot {
     }
 
     fn step(&mut self, batch: &DomainBatch) -> Result<StepStats> {
-        let xt = batch.target.as_ref().ok_or_else(|| {
-            Error::Core(dtl_core::Error::Msg(
-                "shot needs a target batch at every step".into(),
-            ))
-        })?;
+        let xt = batch.target_images("shot")?;
         let logits = self.model.forward(xt, true)?;
         let p = softmax(&logits, 1.0).map_err(loss_err)?;
         let ent = entropy(&p).map_err(loss_err)?.mean_all()?;

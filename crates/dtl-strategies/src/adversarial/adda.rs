@@ -225,11 +225,7 @@ impl Adda {
     }
 
     fn adapt_step(&mut self, batch: &DomainBatch) -> Result<StepStats> {
-        let xt = batch.target.as_ref().ok_or_else(|| {
-            Error::Core(dtl_core::Error::Msg(
-                "adda needs a target batch at every step".into(),
-            ))
-        })?;
+        let xt = batch.target_images("adda")?;
         let stage = self.stage2.as_mut().expect("stage 2 begun");
         // The source encoder is fixed: evaluation mode, no graph.
         let fs = self.source.features(&batch.source.0, false)?.detach();

@@ -195,11 +195,7 @@ impl Cdan {
 
     fn step(&mut self, batch: &DomainBatch) -> Result<StepStats> {
         let (xs, ys) = &batch.source;
-        let xt = batch.target.as_ref().ok_or_else(|| {
-            Error::Core(dtl_core::Error::Msg(
-                "cdan needs a target batch at every step".into(),
-            ))
-        })?;
+        let xt = batch.target_images("cdan")?;
         let (n, m) = (xs.dim(0)?, xt.dim(0)?);
         let p = batch.progress;
         let coeff = reversal_coeff(self.cfg.max_coeff, self.cfg.gamma, p);

@@ -164,11 +164,7 @@ impl Dann {
 
     fn step(&mut self, batch: &DomainBatch) -> Result<StepStats> {
         let xs = &batch.source.0;
-        let xt = batch.target.as_ref().ok_or_else(|| {
-            Error::Core(dtl_core::Error::Msg(
-                "dann needs a target batch at every step".into(),
-            ))
-        })?;
+        let xt = batch.target_images("dann")?;
         let n = xs.dim(0)?;
         let m = xt.dim(0)?;
         let p = batch.progress;

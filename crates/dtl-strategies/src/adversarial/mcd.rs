@@ -144,11 +144,7 @@ impl Mcd {
 
     fn step(&mut self, batch: &DomainBatch) -> Result<StepStats> {
         let (xs, ys) = &batch.source;
-        let xt = batch.target.as_ref().ok_or_else(|| {
-            Error::Core(dtl_core::Error::Msg(
-                "mcd needs a target batch at every step".into(),
-            ))
-        })?;
+        let xt = batch.target_images("mcd")?;
         let n = xs.dim(0)?;
         let both = Tensor::cat(&[xs, xt], 0)?;
         let mut stats = StepStats::new();

@@ -290,12 +290,7 @@ impl Discrepancy {
 
     fn step(&mut self, batch: &DomainBatch) -> Result<StepStats> {
         let xs = &batch.source.0;
-        let xt = batch.target.as_ref().ok_or_else(|| {
-            Error::Core(dtl_core::Error::Msg(format!(
-                "{} needs a target batch at every step",
-                self.name
-            )))
-        })?;
+        let xt = batch.target_images(self.name)?;
         let (source, target) = joint_taps(&self.model, xs, xt, true)?;
         let mut stats = StepStats::new();
         let (loss_cls, acc) = source_loss(self.weighter.as_ref(), &source.logits, batch, &mut stats)?;

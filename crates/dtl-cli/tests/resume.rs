@@ -160,6 +160,7 @@ fn a_run_killed_while_writing_a_checkpoint_resumes_from_the_one_before() {
     let o = Command::new(env!("CARGO_BIN_EXE_dtl"))
         .args(args("dann", &out, &[]))
         .env("RUST_LOG", "warn")
+        .env_remove("DTL_DATA_DIR")
         .env("DTL_TEST_ABORT_IN_CHECKPOINT", "4")
         .output()
         .unwrap();

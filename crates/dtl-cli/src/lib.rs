@@ -95,5 +95,13 @@ impl From<dtl_data::Error> for Error {
     }
 }
 
+/// Maps an I/O error on `path` to [`Error::Io`] naming it (`.map_err(io_err(path))`).
+pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// Result type of the facade.
 pub type Result<T> = std::result::Result<T, Error>;

@@ -21,7 +21,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{Error, Result};
+use crate::{io_err, Error, Result};
 
 /// The state file a run saves into its staging directory.
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
@@ -56,13 +56,6 @@ pub struct RunDir {
     out: PathBuf,
     staging: PathBuf,
     replaced: PathBuf,
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 impl RunDir {
@@ -128,17 +121,17 @@ impl RunDir {
             if !self.out.exists() {
                 if self.staged() == Staged::Complete {
                     tracing::info!("finishing the interrupted commit of {}", self.out.display());
-                    std::fs::rename(&self.staging, &self.out).map_err(io(&self.out))?;
+                    std::fs::rename(&self.staging, &self.out).map_err(io_err(&self.out))?;
                 } else {
                     tracing::warn!(
                         "restoring {} (a replacement did not complete)",
                         self.out.display()
                     );
-                    std::fs::rename(&self.replaced, &self.out).map_err(io(&self.out))?;
+                    std::fs::rename(&self.replaced, &self.out).map_err(io_err(&self.out))?;
                 }
             }
             if self.replaced.exists() {
-                std::fs::remove_dir_all(&self.replaced).map_err(io(&self.replaced))?;
+                std::fs::remove_dir_all(&self.replaced).map_err(io_err(&self.replaced))?;
             }
         }
         if self.staged() == Staged::Complete {
@@ -167,9 +160,9 @@ impl RunDir {
             }
             let mut foreign = Vec::new();
             let mut previous = Vec::new();
-            for entry in std::fs::read_dir(&self.out).map_err(io(&self.out))? {
+            for entry in std::fs::read_dir(&self.out).map_err(io_err(&self.out))? {
                 let name = entry
-                    .map_err(io(&self.out))?
+                    .map_err(io_err(&self.out))?
                     .file_name()
                     .to_string_lossy()
                     .into_owned();
@@ -207,9 +200,9 @@ impl RunDir {
             _ => tracing::info!("replacing {}", self.staging.display()),
         }
         if self.staging.exists() {
-            std::fs::remove_dir_all(&self.staging).map_err(io(&self.staging))?;
+            std::fs::remove_dir_all(&self.staging).map_err(io_err(&self.staging))?;
         }
-        std::fs::create_dir_all(&self.staging).map_err(io(&self.staging))
+        std::fs::create_dir_all(&self.staging).map_err(io_err(&self.staging))
     }
 
     /// Records that the run failed with `error` (its checkpoint stays).
@@ -223,7 +216,7 @@ impl RunDir {
     pub fn clear_failed(&self) -> Result<()> {
         let f = self.staging.join(FAILED);
         if f.exists() {
-            std::fs::remove_file(&f).map_err(io(&f))?;
+            std::fs::remove_file(&f).map_err(io_err(&f))?;
         }
         Ok(())
     }
@@ -233,14 +226,14 @@ impl RunDir {
     pub fn commit(&self) -> Result<()> {
         let ckpt = self.checkpoint();
         if ckpt.exists() {
-            std::fs::remove_file(&ckpt).map_err(io(&ckpt))?;
+            std::fs::remove_file(&ckpt).map_err(io_err(&ckpt))?;
         }
         if self.out.exists() {
-            std::fs::rename(&self.out, &self.replaced).map_err(io(&self.out))?;
+            std::fs::rename(&self.out, &self.replaced).map_err(io_err(&self.out))?;
         }
-        std::fs::rename(&self.staging, &self.out).map_err(io(&self.out))?;
+        std::fs::rename(&self.staging, &self.out).map_err(io_err(&self.out))?;
         if self.replaced.exists() {
-            std::fs::remove_dir_all(&self.replaced).map_err(io(&self.replaced))?;
+            std::fs::remove_dir_all(&self.replaced).map_err(io_err(&self.replaced))?;
         }
         Ok(())
     }
@@ -249,8 +242,8 @@ impl RunDir {
 /// Removes the temporary files that [`dtl_core::write_atomic`] leaves when it is killed
 /// (`.NAME.PID.partial`).
 fn remove_temporary_files(dir: &Path) -> Result<()> {
-    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
-        let entry = entry.map_err(io(dir))?;
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if name.starts_with('.') && name.ends_with(".partial") && entry.path().is_file() {
@@ -258,7 +251,7 @@ fn remove_temporary_files(dir: &Path) -> Result<()> {
                 "removing {}, left by an interrupted write",
                 entry.path().display()
             );
-            std::fs::remove_file(entry.path()).map_err(io(dir))?;
+            std::fs::remove_file(entry.path()).map_err(io_err(dir))?;
         }
     }
     Ok(())

@@ -24,7 +24,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::{Assignment, RunConfig};
 use crate::validation::{read_report, ValidationReport};
-use crate::{Error, Result};
+use crate::{io_err, Error, Result};
 
 /// How `dtl sweep` runs.
 #[derive(Debug, Clone)]
@@ -64,15 +64,8 @@ struct Job {
     log: PathBuf,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |e| Error::Io {
-        path: path.to_path_buf(),
-        source: e,
-    }
-}
-
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    dtl_core::write_atomic(path, bytes).map_err(io(path))
+    dtl_core::write_atomic(path, bytes).map_err(io_err(path))
 }
 
 /// Whether the run in `dir` finished (its validation report, written last, is there).
@@ -82,7 +75,7 @@ fn finished(dir: &Path) -> bool {
 
 /// Runs the sweep `spec` into `out`.
 pub fn run_sweep(spec: &Path, out: &Path, opts: &SweepOptions) -> Result<SweepOutcome> {
-    let text = std::fs::read_to_string(spec).map_err(io(spec))?;
+    let text = std::fs::read_to_string(spec).map_err(io_err(spec))?;
     let parsed = SweepSpec::from_toml(&text, &spec.display().to_string())?;
     let planned = parsed.expand()?;
     let runs_dir = out.join("runs");
@@ -125,7 +118,7 @@ pub fn run_sweep(spec: &Path, out: &Path, opts: &SweepOptions) -> Result<SweepOu
                 message: "holds a sweep; pass --resume to continue it, or choose another --out".into(),
             });
         }
-        let before = std::fs::read_to_string(&spec_copy).map_err(io(&spec_copy))?;
+        let before = std::fs::read_to_string(&spec_copy).map_err(io_err(&spec_copy))?;
         if before != text {
             return Err(Error::Output {
                 path: out.to_path_buf(),
@@ -137,7 +130,7 @@ pub fn run_sweep(spec: &Path, out: &Path, opts: &SweepOptions) -> Result<SweepOu
             });
         }
     }
-    std::fs::create_dir_all(&runs_dir).map_err(io(&runs_dir))?;
+    std::fs::create_dir_all(&runs_dir).map_err(io_err(&runs_dir))?;
     write(&spec_copy, text.as_bytes())?;
     let mut todo = Vec::new();
     let mut reused = 0;
@@ -292,7 +285,7 @@ fn csv_field(s: &str) -> String {
 /// A finished run's accuracies from its `metrics.json`: (source test, target test).
 fn accuracies(dir: &Path) -> Result<(f64, f64)> {
     let path = dir.join("metrics.json");
-    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
     let m: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::ConfigFile {
         path: path.clone(),
         message: e.to_string(),

@@ -19,14 +19,15 @@ use dtl_core::seed::Stream;
 use dtl_core::{params, DomainBatch, StepStats, Strategy, StrategyNeeds};
 use dtl_losses::conditional::softmax;
 use dtl_losses::{
-    discriminator_accuracy, entropy_weights, grad_reverse, multilinear_map, randomized_multilinear_map,
-    weighted_discriminator_loss,
+    entropy_weights, grad_reverse, multilinear_map, randomized_multilinear_map, weighted_discriminator_loss,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::adversarial::{check_disc_hidden, loss_err, lr_factor, reversal_coeff, Discriminator};
+use crate::adversarial::{
+    check_disc_hidden, loss_err, lr_factor, reversal_coeff, Discriminator, SharedEncoderStep,
+};
 use crate::loss::{cross_entropy_with_accuracy, MccTerm};
 use crate::optim::{Optimizer, ParamGroup};
 use crate::strategy::{BuildContext, StrategySettings};
@@ -218,21 +219,20 @@ impl Cdan {
             (Tensor::ones(n + m, g.dtype(), g.device())? / (n + m) as f64)?
         };
         let loss_domain = weighted_discriminator_loss(&d_s, &d_t, &w).map_err(loss_err)?;
-        let disc_acc = discriminator_accuracy(&d_s.detach(), &d_t.detach()).map_err(loss_err)?;
         let mut stats = StepStats::new();
         stats.push("loss_cls", loss_cls.to_scalar::<f32>()? as f64);
-        let mut loss = (&loss_cls + &loss_domain)?;
-        if let Some(t) = &self.cfg.mcc {
-            loss = (loss + t.loss(&taps.logits.narrow(0, n, m)?, &mut stats)?)?;
+        SharedEncoderStep {
+            loss_cls,
+            loss_domain,
+            d_s,
+            d_t,
+            target_logits: taps.logits.narrow(0, n, m)?,
+            mcc: self.cfg.mcc.as_ref(),
+            coeff,
+            lr,
+            acc,
         }
-        stats
-            .push("loss_domain", loss_domain.to_scalar::<f32>()? as f64)
-            .push("disc_acc", disc_acc)
-            .push("grl_coeff", coeff)
-            .push("lr", lr)
-            .push("acc_source", acc);
-        self.opt.backward_step(&loss)?;
-        Ok(stats)
+        .finish(&mut self.opt, stats)
     }
 }
 

@@ -13,10 +13,12 @@
 use candle_core::Tensor;
 use dtl_backbones::Classifier;
 use dtl_core::{params, DomainBatch, StepStats, Strategy, StrategyNeeds};
-use dtl_losses::{discriminator_accuracy, discriminator_loss, grad_reverse};
+use dtl_losses::{discriminator_loss, grad_reverse};
 use serde::{Deserialize, Serialize};
 
-use crate::adversarial::{check_disc_hidden, loss_err, lr_factor, reversal_coeff, Discriminator};
+use crate::adversarial::{
+    check_disc_hidden, loss_err, lr_factor, reversal_coeff, Discriminator, SharedEncoderStep,
+};
 use crate::discrepancy::adapt_width;
 use crate::loss::{source_loss, MccTerm};
 use crate::optim::{Optimizer, ParamGroup};
@@ -179,19 +181,18 @@ impl Dann {
         let d = self.disc.forward(&reversed)?;
         let (d_s, d_t) = (d.narrow(0, 0, n)?, d.narrow(0, n, m)?);
         let loss_domain = discriminator_loss(&d_s, &d_t).map_err(loss_err)?;
-        let disc_acc = discriminator_accuracy(&d_s.detach(), &d_t.detach()).map_err(loss_err)?;
-        let mut loss = (&loss_cls + &loss_domain)?;
-        if let Some(t) = &self.cfg.mcc {
-            loss = (loss + t.loss(&taps.logits.narrow(0, n, m)?, &mut stats)?)?;
+        SharedEncoderStep {
+            loss_cls,
+            loss_domain,
+            d_s,
+            d_t,
+            target_logits: taps.logits.narrow(0, n, m)?,
+            mcc: self.cfg.mcc.as_ref(),
+            coeff,
+            lr,
+            acc,
         }
-        stats
-            .push("loss_domain", loss_domain.to_scalar::<f32>()? as f64)
-            .push("disc_acc", disc_acc)
-            .push("grl_coeff", coeff)
-            .push("lr", lr)
-            .push("acc_source", acc);
-        self.opt.backward_step(&loss)?;
-        Ok(stats)
+        .finish(&mut self.opt, stats)
     }
 }
 

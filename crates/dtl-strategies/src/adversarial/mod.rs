@@ -100,6 +100,46 @@ pub(crate) fn lr_factor(anneal: bool, alpha: f64, beta: f64, p: f64) -> f64 {
     }
 }
 
+/// The end of one step of a shared-encoder adversarial strategy (`dann`, `cdan`): the source
+/// and domain losses, the discriminator's logits on each domain, the target logits for an MCC
+/// term, and the step's schedule values.
+pub(crate) struct SharedEncoderStep<'a> {
+    pub(crate) loss_cls: Tensor,
+    pub(crate) loss_domain: Tensor,
+    pub(crate) d_s: Tensor,
+    pub(crate) d_t: Tensor,
+    pub(crate) target_logits: Tensor,
+    pub(crate) mcc: Option<&'a crate::loss::MccTerm>,
+    pub(crate) coeff: f64,
+    pub(crate) lr: f64,
+    pub(crate) acc: f64,
+}
+
+impl SharedEncoderStep<'_> {
+    /// Adds the MCC term when asked, logs the step's scalars into `stats` and takes `opt`'s step
+    /// on the sum.
+    pub(crate) fn finish(
+        self,
+        opt: &mut crate::optim::Optimizer,
+        mut stats: dtl_core::StepStats,
+    ) -> Result<dtl_core::StepStats> {
+        let disc_acc =
+            dtl_losses::discriminator_accuracy(&self.d_s.detach(), &self.d_t.detach()).map_err(loss_err)?;
+        let mut loss = (&self.loss_cls + &self.loss_domain)?;
+        if let Some(t) = self.mcc {
+            loss = (loss + t.loss(&self.target_logits, &mut stats)?)?;
+        }
+        stats
+            .push("loss_domain", self.loss_domain.to_scalar::<f32>()? as f64)
+            .push("disc_acc", disc_acc)
+            .push("grl_coeff", self.coeff)
+            .push("lr", self.lr)
+            .push("acc_source", self.acc);
+        opt.backward_step(&loss)?;
+        Ok(stats)
+    }
+}
+
 /// Converts a losses-crate error.
 pub(crate) fn loss_err(e: dtl_losses::Error) -> Error {
     match e {

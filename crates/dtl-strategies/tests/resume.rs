@@ -257,40 +257,29 @@ fn a_state_of_another_run_is_refused_by_name() {
     let mut dann = setup.strategy(&StrategyConfig::from_name("dann").unwrap());
     let (_, states) = setup.train(dann.as_mut(), None, Some(4));
     let state = &states[0].1;
-    // Another strategy: the loop's settings name it.
-    let mut other = setup.strategy(&StrategyConfig::from_name("coral").unwrap());
-    let err = train_resumable(
-        other.as_mut(),
-        &setup.source.train,
-        Some(&setup.target.train),
-        &setup.cfg,
-        &Device::Cpu,
-        Checkpointing {
+    // The error of resuming `name` from `state` with loop settings `cfg`.
+    let refusal = |name: &str, cfg: &LoopConfig| {
+        let mut s = setup.strategy(&StrategyConfig::from_name(name).unwrap());
+        let resume = Checkpointing {
             resume: Some(state),
             ..Default::default()
-        },
-    )
-    .err()
-    .unwrap()
-    .to_string();
+        };
+        let r = train_resumable(
+            s.as_mut(),
+            &setup.source.train,
+            Some(&setup.target.train),
+            cfg,
+            &Device::Cpu,
+            resume,
+        );
+        r.err().unwrap().to_string()
+    };
+    // Another strategy: the loop's settings name it.
+    let err = refusal("coral", &setup.cfg);
     assert!(err.contains("loop.settings") && err.contains("coral"), "{err}");
     // The same strategy with another batch size.
     let mut cfg = setup.cfg.clone();
     cfg.batch_size = 16;
-    let mut again = setup.strategy(&StrategyConfig::from_name("dann").unwrap());
-    let err = train_resumable(
-        again.as_mut(),
-        &setup.source.train,
-        Some(&setup.target.train),
-        &cfg,
-        &Device::Cpu,
-        Checkpointing {
-            resume: Some(state),
-            ..Default::default()
-        },
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let err = refusal("dann", &cfg);
     assert!(err.contains("batch_size: 16"), "{err}");
 }

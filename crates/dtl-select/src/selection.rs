@@ -75,6 +75,76 @@ pub struct Selection {
     pub mean_accuracy: f64,
     /// One entry per validator, in the order given.
     pub choices: Vec<Choice>,
+    /// A sweep over several seeds (`train.seed`): each validator's choice made once per seed among
+    /// that seed's runs, as a user with one seed's sweep would choose; the mean and spread over
+    /// seeds of the chosen runs' accuracies, beside the oracle's per seed. Empty for one seed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_seed: Vec<SeedChoices>,
+}
+
+/// One selector's choices over the seeds of a sweep, one per seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeedChoices {
+    /// The validator, or `oracle` for the best target accuracy of each seed (reference only).
+    pub validator: String,
+    /// Per seed (ascending): the seed, the run chosen among its runs and that run's target
+    /// accuracy.
+    pub chosen: Vec<(String, String, f64)>,
+    /// The mean of the chosen runs' target accuracies.
+    pub mean: f64,
+    /// Their sample standard deviation (`n - 1`).
+    pub std: f64,
+}
+
+/// The key of the seed among a run's settings.
+pub const SEED_KEY: &str = "train.seed";
+
+/// The run with the highest finite `key` among `runs`; ties go to the first, as listed.
+fn argmax<'a>(runs: &[&'a RunRecord], key: impl Fn(&RunRecord) -> Option<f64>) -> Option<&'a RunRecord> {
+    runs.iter()
+        .filter_map(|r| key(r).filter(|s| s.is_finite()).map(|s| (*r, s)))
+        .fold(None::<(&RunRecord, f64)>, |b, c| match b {
+            Some(b) if b.1 >= c.1 => Some(b),
+            _ => Some(c),
+        })
+        .map(|(r, _)| r)
+}
+
+/// Per-seed choices of the oracle and of each validator in `validators` (see
+/// [`Selection::per_seed`]); empty unless the runs span at least two seeds. A validator that
+/// scored no run of some seed gets no entry.
+pub fn per_seed(runs: &[RunRecord], validators: &[&str]) -> Vec<SeedChoices> {
+    let mut seeds: BTreeMap<u64, Vec<&RunRecord>> = BTreeMap::new();
+    for r in runs {
+        if let Some(seed) = r.settings.get(SEED_KEY).and_then(|s| s.parse::<u64>().ok()) {
+            seeds.entry(seed).or_default().push(r);
+        }
+    }
+    if seeds.len() < 2 {
+        return Vec::new();
+    }
+    let choose = |name: &str, key: &dyn Fn(&RunRecord) -> Option<f64>| -> Option<SeedChoices> {
+        let chosen = seeds
+            .iter()
+            .map(|(seed, rs)| argmax(rs, key).map(|r| (seed.to_string(), r.id.clone(), r.target_accuracy)))
+            .collect::<Option<Vec<_>>>()?;
+        let acc: Vec<f64> = chosen.iter().map(|c| c.2).collect();
+        let (mean, std) = crate::stats::mean_std(&acc);
+        Some(SeedChoices {
+            validator: name.to_string(),
+            chosen,
+            mean,
+            std,
+        })
+    };
+    std::iter::once(choose("oracle", &|r| Some(r.target_accuracy)))
+        .chain(
+            validators
+                .iter()
+                .map(|&v| choose(v, &|r| r.scores.get(v).map(|s| s.0))),
+        )
+        .flatten()
+        .collect()
 }
 
 /// The report for `runs` and the validators named in `validators`.
@@ -91,13 +161,9 @@ pub fn select(runs: &[RunRecord], validators: &[&str]) -> Option<Selection> {
                 .filter_map(|r| r.scores.get(v).map(|&(s, ok)| (r, s, ok)))
                 .filter(|(_, s, _)| s.is_finite())
                 .collect();
-            // The highest score; ties go to the first run, as listed.
-            let (sel, _, ok) = scored
-                .iter()
-                .fold(None::<&(&RunRecord, f64, bool)>, |b, c| match b {
-                    Some(b) if b.1 >= c.1 => Some(b),
-                    _ => Some(c),
-                })?;
+            let listed: Vec<&RunRecord> = scored.iter().map(|x| x.0).collect();
+            let sel = argmax(&listed, |r| r.scores.get(v).map(|s| s.0))?;
+            let ok = sel.scores[v].1;
             let s: Vec<f64> = scored.iter().map(|x| x.1).collect();
             let a: Vec<f64> = scored.iter().map(|x| x.0.target_accuracy).collect();
             Some(Choice {
@@ -119,6 +185,7 @@ pub fn select(runs: &[RunRecord], validators: &[&str]) -> Option<Selection> {
         oracle_accuracy: best.target_accuracy,
         mean_accuracy,
         choices,
+        per_seed: per_seed(runs, validators),
     })
 }
 
@@ -159,6 +226,36 @@ pub fn markdown(sel: &Selection, title: &str) -> String {
             opt(c.weighted_spearman),
             flags.join(", ")
         );
+    }
+    if !sel.per_seed.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nOne choice per seed, among that seed's runs (mean +- sample std over seeds of the chosen runs' target accuracy):\n"
+        );
+        let _ = writeln!(
+            s,
+            "| chosen by | target accuracy | runs chosen (seed: run, accuracy) |"
+        );
+        let _ = writeln!(s, "|---|---|---|");
+        for c in &sel.per_seed {
+            let runs: Vec<String> = c
+                .chosen
+                .iter()
+                .map(|(seed, id, acc)| format!("{seed}: `{id}` {acc:.4}"))
+                .collect();
+            let name = if c.validator == "oracle" {
+                "oracle (reference only)".to_string()
+            } else {
+                format!("`{}`", c.validator)
+            };
+            let _ = writeln!(
+                s,
+                "| {name} | {:.4} +- {:.4} | {} |",
+                c.mean,
+                c.std,
+                runs.join("; ")
+            );
+        }
     }
     let _ = writeln!(
         s,
@@ -271,5 +368,37 @@ mod tests {
             "{md}"
         );
         assert!(figure_svg(&runs, &sel).starts_with("<svg"));
+    }
+
+    fn seeded(id: &str, seed: u64, acc: f64, score: f64) -> RunRecord {
+        let mut r = run(id, acc, &[("v", score)], 0.2);
+        r.settings.insert(SEED_KEY.into(), seed.to_string());
+        r
+    }
+
+    /// Two seeds of two runs each: the validator prefers `a` under seed 0 (0.80) and `d` under
+    /// seed 1 (0.60); the oracle takes `b` (0.90) and `c` (0.70). Means 0.70 and 0.80, sample
+    /// standard deviations sqrt(2 x 0.1^2 / 1) = 0.1414...
+    #[test]
+    fn per_seed_choices_are_made_within_each_seed() {
+        let runs = [
+            seeded("a", 0, 0.80, 5.0),
+            seeded("b", 0, 0.90, 1.0),
+            seeded("c", 1, 0.70, 2.0),
+            seeded("d", 1, 0.60, 3.0),
+        ];
+        let sel = select(&runs, &["v"]).unwrap();
+        let [oracle, v] = &sel.per_seed[..] else {
+            panic!("{:?}", sel.per_seed)
+        };
+        assert_eq!(oracle.validator, "oracle");
+        let ids = |c: &SeedChoices| c.chosen.iter().map(|x| x.1.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(oracle), ["b", "c"]);
+        assert_eq!(ids(v), ["a", "d"]);
+        assert!((oracle.mean - 0.80).abs() < 1e-12 && (v.mean - 0.70).abs() < 1e-12);
+        assert!((v.std - 0.02f64.sqrt()).abs() < 1e-12, "{}", v.std);
+        assert!(markdown(&sel, "t").contains("| `v` | 0.7000 +- 0.1414 | 0: `a` 0.8000; 1: `d` 0.6000 |"));
+        // One seed: no per-seed table.
+        assert!(select(&runs[..2], &["v"]).unwrap().per_seed.is_empty());
     }
 }

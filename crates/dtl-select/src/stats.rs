@@ -45,6 +45,18 @@ pub fn weighted_pearson(x: &[f64], y: &[f64], w: &[f64]) -> Option<f64> {
     (sxx > 0.0 && syy > 0.0).then(|| sxy / (sxx * syy).sqrt())
 }
 
+/// The mean and the sample standard deviation (`n - 1` in the denominator; 0 for one value) of
+/// `x`, as Python's `statistics.mean` and `statistics.stdev`.
+pub fn mean_std(x: &[f64]) -> (f64, f64) {
+    let n = x.len() as f64;
+    let mean = x.iter().sum::<f64>() / n;
+    if x.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, var.sqrt())
+}
+
 /// Spearman's rank correlation: Pearson's of the (average) ranks.
 pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
     weighted_pearson(&ranks(x), &ranks(y), &vec![1.0; x.len()])

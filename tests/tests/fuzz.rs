@@ -327,8 +327,51 @@ const FORMATS: [(&str, image::ImageFormat); 6] = [
     ("pgm", image::ImageFormat::Pnm),
 ];
 
-/// A small valid image file of a random kind, and its extension.
+/// Files of the kinds the `image` encoders do not write (Pillow's and tifffile's, from
+/// `scripts/make_image_fixtures.py`): palette, 16-bit RGB and multi-page TIFF, CMYK, progressive
+/// and EXIF-turned JPEG, EXIF-mirrored PNG.
+const WRITTEN_ELSEWHERE: [(&[u8], &str); 7] = [
+    (
+        include_bytes!("../../crates/dtl-data/tests/fixtures/images/palette.tif"),
+        "tif",
+    ),
+    (
+        include_bytes!("../../crates/dtl-data/tests/fixtures/images/rgb16.tif"),
+        "tif",
+    ),
+    (
+        include_bytes!("../../crates/dtl-data/tests/fixtures/images/multipage.tif"),
+        "tif",
+    ),
+    (
+        include_bytes!("../../crates/dtl-data/tests/fixtures/images/cmyk.jpg"),
+        "jpg",
+    ),
+    (
+        include_bytes!("../../crates/dtl-data/tests/fixtures/images/progressive.jpg"),
+        "jpg",
+    ),
+    (
+        include_bytes!("../../crates/dtl-data/tests/fixtures/images/exif-rotate90.jpg"),
+        "jpg",
+    ),
+    (
+        include_bytes!("../../crates/dtl-data/tests/fixtures/images/exif-mirror.png"),
+        "png",
+    ),
+];
+
+/// A small valid image file of a random kind, and its extension: one written by the `image`
+/// encoders, or (one case in eight) one of [`WRITTEN_ELSEWHERE`]. That choice is drawn from a
+/// side stream of `rng` which leaves `rng` where it was, so that every other case, and the
+/// seeds in `REGRESSIONS`, are the cases they were before these files were added.
 fn image_file(rng: &mut ChaCha8Rng) -> (Vec<u8>, &'static str) {
+    let mut side = rng.clone();
+    side.set_stream(0x1e5e);
+    if side.random_range(0..8) == 0 {
+        let (bytes, ext) = WRITTEN_ELSEWHERE[side.random_range(0..WRITTEN_ELSEWHERE.len())];
+        return (bytes.to_vec(), ext);
+    }
     let (w, h) = (rng.random_range(1..24u32), rng.random_range(1..24u32));
     let (ext, fmt) = FORMATS[rng.random_range(0..FORMATS.len())];
     use image::ImageFormat as F;

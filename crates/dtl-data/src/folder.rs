@@ -73,13 +73,9 @@ fn class_dirs(dir: &Path) -> Result<Vec<String>> {
 pub fn folder_has_colour(root: &Path) -> Result<bool> {
     check_root(root)?;
     let images = list_images(root)?;
-    Ok(images.par_iter().any(|path| {
-        image::ImageReader::open(path)
-            .and_then(|r| r.with_guessed_format())
-            .ok()
-            .and_then(|r| r.into_decoder().ok())
-            .is_some_and(|d| image::ImageDecoder::color_type(&d).has_color())
-    }))
+    Ok(images
+        .par_iter()
+        .any(|path| crate::images::header_has_colour(path)))
 }
 
 /// `(path, label)` of every image under `dir/<class>/` for the classes in `classes`.

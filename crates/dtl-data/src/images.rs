@@ -1,5 +1,8 @@
 //! Image files as model inputs: PNG, JPEG, TIFF, BMP, GIF, WebP and PNM through the `image` crate,
-//! grayscale or colour, brought to a model's `(C, H, W)` input.
+//! grayscale or colour, brought to a model's `(C, H, W)` input. Files as people have them are
+//! read as a viewer shows them: EXIF orientation applied, the first page of a multi-page TIFF,
+//! 16-bit samples, CMYK and progressive JPEG, gray with alpha, and 8-bit palette TIFF (which
+//! `image` refuses) expanded through its colour map.
 //!
 //! Values are `channel / max` in `[0, 1]` (the convention of every bundled domain). A model with one
 //! channel gets the image's luma (ITU-R BT.601 weights, as `image` computes it); a model with three
@@ -145,6 +148,202 @@ pub fn decode_budget(len: u64) -> u64 {
     ((16 << 20) + 8192u64.saturating_mul(len)).min(1 << 30)
 }
 
+/// Decodes the first picture of the image file `path` (`len` bytes) within [`decode_budget`],
+/// its EXIF orientation applied (JPEG, PNG, TIFF, WebP), 8-bit palette TIFF expanded through its
+/// colour map.
+pub fn decode(path: &Path, len: u64) -> Result<image::DynamicImage> {
+    let io = |e: std::io::Error| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let bad = |e: &dyn std::fmt::Display| Error::Format {
+        path: path.to_path_buf(),
+        line: None,
+        message: format!("not a readable image: {e}"),
+    };
+    let mut reader = image::ImageReader::open(path)
+        .map_err(io)?
+        .with_guessed_format()
+        .map_err(io)?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(dtl_core::MAX_IMAGE_SIDE as u32);
+    limits.max_image_height = Some(dtl_core::MAX_IMAGE_SIDE as u32);
+    limits.max_alloc = Some(decode_budget(len));
+    reader.limits(limits.clone());
+    let is_tiff = reader.format() == Some(image::ImageFormat::Tiff);
+    let decoded = reader.into_decoder().and_then(|mut decoder| {
+        use image::ImageDecoder as _;
+        let orientation = decoder
+            .orientation()
+            .unwrap_or(image::metadata::Orientation::NoTransforms);
+        // As `ImageReader::decode` does: the picture's buffer is charged to the budget first,
+        // and the decoder's own allocations get what is left.
+        limits.reserve(decoder.total_bytes())?;
+        decoder.set_limits(limits)?;
+        let mut img = image::DynamicImage::from_decoder(decoder)?;
+        img.apply_orientation(orientation);
+        Ok(img)
+    });
+    match decoded {
+        Ok(img) => Ok(img),
+        Err(e) if is_tiff => match palette_tiff(&std::fs::read(path).map_err(io)?, len) {
+            Ok(Some(img)) => Ok(img),
+            Ok(None) => Err(bad(&e)),
+            Err(palette) => Err(bad(&format!("{e}; read as a palette TIFF: {palette}"))),
+        },
+        Err(e) => Err(bad(&e)),
+    }
+}
+
+/// Where the first directory's PhotometricInterpretation (tag 262) keeps its value in a TIFF
+/// file, and that value: classic TIFF (`II*\0` / `MM\0*`, 12-byte entries) and BigTIFF (`II+\0`,
+/// 20-byte entries). `None` when the header or the directory cannot be read or holds no such tag.
+fn photometric_at(bytes: &[u8]) -> Option<(usize, u16, bool)> {
+    let little = match bytes.get(..2)? {
+        b"II" => true,
+        b"MM" => false,
+        _ => return None,
+    };
+    let u16_at = |at: usize| -> Option<u16> {
+        let b: [u8; 2] = bytes.get(at..at + 2)?.try_into().ok()?;
+        Some(if little {
+            u16::from_le_bytes(b)
+        } else {
+            u16::from_be_bytes(b)
+        })
+    };
+    let u32_at = |at: usize| -> Option<u32> {
+        let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+        Some(if little {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        })
+    };
+    let u64_at = |at: usize| -> Option<u64> {
+        let b: [u8; 8] = bytes.get(at..at + 8)?.try_into().ok()?;
+        Some(if little {
+            u64::from_le_bytes(b)
+        } else {
+            u64::from_be_bytes(b)
+        })
+    };
+    let (entries, count, entry_len) = match u16_at(2)? {
+        42 => {
+            let ifd = u32_at(4)? as usize;
+            (ifd.checked_add(2)?, u16_at(ifd)? as u64, 12)
+        }
+        43 => {
+            let ifd = usize::try_from(u64_at(8)?).ok()?;
+            (ifd.checked_add(8)?, u64_at(ifd)?, 20)
+        }
+        _ => return None,
+    };
+    (0..count.min(4096) as usize)
+        .map(|i| entries.checked_add(i.checked_mul(entry_len)?))
+        .find_map(|at| {
+            let at = at?;
+            // A SHORT (type 3) of count 1 keeps its value in the entry's value field.
+            (u16_at(at)? == 262 && u16_at(at.checked_add(2)?)? == 3).then_some(())?;
+            let value_at = at.checked_add(if entry_len == 12 { 8 } else { 12 })?;
+            Some((value_at, u16_at(value_at)?, little))
+        })
+}
+
+/// A `tiff` decoder of an 8-bit palette TIFF's indices (read as 8-bit gray from a copy of the
+/// file whose PhotometricInterpretation reads BlackIsZero) and its ColorMap (tag 320: 768
+/// 16-bit levels, red, green, blue); `Ok(None)`: not a palette TIFF.
+#[allow(clippy::type_complexity)]
+fn palette_tiff_decoder(
+    bytes: &[u8],
+    len: u64,
+) -> std::result::Result<Option<(tiff::decoder::Decoder<std::io::Cursor<Vec<u8>>>, Vec<u16>)>, String> {
+    let Some((at, 3, little)) = photometric_at(bytes) else {
+        return Ok(None);
+    };
+    let mut copy = bytes.to_vec();
+    copy[at..at + 2].copy_from_slice(&if little {
+        1u16.to_le_bytes()
+    } else {
+        1u16.to_be_bytes()
+    });
+    let mut limits = tiff::decoder::Limits::default();
+    limits.decoding_buffer_size = decode_budget(len) as usize;
+    let mut dec = tiff::decoder::Decoder::new(std::io::Cursor::new(copy))
+        .map_err(|e| e.to_string())?
+        .with_limits(limits);
+    match dec.colortype().map_err(|e| e.to_string())? {
+        tiff::ColorType::Gray(8) => {}
+        other => {
+            return Err(format!(
+                "palette of {other:?} samples; only 8-bit palettes are read"
+            ))
+        }
+    }
+    let map = dec
+        .get_tag_u16_vec(tiff::tags::Tag::ColorMap)
+        .map_err(|e| format!("no colour map (tag 320): {e}"))?;
+    if map.len() != 3 * 256 {
+        return Err(format!(
+            "a colour map of {} entries; an 8-bit palette has 768",
+            map.len()
+        ));
+    }
+    Ok(Some((dec, map)))
+}
+
+/// Whether the image file `path` holds colour, from its header alone (a palette TIFF: from its
+/// colour map, colour when any entry is not gray). `false` when the header does not read: the
+/// file is reported when it is decoded.
+pub fn header_has_colour(path: &Path) -> bool {
+    let decoder = image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .ok()
+        .and_then(|r| r.into_decoder().ok());
+    if let Some(d) = decoder {
+        return image::ImageDecoder::color_type(&d).has_color();
+    }
+    let Ok(bytes) = std::fs::read(path) else {
+        return false;
+    };
+    matches!(
+        palette_tiff_decoder(&bytes, bytes.len() as u64),
+        Ok(Some((_, map))) if (0..256).any(|i| map[i] != map[256 + i] || map[i] != map[512 + i])
+    )
+}
+
+/// An 8-bit palette TIFF (PhotometricInterpretation 3, RGBPalette, which the `tiff` decoder does
+/// not expand) as RGB: its indices decoded by `tiff` as 8-bit gray (every compression `tiff`
+/// reads) from a copy of the file whose interpretation reads BlackIsZero, then looked up in the
+/// ColorMap (tag 320; 16-bit levels, the high byte kept). `Ok(None)`: not a palette TIFF.
+fn palette_tiff(bytes: &[u8], len: u64) -> std::result::Result<Option<image::DynamicImage>, String> {
+    let Some((mut dec, map)) = palette_tiff_decoder(bytes, len)? else {
+        return Ok(None);
+    };
+    let (w, h) = dec.dimensions().map_err(|e| e.to_string())?;
+    if w as usize > dtl_core::MAX_IMAGE_SIDE || h as usize > dtl_core::MAX_IMAGE_SIDE {
+        return Err(format!(
+            "{w}x{h} pixels is over the limit of {} a side",
+            dtl_core::MAX_IMAGE_SIDE
+        ));
+    }
+    let tiff::decoder::DecodingResult::U8(index) = dec.read_image().map_err(|e| e.to_string())? else {
+        return Err("indices are not 8-bit".into());
+    };
+    if index.len() != w as usize * h as usize {
+        return Err(format!("{} indices for {w}x{h} pixels", index.len()));
+    }
+    let rgb: Vec<u8> = index
+        .iter()
+        .flat_map(|&i| {
+            let i = i as usize;
+            [map[i] >> 8, map[256 + i] >> 8, map[512 + i] >> 8].map(|v| v as u8)
+        })
+        .collect();
+    let img = image::RgbImage::from_raw(w, h, rgb).ok_or("pixel buffer of the wrong size")?;
+    Ok(Some(image::DynamicImage::ImageRgb8(img)))
+}
+
 /// [`load_image`] with a choice of [`Fit`]. An image already at `(H, W)` is used as it is with
 /// either fit.
 pub fn load_image_fit(path: &Path, shape: (usize, usize, usize), fit: Fit) -> Result<Vec<f32>> {
@@ -160,26 +359,7 @@ pub fn load_image_fit(path: &Path, shape: (usize, usize, usize), fit: Fit) -> Re
             source: e,
         })?
         .len();
-    let mut reader = image::ImageReader::open(path)
-        .map_err(|e| Error::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?
-        .with_guessed_format()
-        .map_err(|e| Error::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(dtl_core::MAX_IMAGE_SIDE as u32);
-    limits.max_image_height = Some(dtl_core::MAX_IMAGE_SIDE as u32);
-    limits.max_alloc = Some(decode_budget(len));
-    reader.limits(limits);
-    let img = reader.decode().map_err(|e| Error::Format {
-        path: path.to_path_buf(),
-        line: None,
-        message: format!("not a readable image: {e}"),
-    })?;
+    let img = decode(path, len)?;
     let (iw, ih) = (img.width() as usize, img.height() as usize);
     if iw == 0 || ih == 0 {
         return Err(Error::Format {

@@ -92,6 +92,36 @@ pub struct DataConfig {
     /// Augment training batches (random resized crop, horizontal flip; [`dtl_data::augment`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub augment: Option<Augment>,
+    /// How the target is evaluated: `holdout` (its test split, never seen in training) or `all`
+    /// (the transductive protocol of small target domains: every target image, training and test
+    /// split together, is both the unlabelled adaptation set and the evaluation set).
+    pub target_eval: TargetEval,
+    /// Class names matched through a map (`{ sadness = "sad" }`): a folder class named by a key
+    /// is read as the class its value names, in either domain, instead of renaming folders.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub class_map: std::collections::BTreeMap<String, String>,
+}
+
+/// How a run evaluates its target domain (`data.target_eval`, `--target-eval`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetEval {
+    /// Accuracy on the target's test split, which training never sees (the default).
+    #[default]
+    Holdout,
+    /// Adapt on all target images without their labels and report accuracy on all of them (the
+    /// transductive protocol: every image of a small target counts, the interval narrows).
+    All,
+}
+
+impl TargetEval {
+    /// The name configs and `metrics.json` use.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TargetEval::Holdout => "holdout",
+            TargetEval::All => "all",
+        }
+    }
 }
 
 /// `[model]`: the architecture and where its weights start.
@@ -130,6 +160,11 @@ pub struct OptimConfig {
 pub struct TrainConfig {
     /// Passes over the source training split.
     pub epochs: usize,
+    /// A step budget instead of `epochs`: the run trains `ceil(steps / steps per epoch)` whole
+    /// passes over the source (at least `steps` steps; schedules see whole passes), resolved once
+    /// the source's size is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
     /// Batch size (source and target).
     pub batch_size: usize,
     /// The run seed: every random choice derives its own stream from it ([`dtl_core::seed`]).
@@ -168,6 +203,8 @@ impl Default for DataConfig {
             data_dir: None,
             fit: None,
             augment: None,
+            target_eval: TargetEval::Holdout,
+            class_map: Default::default(),
         }
     }
 }
@@ -197,6 +234,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             epochs: 10,
+            steps: None,
             batch_size: 128,
             seed: 0,
             device: "cpu".into(),

@@ -49,6 +49,21 @@ pub(crate) fn validate(cfg: &RunConfig) -> Result<Validated> {
         }
     };
     positive("epochs", cfg.train.epochs)?;
+    positive("steps", cfg.train.steps.unwrap_or(1))?;
+    if cfg.data.target_eval == crate::config::TargetEval::All && cfg.strategy.name() == "tradaboost" {
+        return Err(Error::Config {
+            field: "target_eval".into(),
+            message: "`all` evaluates on every target image, and tradaboost trains on the labels of some of them: use `holdout` with tradaboost".into(),
+        });
+    }
+    for (from, to) in &cfg.data.class_map {
+        if from.is_empty() || to.is_empty() {
+            return Err(Error::Config {
+                field: format!("class_map.{from}"),
+                message: "class names in the map cannot be empty".into(),
+            });
+        }
+    }
     positive("batch-size", cfg.train.batch_size)?;
     positive("source-train-size", cfg.data.source_train_size.unwrap_or(1))?;
     positive("target-train-size", cfg.data.target_train_size.unwrap_or(1))?;
@@ -188,6 +203,11 @@ pub struct Metrics {
     pub seed: u64,
     /// Epochs trained.
     pub epochs: usize,
+    /// Training steps taken (`epochs` times the source batches per epoch).
+    pub steps: usize,
+    /// How the target was evaluated: `holdout` (its test split) or `all` (every target image,
+    /// also the unlabelled adaptation set).
+    pub target_eval: String,
     /// Seconds spent in training steps (evaluation and loading excluded).
     pub train_seconds: f64,
     /// `train_seconds / epochs`.
@@ -282,6 +302,8 @@ pub(crate) fn load_domains(cfg: &RunConfig, v: &Validated, data_dir: &DataDir) -
         d.source_class_fractions.clone(),
         "data.source_class_fractions",
     )?;
+    let mut used = std::collections::BTreeSet::new();
+    let source = mapped_classes(source, &d.class_map, &mut used)?;
     let target = if v.target == v.source
         && d.target_train_size == d.source_train_size
         && d.target_class_fractions == d.source_class_fractions
@@ -297,6 +319,7 @@ pub(crate) fn load_domains(cfg: &RunConfig, v: &Validated, data_dir: &DataDir) -
             d.target_class_fractions.clone(),
             "data.target_class_fractions",
         )?;
+        let target = mapped_classes(target, &d.class_map, &mut used)?;
         match (&v.source, &v.target) {
             (DomainSource::Builtin(_), DomainSource::Builtin(_)) => target,
             // Folders name their classes: match them to the source's by name.
@@ -309,7 +332,73 @@ pub(crate) fn load_domains(cfg: &RunConfig, v: &Validated, data_dir: &DataDir) -
             message: format!("{} has other classes than {}", v.target, v.source),
         });
     }
+    if let Some(unused) = d.class_map.keys().find(|k| !used.contains(*k)) {
+        return Err(Error::Config {
+            field: format!("class_map.{unused}"),
+            message: format!(
+                "matched no class: the classes are {} (a key names a folder of either domain, its value the class it is read as)",
+                source.class_names.join(", ")
+            ),
+        });
+    }
+    let target = match d.target_eval {
+        crate::config::TargetEval::Holdout => target,
+        crate::config::TargetEval::All => {
+            // The transductive protocol: the adaptation set and the evaluation set are every
+            // target image (training split first, then the test split).
+            let all = target.train.concat(&target.test)?;
+            tracing::info!(
+                "target evaluation `all`: adapting on and evaluating all {} images of {}",
+                all.len(),
+                v.target
+            );
+            Domain {
+                train: all.clone(),
+                test: all,
+                ..target
+            }
+        }
+    };
     Ok(Domains { source, target })
+}
+
+/// `d` with the class names that `map` has as keys renamed to their values (folders only:
+/// built-in domains name their classes themselves); two classes renamed to one is an error. The
+/// keys that named a class are added to `used`.
+fn mapped_classes(
+    d: Domain,
+    map: &BTreeMap<String, String>,
+    used: &mut std::collections::BTreeSet<String>,
+) -> Result<Domain> {
+    if map.is_empty() || matches!(d.origin, DomainSource::Builtin(_)) {
+        return Ok(d);
+    }
+    let names: Vec<String> = d
+        .class_names
+        .iter()
+        .map(|c| match map.get(c) {
+            Some(to) => {
+                used.insert(c.clone());
+                to.clone()
+            }
+            None => c.clone(),
+        })
+        .collect();
+    for (i, n) in names.iter().enumerate() {
+        if let Some(j) = names[..i].iter().position(|m| m == n) {
+            return Err(Error::Config {
+                field: "class_map".into(),
+                message: format!(
+                    "{}: classes `{}` and `{}` would both be read as `{n}`",
+                    d.origin, d.class_names[j], d.class_names[i]
+                ),
+            });
+        }
+    }
+    Ok(Domain {
+        class_names: names,
+        ..d
+    })
 }
 
 /// The measurements after training need two test images per domain (the feature gap compares
@@ -563,6 +652,8 @@ pub(crate) fn write_results(
         backbone: v.backbone.as_str().into(),
         seed: cfg.train.seed,
         epochs: cfg.train.epochs,
+        steps: cfg.train.epochs * domains.source.train.len().div_ceil(cfg.train.batch_size),
+        target_eval: cfg.data.target_eval.as_str().into(),
         train_seconds: report.seconds,
         seconds_per_epoch: report.seconds / cfg.train.epochs as f64,
         data,
@@ -664,6 +755,34 @@ fn finish(rd: &RunDir, staged: Result<Metrics>) -> Result<Metrics> {
     }
 }
 
+/// Fewer training steps than this draw a warning: schedules (lambda ramps, DANN's coefficient,
+/// learning-rate annealing) and the optimizer need a few hundred.
+pub const FEW_STEPS: usize = 300;
+
+/// `cfg` with `train.steps` turned into whole passes over a source of `source_len` training
+/// images (`ceil(steps / steps per epoch)`), and a warning when the run has fewer than
+/// [`FEW_STEPS`] steps.
+pub fn with_steps_resolved(cfg: &RunConfig, source_len: usize) -> RunConfig {
+    let mut cfg = cfg.clone();
+    let per_epoch = source_len.div_ceil(cfg.train.batch_size).max(1);
+    if let Some(steps) = cfg.train.steps {
+        cfg.train.epochs = steps.div_ceil(per_epoch);
+        tracing::info!(
+            "{steps} steps: {} passes of {per_epoch} steps over {source_len} source images",
+            cfg.train.epochs
+        );
+    }
+    let total = cfg.train.epochs * per_epoch;
+    if total < FEW_STEPS {
+        tracing::warn!(
+            "this run trains {total} steps ({} epochs of {per_epoch} batches of {}): too few for most strategies' schedules and for the optimizer; set --steps (e.g. --steps 1000) or raise --epochs",
+            cfg.train.epochs,
+            cfg.train.batch_size
+        );
+    }
+    cfg
+}
+
 /// The stages of a run, written into its staging directory.
 fn stages(
     cfg: &RunConfig,
@@ -676,6 +795,8 @@ fn stages(
     let out = rd.staging();
     let domains = load_domains(cfg, v, data_dir)?;
     check_test_splits(v, &domains)?;
+    let resolved = with_steps_resolved(cfg, domains.source.train.len());
+    let cfg = &resolved;
     let model = build_model(cfg, v, &domains.source)?;
     let mut strategy = build_strategy(cfg, v, model, &domains)?;
     let report = train_strategy(

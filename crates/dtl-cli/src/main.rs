@@ -217,13 +217,27 @@ struct TrainArgs {
     checkpoint_every: Option<usize>,
     /// Augment training batches with a preset: `imagenet` (the default when no preset is named:
     /// random resized crops of 8%-100% of the area at ratios 3/4-4/3 and horizontal flips,
-    /// torchvision's ImageNet training transform) or `digits` (shifts of up to 2 pixels and
-    /// rotations of up to 10 degrees). `[data.augment]` in a config sets each field.
+    /// torchvision's ImageNet training transform), `digits` (shifts of up to 2 pixels and
+    /// rotations of up to 10 degrees) or `faces` (flips, crops of 80%-100% of the area resized
+    /// back, shifts of 2 pixels, rotations of 10 degrees: small portraits). `[data.augment]` in a config sets each field.
     #[arg(long, value_name = "PRESET", num_args = 0..=1, default_missing_value = "imagenet")]
     augment: Option<String>,
     /// Passes over the source training split [default: 10].
     #[arg(long)]
     epochs: Option<usize>,
+    /// A step budget instead of --epochs: ceil(N / steps per epoch) whole passes over the source
+    /// (small data sets need hundreds of steps, not ten passes).
+    #[arg(long, value_name = "N")]
+    steps: Option<usize>,
+    /// How the target is evaluated: holdout (its test split, unseen in training) or all (adapt
+    /// on every target image without labels and report accuracy on all of them: the
+    /// transductive protocol for small target domains) [default: holdout].
+    #[arg(long, value_name = "HOW")]
+    target_eval: Option<String>,
+    /// Match class names through a map instead of renaming folders: FOLDER=CLASS pairs,
+    /// comma-separated (e.g. sadness=sad,happiness=happy); `[data.class_map]` in a config.
+    #[arg(long, value_name = "NAME=CLASS,..", value_delimiter = ',')]
+    class_map: Vec<String>,
     /// Batch size [default: 128].
     #[arg(long)]
     batch_size: Option<usize>,
@@ -478,6 +492,18 @@ fn flag_assignments(a: &TrainArgs, weights_key: Option<&str>) -> Result<Vec<Assi
     }
     flag!(momentum, "momentum", "optim.optimizer.momentum", |v: &f64| f(*v));
     flag!(epochs, "epochs", "train.epochs", |v: &usize| n(*v));
+    flag!(steps, "steps", "train.steps", |v: &usize| n(*v));
+    flag!(target_eval, "target-eval", "data.target_eval", |v: &String| s(v));
+    for pair in &a.class_map {
+        let Some((from, to)) = pair.split_once('=') else {
+            anyhow::bail!("invalid value for `--class-map`: `{pair}` is not NAME=CLASS");
+        };
+        put(
+            "class-map",
+            &format!("data.class_map.{}", from.trim()),
+            Value::String(to.trim().to_string()),
+        );
+    }
     flag!(batch_size, "batch-size", "train.batch_size", |v: &usize| n(*v));
     flag!(seed, "seed", "train.seed", |v: &u64| Value::Integer(*v as i64));
     flag!(device, "device", "train.device", |v: &String| s(v));
@@ -645,16 +671,28 @@ fn train(a: TrainArgs) -> Result<()> {
             (experiment::run(&cfg, &out, opts)?, out)
         }
     };
+    let ci = |e: &dtl_strategies::Evaluation| {
+        format!(
+            "{:.4} [95% CI {:.4}-{:.4}, n={}]",
+            e.accuracy, e.ci95[0], e.ci95[1], e.n
+        )
+    };
+    let target_split = if m.target_eval == "all" {
+        "all images (unlabelled in training)"
+    } else {
+        "test"
+    };
     println!(
-        "{} {} -> {}: source {} test accuracy {:.4}, target {} test accuracy {:.4}, drop {:.4} ({:.1} s/epoch)",
+        "{} {} -> {}: source {} test accuracy {}, target {} {target_split} accuracy {}, drop {:.4} ({} steps, {:.1} s/epoch, last epoch)",
         m.strategy,
         m.source,
         m.target,
         m.source,
-        m.source_test.accuracy,
+        ci(&m.source_test),
         m.target,
-        m.target_test.accuracy,
+        ci(&m.target_test),
         m.drop,
+        m.steps,
         m.seconds_per_epoch
     );
     println!("wrote {}", out.display());

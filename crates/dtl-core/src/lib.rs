@@ -33,6 +33,7 @@
 use candle_core::Tensor;
 
 pub mod config;
+pub mod interval;
 pub mod params;
 pub mod seed;
 pub mod state;

@@ -119,6 +119,27 @@ impl Dataset {
         Ok((pixels, labels))
     }
 
+    /// This set's samples followed by `other`'s; the image shapes and class counts must agree.
+    pub fn concat(&self, other: &Dataset) -> Result<Self> {
+        if self.shape != other.shape || self.num_classes != other.num_classes {
+            return Err(Error::Msg(format!(
+                "cannot join data sets of images {:?} and {} classes with images {:?} and {} classes",
+                self.shape, self.num_classes, other.shape, other.num_classes
+            )));
+        }
+        let mut pixels = Vec::with_capacity(self.pixels.len() + other.pixels.len());
+        pixels.extend_from_slice(&self.pixels);
+        pixels.extend_from_slice(&other.pixels);
+        let mut labels = self.labels.clone();
+        labels.extend_from_slice(&other.labels);
+        Ok(Self {
+            pixels,
+            labels,
+            shape: self.shape,
+            num_classes: self.num_classes,
+        })
+    }
+
     /// The samples at `indices`, in that order; an index out of range is an error.
     pub fn subset(&self, indices: &[usize]) -> Result<Self> {
         let (pixels, labels) = self.gather(indices)?;

@@ -18,6 +18,9 @@ pub struct Evaluation {
     pub accuracy: f64,
     /// Number of samples.
     pub n: usize,
+    /// The 95% Wilson score interval of the accuracy over these `n` samples
+    /// ([`dtl_core::interval::wilson95`]).
+    pub ci95: [f64; 2],
     /// Accuracy of each true class (`null` for a class with no samples).
     pub per_class: Vec<Option<f64>>,
     /// `confusion[true][predicted]` counts.
@@ -55,6 +58,10 @@ impl Evaluation {
                 correct as f64 / truth.len() as f64
             },
             n: truth.len(),
+            ci95: {
+                let (lo, hi) = dtl_core::interval::wilson95(correct, truth.len() as u64);
+                [lo, hi]
+            },
             per_class,
             confusion,
         }

@@ -8,7 +8,8 @@
 //! - [`rundir`]: a run directory that is consistent as a whole (a staging directory, committed by
 //!   renames, resumable after a kill);
 //! - [`yosinski`]: Yosinski et al. 2014's layer-transfer sweep, with [`figure`] drawing it;
-//! - [`predict`]: labelling image files with a trained model.
+//! - [`predict`]: labelling image files with a trained model;
+//! - [`audit`]: a trained model's accuracy per subgroup, with the worst group and the gap.
 //!
 //! Library users usually reach these through the `dtl` facade (`dtl::experiment`, ...), which
 //! re-exports them beside the library crates.
@@ -16,6 +17,7 @@
 
 use std::path::PathBuf;
 
+pub mod audit;
 pub mod config;
 pub mod experiment;
 pub mod figure;

@@ -41,6 +41,41 @@ enum Command {
     Sweep(SweepArgs),
     /// Score a finished run with every label-free validator; prints JSON.
     Validate(ValidateArgs),
+    /// A trained model's accuracy per subgroup (folders, or a CSV of file attributes), with 95%
+    /// intervals, the worst group and the gap: audit.json, audit.md and a figure.
+    Audit(AuditArgs),
+}
+
+#[derive(Args)]
+struct AuditArgs {
+    /// Checkpoint written by `dtl train`.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// A group as NAME=FOLDER (PATH/<class>/* or PATH/{train,test}/<class>/*; every image
+    /// counted); repeat for each group.
+    #[arg(long, value_name = "NAME=FOLDER")]
+    group: Vec<String>,
+    /// Instead of --group: one image folder whose images' attributes are in --attributes.
+    #[arg(long, value_name = "FOLDER", conflicts_with = "group", requires_all = ["attributes", "by"])]
+    images: Option<PathBuf>,
+    /// CSV of attributes: a `path` column relative to --images, one row per image.
+    #[arg(long, value_name = "CSV", requires = "images")]
+    attributes: Option<PathBuf>,
+    /// The attribute columns whose combinations make the groups (e.g. sex,ethnicity).
+    #[arg(long, value_name = "COLUMN,..", value_delimiter = ',', requires = "images")]
+    by: Vec<String>,
+    /// Match folder class names to the model's: NAME=CLASS pairs, comma-separated.
+    #[arg(long, value_name = "NAME=CLASS,..", value_delimiter = ',')]
+    class_map: Vec<String>,
+    /// How images of another size are fitted (default: as the model was trained).
+    #[arg(long)]
+    fit: Option<String>,
+    /// Write audit.json, audit.md, audit.svg and audit.png here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Device: cpu, cuda, cuda:N, metal.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Args)]
@@ -400,6 +435,7 @@ fn main() -> Result<()> {
         Command::Yosinski(a) => yosinski(a),
         Command::Sweep(a) => sweep(a),
         Command::Validate(a) => validate(a),
+        Command::Audit(a) => audit(a),
     })
 }
 
@@ -747,6 +783,43 @@ fn validate(a: ValidateArgs) -> Result<()> {
         dtl_cli::validation::write_report(&report, &a.run)?;
     }
     println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+fn audit(a: AuditArgs) -> Result<()> {
+    use dtl_cli::audit::Groups;
+    let device = experiment::parse_device(&a.device)?;
+    let pairs = |flag: &str, list: &[String]| -> Result<Vec<(String, String)>> {
+        list.iter()
+            .map(|p| match p.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => {
+                    Ok((k.trim().to_string(), v.trim().to_string()))
+                }
+                _ => anyhow::bail!("invalid value for `--{flag}`: `{p}` is not NAME=VALUE"),
+            })
+            .collect()
+    };
+    let groups = match &a.images {
+        Some(images) => Groups::Attributes {
+            images: images.clone(),
+            csv: a.attributes.clone().expect("clap requires --attributes"),
+            by: a.by.clone(),
+        },
+        None => Groups::Folders(
+            pairs("group", &a.group)?
+                .into_iter()
+                .map(|(n, p)| (n, PathBuf::from(p.strip_prefix("folder:").unwrap_or(&p))))
+                .collect(),
+        ),
+    };
+    let class_map = pairs("class-map", &a.class_map)?.into_iter().collect();
+    let fit = a.fit.as_deref().map(str::parse).transpose()?;
+    let report = dtl_cli::audit::audit(&a.checkpoint, &groups, &class_map, fit, &device)?;
+    print!("{}", dtl_cli::audit::markdown(&report));
+    if let Some(out) = &a.out {
+        dtl_cli::audit::write(&report, out)?;
+        println!("wrote {}", out.display());
+    }
     Ok(())
 }
 

@@ -192,6 +192,43 @@ fn decode(
     Ok((Dataset::new(pixels, labels, opts.shape, n_classes)?, record))
 }
 
+/// Every image of the folder at `root` with its class name, in either layout (`train/` and
+/// `test/` together), sorted by path: a folder seen whole, as `dtl audit` measures it. The
+/// checks of [`load_folder`] apply (class folders that hold images, no image under two classes).
+pub fn all_images(root: &Path) -> Result<Vec<(PathBuf, String)>> {
+    check_root(root)?;
+    let (train_dir, test_dir) = (root.join("train"), root.join("test"));
+    let dirs = if train_dir.is_dir() && test_dir.is_dir() {
+        vec![train_dir, test_dir]
+    } else {
+        vec![root.to_path_buf()]
+    };
+    let mut classes: Vec<String> = Vec::new();
+    for d in &dirs {
+        classes.extend(class_dirs(d)?);
+    }
+    classes.sort();
+    classes.dedup();
+    if classes.is_empty() {
+        return Err(Error::Format {
+            path: root.to_path_buf(),
+            line: None,
+            message: "no class subfolders: put each class's images in PATH/<class>/".into(),
+        });
+    }
+    let mut files = Vec::new();
+    for d in &dirs {
+        files.extend(labelled_files(d, &classes)?);
+    }
+    check_classes_and_links(root, &classes, &files, &[])?;
+    let mut out: Vec<(PathBuf, String)> = files
+        .into_iter()
+        .map(|(p, l)| (p, classes[l as usize].clone()))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
 /// An error unless `root` is a directory.
 pub fn check_root(root: &Path) -> Result<()> {
     if root.is_dir() {

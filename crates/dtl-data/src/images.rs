@@ -344,6 +344,18 @@ fn palette_tiff(bytes: &[u8], len: u64) -> std::result::Result<Option<image::Dyn
     Ok(Some(image::DynamicImage::ImageRgb8(img)))
 }
 
+/// [`load_image_fit`] of every path, decoded in parallel, back to back in the order given; the
+/// first file that does not decode is the error.
+pub fn load_images(paths: &[PathBuf], shape: (usize, usize, usize), fit: Fit) -> Result<Vec<f32>> {
+    use rayon::prelude::*;
+    let decoded: Vec<Result<Vec<f32>>> = paths.par_iter().map(|p| load_image_fit(p, shape, fit)).collect();
+    let mut out = Vec::with_capacity(paths.len() * shape.0 * shape.1 * shape.2);
+    for d in decoded {
+        out.extend(d?);
+    }
+    Ok(out)
+}
+
 /// [`load_image`] with a choice of [`Fit`]. An image already at `(H, W)` is used as it is with
 /// either fit.
 pub fn load_image_fit(path: &Path, shape: (usize, usize, usize), fit: Fit) -> Result<Vec<f32>> {

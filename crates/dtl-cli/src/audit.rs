@@ -76,6 +76,9 @@ pub struct AuditReport {
     pub gap_ci95: [f64; 2],
 }
 
+/// Labelled image files: the path and the model's class index.
+type Files = Vec<(PathBuf, u32)>;
+
 fn config(field: &str, message: String) -> Error {
     Error::Config {
         field: field.into(),
@@ -85,11 +88,7 @@ fn config(field: &str, message: String) -> Error {
 
 /// The labelled images of `folder` with their classes mapped through `class_map` and indexed
 /// by the model's `classes`; a class the model lacks is named.
-fn folder_files(
-    folder: &Path,
-    classes: &[String],
-    class_map: &BTreeMap<String, String>,
-) -> Result<Vec<(PathBuf, u32)>> {
+fn folder_files(folder: &Path, classes: &[String], class_map: &BTreeMap<String, String>) -> Result<Files> {
     dtl_data::folder::all_images(folder)?
         .into_iter()
         .map(|(path, class)| {
@@ -119,7 +118,7 @@ fn attribute_groups(
     by: &[String],
     classes: &[String],
     class_map: &BTreeMap<String, String>,
-) -> Result<Vec<(String, Vec<(PathBuf, u32)>)>> {
+) -> Result<Vec<(String, Files)>> {
     let bad = |line: Option<usize>, message: String| {
         Error::from(dtl_data::Error::Format {
             path: csv_path.to_path_buf(),
@@ -188,7 +187,7 @@ fn attribute_groups(
             })
         })
         .collect::<Result<_>>()?;
-    let mut groups: BTreeMap<String, Vec<(PathBuf, u32)>> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Files> = BTreeMap::new();
     let mut listed: BTreeMap<PathBuf, usize> = BTreeMap::new();
     for (i, record) in reader.records().enumerate() {
         let line = i + 2;
@@ -278,7 +277,7 @@ pub fn audit(
         None => crate::experiment::fit_of(&model, &meta)?,
     };
     let classes = model.spec().class_names.clone();
-    let sets: Vec<(String, Vec<(PathBuf, u32)>)> = match groups {
+    let sets: Vec<(String, Files)> = match groups {
         Groups::Folders(list) => {
             if list.len() < 2 {
                 return Err(config("group", "give at least two groups to compare".into()));

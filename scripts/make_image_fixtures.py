@@ -49,6 +49,14 @@ def main():
     # 8-bit palette TIFF (Photometric RGBPalette), as some expression data sets ship.
     rgb.quantize(colors=6, method=Image.Quantize.MEDIANCUT).save(f"{OUT}/palette.tif")
     files["palette.tif"] = "8-bit palette TIFF"
+    # The same palette TIFF big-endian (`MM`), written by tifffile.
+    pal = rgb.quantize(colors=6, method=Image.Quantize.MEDIANCUT)
+    lut = np.zeros((3, 256), np.uint16)
+    p = np.asarray(pal.getpalette()[:768], np.uint16).reshape(-1, 3)
+    lut[:, :len(p)] = p.T * 257
+    tifffile.imwrite(f"{OUT}/palette-be.tif", np.asarray(pal, np.uint8), photometric="palette",
+                     colormap=lut, byteorder=">")
+    files["palette-be.tif"] = "8-bit palette TIFF, big-endian"
     # 16-bit grayscale TIFF.
     gray16 = (np.asarray(rgb.convert("L"), np.uint16) * 257)
     Image.fromarray(gray16).save(f"{OUT}/gray16.tif")

@@ -7,10 +7,8 @@ mod common;
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
-use common::{dtl, small_train, stderr, write_png};
-use dtl_backbones::Classifier;
-use dtl_data::{Domain, DomainId, LoadOptions};
+use common::{dtl, mnist_small_test_logits, native, small_train, stderr, write_png};
+use dtl_data::DomainId;
 
 fn json(p: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
@@ -32,7 +30,7 @@ fn audit_counts_each_groups_correct_images() {
     let ckpt = run.join("model.safetensors");
 
     // 100 test digits: A = 0..40, B = 40..100 as folders; the same 100 in one folder with a CSV.
-    let at28 = Domain::load(DomainId::MnistSmall, None, &LoadOptions::default()).unwrap();
+    let at28 = native(DomainId::MnistSmall);
     let n = 100;
     let mut csv = String::from("path,sex,age\n");
     for i in 0..n {
@@ -58,30 +56,13 @@ fn audit_counts_each_groups_correct_images() {
     std::fs::write(tmp.path().join("attrs.csv"), &csv).unwrap();
 
     // The reference: the model on the bundled domain at its 16x16 canvas, through the library.
-    let at16 = Domain::load(
-        DomainId::MnistSmall,
-        None,
-        &LoadOptions {
-            image_size: 16,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let (model, _) = Classifier::load(&ckpt, &Device::Cpu).unwrap();
-    let xs = Tensor::from_vec(
-        at16.test.pixels()[..n * 256].to_vec(),
-        (n, 1, 16, 16),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let pred = model
-        .forward(&xs, false)
-        .unwrap()
+    let at16_labels = native(DomainId::MnistSmall).test.labels()[..n].to_vec();
+    let pred = mnist_small_test_logits(&ckpt, n)
         .argmax(1)
         .unwrap()
         .to_vec1::<u32>()
         .unwrap();
-    let correct: Vec<bool> = (0..n).map(|i| pred[i] == at16.test.labels()[i]).collect();
+    let correct: Vec<bool> = (0..n).map(|i| pred[i] == at16_labels[i]).collect();
     let count = |f: &dyn Fn(usize) -> bool| (0..n).filter(|&i| f(i) && correct[i]).count() as u64;
 
     let out = tmp.path().join("audit");

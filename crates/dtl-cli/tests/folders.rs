@@ -7,24 +7,13 @@ mod common;
 
 use std::path::Path;
 
-use common::{dtl, small_train, stderr, write_png};
+use common::{dtl, native, small_train, stderr, write_png};
 
-use dtl_data::{Domain, DomainId, LoadOptions};
+use dtl_data::DomainId;
 
 #[test]
 fn train_and_eval_run_between_image_folders() {
     let tmp = tempfile::tempdir().unwrap();
-    let native = |id| {
-        Domain::load(
-            id,
-            None,
-            &LoadOptions {
-                image_size: if id == DomainId::Optdigits { 8 } else { 28 },
-                ..Default::default()
-            },
-        )
-        .unwrap()
-    };
     let mnist = native(DomainId::MnistSmall);
     let src = tmp.path().join("src");
     for (split, data, n) in [("train", &mnist.train, 600), ("test", &mnist.test, 200)] {

@@ -8,11 +8,13 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::{dtl, dtl_env, put_in_hub_cache, small_train, write_constant_resnet18, write_png};
+use common::{
+    dtl, dtl_env, mnist_small_test_logits, native, put_in_hub_cache, small_train, write_constant_resnet18,
+    write_png,
+};
 
-use candle_core::{Device, Tensor, D};
-use dtl_backbones::Classifier;
-use dtl_data::{Domain, DomainId, LoadOptions};
+use candle_core::D;
+use dtl_data::DomainId;
 
 /// `dtl predict --checkpoint ckpt --input input` plus `extra`.
 fn predict(ckpt: &Path, input: &Path, extra: &[&str]) -> Output {
@@ -51,7 +53,7 @@ fn predict_prints_the_models_probabilities_for_image_files() {
     let ckpt = run.join("model.safetensors");
 
     // Twelve test digits as PNG files at 28x28 (two of them RGB), in a nested folder.
-    let at28 = Domain::load(DomainId::MnistSmall, None, &LoadOptions::default()).unwrap();
+    let at28 = native(DomainId::MnistSmall);
     let imgs = tmp.path().join("imgs");
     std::fs::create_dir_all(imgs.join("more")).unwrap();
     let n = 12;
@@ -69,23 +71,7 @@ fn predict_prints_the_models_probabilities_for_image_files() {
     std::fs::write(imgs.join("notes.txt"), "not an image").unwrap();
 
     // The reference: the same digits loaded as a domain at 16x16, through the library.
-    let at16 = Domain::load(
-        DomainId::MnistSmall,
-        None,
-        &LoadOptions {
-            image_size: 16,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let (model, _) = Classifier::load(&ckpt, &Device::Cpu).unwrap();
-    let xs = Tensor::from_vec(
-        at16.test.pixels()[..n * 256].to_vec(),
-        (n, 1, 16, 16),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let logits = model.forward(&xs, false).unwrap();
+    let logits = mnist_small_test_logits(&ckpt, n);
     let probs = candle_nn::ops::softmax(&logits, D::Minus1)
         .unwrap()
         .to_vec2::<f32>()

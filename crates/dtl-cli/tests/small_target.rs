@@ -7,23 +7,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{dtl, small_train, stderr, write_png};
-use dtl_data::{Domain, DomainId, LoadOptions};
+use common::{dtl, native, small_train, stderr, write_png};
+use dtl_data::DomainId;
 
 /// A source folder of MNIST digits (`train/` 160 images, `test/` 40, classes `0`..`9`) and a
 /// pooled target folder of 40 optdigits 3s and 40 7s under the names `three` and `seven`.
 fn folders(root: &Path) -> (String, String) {
-    let native = |id| {
-        Domain::load(
-            id,
-            None,
-            &LoadOptions {
-                image_size: if id == DomainId::Optdigits { 8 } else { 28 },
-                ..Default::default()
-            },
-        )
-        .unwrap()
-    };
     let mnist = native(DomainId::MnistSmall);
     let src = root.join("src");
     for (split, data, n) in [("train", &mnist.train, 160), ("test", &mnist.test, 40)] {

@@ -204,33 +204,21 @@ fn photometric_at(bytes: &[u8]) -> Option<(usize, u16, bool)> {
         b"MM" => false,
         _ => return None,
     };
-    let u16_at = |at: usize| -> Option<u16> {
-        let b: [u8; 2] = bytes.get(at..at + 2)?.try_into().ok()?;
+    // The `n`-byte unsigned integer at `at`, in the file's byte order.
+    let uint = |at: usize, n: usize| -> Option<u64> {
+        let b = bytes.get(at..at.checked_add(n)?)?;
+        let fold = |v: u64, x: &u8| v << 8 | u64::from(*x);
         Some(if little {
-            u16::from_le_bytes(b)
+            b.iter().rev().fold(0, fold)
         } else {
-            u16::from_be_bytes(b)
+            b.iter().fold(0, fold)
         })
     };
-    let u32_at = |at: usize| -> Option<u32> {
-        let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
-        Some(if little {
-            u32::from_le_bytes(b)
-        } else {
-            u32::from_be_bytes(b)
-        })
-    };
-    let u64_at = |at: usize| -> Option<u64> {
-        let b: [u8; 8] = bytes.get(at..at + 8)?.try_into().ok()?;
-        Some(if little {
-            u64::from_le_bytes(b)
-        } else {
-            u64::from_be_bytes(b)
-        })
-    };
+    let u16_at = |at: usize| uint(at, 2).map(|v| v as u16);
+    let u64_at = |at: usize| uint(at, 8);
     let (entries, count, entry_len) = match u16_at(2)? {
         42 => {
-            let ifd = u32_at(4)? as usize;
+            let ifd = uint(4, 4)? as usize;
             (ifd.checked_add(2)?, u16_at(ifd)? as u64, 12)
         }
         43 => {

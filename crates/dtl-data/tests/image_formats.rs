@@ -47,7 +47,7 @@ fn tolerance(name: &str) -> f32 {
 fn every_file_decodes_to_pillows_pixels_with_its_orientation_applied() {
     let exp = expected();
     let files = exp["files"].as_object().unwrap();
-    assert_eq!(files.len(), 10);
+    assert_eq!(files.len(), 11);
     for (name, entry) in files {
         let want = rgb(&entry["rgb"]);
         let path = fixtures().join(name);

@@ -122,3 +122,43 @@ pub fn write_constant_resnet18(path: &Path, class: usize, bias: f32) {
     }
     candle_core::safetensors::save(&map, path).unwrap();
 }
+
+/// A bundled domain at its own canvas: optdigits at 8x8, the others at 28x28.
+pub fn native(id: dtl_data::DomainId) -> dtl_data::Domain {
+    dtl_data::Domain::load(
+        id,
+        None,
+        &dtl_data::LoadOptions {
+            image_size: if id == dtl_data::DomainId::Optdigits {
+                8
+            } else {
+                28
+            },
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// The logits `(n, classes)` of the checkpoint `ckpt` (a 16x16 model) on the first `n` test
+/// digits of the bundled MNIST subset, loaded as a domain at 16x16 and run through the library:
+/// the reference that the commands reading the same digits as image files are checked against.
+pub fn mnist_small_test_logits(ckpt: &Path, n: usize) -> candle_core::Tensor {
+    let at16 = dtl_data::Domain::load(
+        dtl_data::DomainId::MnistSmall,
+        None,
+        &dtl_data::LoadOptions {
+            image_size: 16,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (model, _) = dtl_backbones::Classifier::load(ckpt, &candle_core::Device::Cpu).unwrap();
+    let xs = candle_core::Tensor::from_vec(
+        at16.test.pixels()[..n * 256].to_vec(),
+        (n, 1, 16, 16),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    model.forward(&xs, false).unwrap()
+}

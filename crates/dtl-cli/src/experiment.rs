@@ -543,8 +543,20 @@ fn write_checkpoint(state: &State, path: &Path, k: usize) -> Result<()> {
         let _ = std::fs::write(&tmp, &bytes[..bytes.len() / 2]);
         std::process::abort();
     }
-    write_file(path, &bytes)
+    write_file(path, &bytes)?;
+    if let Some(ms) = std::env::var(PAUSE_AFTER_CHECKPOINT)
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    Ok(())
 }
+
+/// The environment variable of a test hook: `DTL_TEST_PAUSE_AFTER_CHECKPOINT=MS` sleeps MS
+/// milliseconds after every checkpoint is written, so that a test can stop a short run between
+/// two checkpoints (the Slurm test cancels an array task this way) instead of racing it.
+pub const PAUSE_AFTER_CHECKPOINT: &str = "DTL_TEST_PAUSE_AFTER_CHECKPOINT";
 
 /// What stage 5 measured.
 pub(crate) struct Measured {

@@ -44,6 +44,18 @@ enum Command {
     /// A trained model's accuracy per subgroup (folders, or a CSV of file attributes), with 95%
     /// intervals, the worst group and the gap: audit.json, audit.md and a figure.
     Audit(AuditArgs),
+    /// One run of a sweep, as a Slurm array task runs it (`dtl sweep --backend slurm`).
+    #[command(hide = true)]
+    SweepTask(SweepTaskArgs),
+}
+
+#[derive(Args)]
+struct SweepTaskArgs {
+    /// The sweep directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// The run's id.
+    id: String,
 }
 
 #[derive(Args)]
@@ -80,11 +92,37 @@ struct AuditArgs {
 
 #[derive(Args)]
 struct SweepArgs {
-    /// The sweep spec (TOML: seeds, [base], [[grid]], [[random]]; see models/sweeps/).
-    spec: PathBuf,
-    /// Output directory.
+    /// The sweep spec (TOML: seeds, [base], [[grid]], [[random]], [slurm]; see models/sweeps/).
+    #[arg(required_unless_present = "status")]
+    spec: Option<PathBuf>,
+    /// Output directory (on a Slurm cluster: on the filesystem every node shares).
+    #[arg(long, required_unless_present = "status")]
+    out: Option<PathBuf>,
+    /// Print the state of every run of the sweep in DIR (done, pending, running, interrupted,
+    /// failed with its log's last line) from its run directories and squeue; trains nothing.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["spec", "out", "resume", "dry_run"])]
+    status: Option<PathBuf>,
+    /// Where the runs train: local (this machine, --jobs at a time) or slurm (one job array,
+    /// submitted with sbatch; --resume resubmits the unfinished runs and, once all are done,
+    /// writes the report) [default: local].
+    #[arg(long, default_value = "local", value_parser = ["local", "slurm"])]
+    backend: String,
+    /// Slurm partition of every run (else the spec's [slurm] partition, else the default).
     #[arg(long)]
-    out: PathBuf,
+    partition: Option<String>,
+    /// Slurm time limit of every run, e.g. 1:00:00 (else the spec's).
+    #[arg(long)]
+    time: Option<String>,
+    /// CPUs (and threads) per run on Slurm (else the spec's, else 1).
+    #[arg(long)]
+    cpus_per_run: Option<usize>,
+    /// GPUs per run on Slurm (else the spec's, else none).
+    #[arg(long)]
+    gpus_per_run: Option<usize>,
+    /// With --backend slurm: print the job script instead of submitting it; writes nothing.
+    #[arg(long)]
+    dry_run: bool,
+
     /// Runs at a time (the machine's threads are divided between them).
     #[arg(long, default_value_t = 1)]
     jobs: usize,
@@ -436,6 +474,10 @@ fn main() -> Result<()> {
         Command::Sweep(a) => sweep(a),
         Command::Validate(a) => validate(a),
         Command::Audit(a) => audit(a),
+        Command::SweepTask(a) => {
+            let exe = std::env::current_exe().context("locating the dtl executable")?;
+            Ok(dtl_cli::sweep::run_task(&a.out, &a.id, &exe)?)
+        }
     })
 }
 
@@ -736,14 +778,85 @@ fn train(a: TrainArgs) -> Result<()> {
 }
 
 fn sweep(a: SweepArgs) -> Result<()> {
+    if let Some(dir) = &a.status {
+        let runs = dtl_cli::sweep::sweep_status(dir)?;
+        let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+        for r in &runs {
+            *counts.entry(r.state.as_str()).or_default() += 1;
+            match &r.detail {
+                Some(d) => println!("{:<32} {:<12} {d}", r.id, r.state),
+                None => println!("{:<32} {}", r.id, r.state),
+            }
+        }
+        let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        println!("{} runs: {}", runs.len(), summary.join(", "));
+        if runs.iter().all(|r| r.state == "done") {
+            println!(
+                "all done: `dtl sweep SPEC --out {} --resume` writes the report",
+                dir.display()
+            );
+        }
+        return Ok(());
+    }
+    let (spec, out) = (
+        a.spec.clone().expect("clap requires SPEC"),
+        a.out.clone().expect("clap requires --out"),
+    );
+    let backend = match a.backend.as_str() {
+        "slurm" => dtl_cli::sweep::Backend::Slurm(dtl_cli::sweep::SlurmOptions {
+            partition: a.partition.clone(),
+            time: a.time.clone(),
+            cpus_per_run: a.cpus_per_run,
+            gpus_per_run: a.gpus_per_run,
+            dry_run: a.dry_run,
+        }),
+        _ => {
+            if a.partition.is_some()
+                || a.time.is_some()
+                || a.cpus_per_run.is_some()
+                || a.gpus_per_run.is_some()
+                || a.dry_run
+            {
+                anyhow::bail!(
+                    "--partition, --time, --cpus-per-run, --gpus-per-run and --dry-run go with --backend slurm"
+                );
+            }
+            dtl_cli::sweep::Backend::Local
+        }
+    };
     let opts = dtl_cli::sweep::SweepOptions {
         jobs: a.jobs,
         resume: a.resume,
         data_dir: a.data_dir.clone(),
         exe: std::env::current_exe().context("locating the dtl executable")?,
         progress: std::io::stdout().is_terminal() && std::io::stderr().is_terminal(),
+        backend,
     };
-    let o = dtl_cli::sweep::run_sweep(&a.spec, &a.out, &opts)?;
+    let o = dtl_cli::sweep::run_sweep(&spec, &out, &opts)?;
+    if let Some(script) = &o.script {
+        print!("{script}");
+        return Ok(());
+    }
+    if let Some(sub) = &o.submitted {
+        println!(
+            "submitted job {} ({} runs{}); `dtl sweep --status {}` follows them, `dtl sweep {} --out {} --backend slurm --resume` resubmits what stops and writes the report once all are done",
+            sub.job_id,
+            sub.runs.len(),
+            if o.queued > 0 { format!(", {} more still queued", o.queued) } else { String::new() },
+            out.display(),
+            spec.display(),
+            out.display()
+        );
+        return Ok(());
+    }
+    if o.selection.is_none() && o.queued > 0 {
+        println!(
+            "{} runs still queued or running; nothing submitted (`dtl sweep --status {}`)",
+            o.queued,
+            out.display()
+        );
+        return Ok(());
+    }
     if let Some(sel) = &o.selection {
         println!(
             "{} runs ({} trained now, {} kept); oracle {} at {:.4} (mean {:.4})",
@@ -763,7 +876,7 @@ fn sweep(a: SweepArgs) -> Result<()> {
             );
         }
     }
-    println!("wrote {}", a.out.display());
+    println!("wrote {}", out.display());
     if !o.failed.is_empty() {
         for (id, e) in &o.failed {
             eprintln!("run {id} failed: {e}");

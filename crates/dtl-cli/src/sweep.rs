@@ -39,6 +39,44 @@ pub struct SweepOptions {
     pub exe: PathBuf,
     /// Draw a progress bar.
     pub progress: bool,
+    /// Where the runs train: here, or as a Slurm job array.
+    pub backend: Backend,
+}
+
+/// Where a sweep's runs train.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Backend {
+    /// On this machine, `jobs` at a time (the default).
+    #[default]
+    Local,
+    /// As one Slurm job array (one array task per unfinished run), submitted with `sbatch`.
+    Slurm(SlurmOptions),
+}
+
+/// `--backend slurm`'s settings; each overrides the spec's `[slurm]` value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SlurmOptions {
+    /// `--partition`.
+    pub partition: Option<String>,
+    /// `--time`.
+    pub time: Option<String>,
+    /// `--cpus-per-run`.
+    pub cpus_per_run: Option<usize>,
+    /// `--gpus-per-run`.
+    pub gpus_per_run: Option<usize>,
+    /// Print the job script instead of submitting it (nothing is written).
+    pub dry_run: bool,
+}
+
+/// A job array submitted for a sweep, as `OUT/slurm.json` records it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Submission {
+    /// Slurm's job id of the array.
+    pub job_id: String,
+    /// The job script, relative to the sweep directory.
+    pub script: String,
+    /// The run of each array task, by task index.
+    pub runs: Vec<String>,
 }
 
 /// What a sweep did.
@@ -52,8 +90,14 @@ pub struct SweepOutcome {
     pub reused: usize,
     /// Runs that failed, with the end of their log.
     pub failed: Vec<(String, String)>,
-    /// The selection report over the finished runs.
+    /// The selection report over the finished runs (`None` while runs are queued on Slurm).
     pub selection: Option<Selection>,
+    /// `--backend slurm`: the job array submitted now (`None`: nothing left to submit).
+    pub submitted: Option<Submission>,
+    /// `--backend slurm`: runs still queued or running from earlier submissions.
+    pub queued: usize,
+    /// `--dry-run`: the job script that would be submitted.
+    pub script: Option<String>,
 }
 
 /// A planned run with its full config and where it goes.
@@ -62,6 +106,18 @@ struct Job {
     config: PathBuf,
     dir: PathBuf,
     log: PathBuf,
+}
+
+impl Job {
+    /// The files of `run` under the sweep's `runs_dir`.
+    fn of(runs_dir: &Path, run: PlannedRun) -> Self {
+        Self {
+            config: runs_dir.join(format!("{}.toml", run.id)),
+            dir: runs_dir.join(&run.id),
+            log: runs_dir.join(format!("{}.log", run.id)),
+            run,
+        }
+    }
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -111,6 +167,26 @@ pub fn run_sweep(spec: &Path, out: &Path, opts: &SweepOptions) -> Result<SweepOu
         jobs.push((run.clone(), cfg));
     }
     let spec_copy = out.join("spec.toml");
+    if let Backend::Slurm(so) = &opts.backend {
+        if so.dry_run {
+            let ids: Vec<String> = jobs
+                .iter()
+                .map(|(r, _)| r.id.clone())
+                .filter(|id| !finished(&runs_dir.join(id)))
+                .collect();
+            let script = job_script(out, &opts.exe, &ids, &resources(&parsed.slurm, so), "DRY-RUN")?;
+            return Ok(SweepOutcome {
+                planned: jobs.len(),
+                trained: 0,
+                reused: jobs.len() - ids.len(),
+                failed: Vec::new(),
+                selection: None,
+                submitted: None,
+                queued: 0,
+                script: Some(script),
+            });
+        }
+    }
     if runs_dir.exists() {
         if !opts.resume {
             return Err(Error::Output {
@@ -136,12 +212,7 @@ pub fn run_sweep(spec: &Path, out: &Path, opts: &SweepOptions) -> Result<SweepOu
     let mut reused = 0;
     let mut all = Vec::new();
     for (run, cfg) in jobs {
-        let job = Job {
-            config: runs_dir.join(format!("{}.toml", run.id)),
-            dir: runs_dir.join(&run.id),
-            log: runs_dir.join(format!("{}.log", run.id)),
-            run,
-        };
+        let job = Job::of(&runs_dir, run);
         write(&job.config, cfg.to_toml().as_bytes())?;
         // A run whose commit was cut short is finished once its commit is.
         crate::rundir::RunDir::new(&job.dir)?.recover()?;
@@ -151,6 +222,49 @@ pub fn run_sweep(spec: &Path, out: &Path, opts: &SweepOptions) -> Result<SweepOu
             todo.push(all.len());
         }
         all.push(job);
+    }
+    if let Backend::Slurm(so) = &opts.backend {
+        let active = active_runs(out)?;
+        let submit: Vec<String> = todo
+            .iter()
+            .map(|&i| all[i].run.id.clone())
+            .filter(|id| !active.contains_key(id))
+            .collect();
+        let queued = todo.len() - submit.len();
+        if !todo.is_empty() {
+            let submitted = if submit.is_empty() {
+                None
+            } else {
+                Some(submit_array(
+                    out,
+                    &opts.exe,
+                    &submit,
+                    &resources(&parsed.slurm, so),
+                )?)
+            };
+            return Ok(SweepOutcome {
+                planned: all.len(),
+                trained: 0,
+                reused,
+                failed: Vec::new(),
+                selection: None,
+                submitted,
+                queued,
+                script: None,
+            });
+        }
+        // Every run is finished: the report, as a local sweep makes it.
+        let (records, _) = write_table(&all, out)?;
+        return Ok(SweepOutcome {
+            planned: all.len(),
+            trained: 0,
+            reused,
+            failed: Vec::new(),
+            selection: write_report(&records, out, spec)?,
+            submitted: None,
+            queued: 0,
+            script: None,
+        });
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let jobs_n = opts.jobs.max(1);
@@ -212,8 +326,23 @@ pub fn run_sweep(spec: &Path, out: &Path, opts: &SweepOptions) -> Result<SweepOu
     })?;
     bar.finish_and_clear();
     let (records, _) = write_table(&all, out)?;
+    let selection = write_report(&records, out, spec)?;
+    Ok(SweepOutcome {
+        planned: all.len(),
+        trained,
+        reused,
+        failed,
+        selection,
+        submitted: None,
+        queued: 0,
+        script: None,
+    })
+}
+
+/// Writes `selection.json`, `report.md` and the selection figure for the finished runs.
+fn write_report(records: &[RunRecord], out: &Path, spec: &Path) -> Result<Option<Selection>> {
     let names = dtl_select::validators::names();
-    let selection = selection::select(&records, &names);
+    let selection = selection::select(records, &names);
     if let Some(sel) = &selection {
         let json = serde_json::to_string_pretty(sel).expect("selections serialise");
         write(&out.join("selection.json"), json.as_bytes())?;
@@ -222,20 +351,14 @@ pub fn run_sweep(spec: &Path, out: &Path, opts: &SweepOptions) -> Result<SweepOu
             &out.join("report.md"),
             selection::markdown(sel, &title).as_bytes(),
         )?;
-        let svg = selection::figure_svg(&records, sel);
+        let svg = selection::figure_svg(records, sel);
         write(&out.join("selection.svg"), svg.as_bytes())?;
         match crate::figure::svg_to_png(&svg, 2.0) {
             Ok(png) => write(&out.join("selection.png"), &png)?,
             Err(e) => tracing::warn!("selection.png not drawn: {e}"),
         }
     }
-    Ok(SweepOutcome {
-        planned: all.len(),
-        trained,
-        reused,
-        failed,
-        selection,
-    })
+    Ok(selection)
 }
 
 /// Trains one run in a `dtl train` process, its output in the run's log.
@@ -380,4 +503,275 @@ fn write_table(all: &[Job], out: &Path) -> Result<(Vec<RunRecord>, usize)> {
     let n = records.len();
     write(&out.join("runs.csv"), (lines.join("\n") + "\n").as_bytes())?;
     Ok((records, n))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Slurm backend.
+
+/// The resources of each run: the flags over the spec's `[slurm]`.
+fn resources(
+    spec: &dtl_select::sweep::SlurmResources,
+    o: &SlurmOptions,
+) -> dtl_select::sweep::SlurmResources {
+    dtl_select::sweep::SlurmResources {
+        partition: o.partition.clone().or_else(|| spec.partition.clone()),
+        time: o.time.clone().or_else(|| spec.time.clone()),
+        cpus_per_run: o.cpus_per_run.or(spec.cpus_per_run),
+        gpus_per_run: o.gpus_per_run.or(spec.gpus_per_run),
+        mem: spec.mem.clone(),
+    }
+}
+
+/// `s` quoted for the shell (single quotes; a single quote inside closed, escaped, reopened).
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// A directive value must be one word of printable characters: a newline would end the
+/// `#SBATCH` line and start a command.
+fn directive(flag: &str, v: &str) -> Result<String> {
+    if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::Config {
+            field: flag.into(),
+            message: format!("`{v}` is not a Slurm value (one word, no spaces)"),
+        });
+    }
+    Ok(format!("#SBATCH --{flag}={v}\n"))
+}
+
+/// The job-array script for `ids`: one array task per run, each `dtl sweep-task` on its run
+/// directory (paths absolute, since the tasks start on other nodes); `stamp` names it.
+fn job_script(
+    out: &Path,
+    exe: &Path,
+    ids: &[String],
+    r: &dtl_select::sweep::SlurmResources,
+    stamp: &str,
+) -> Result<String> {
+    let abs = |p: &Path| -> Result<PathBuf> {
+        if p.is_absolute() {
+            Ok(p.to_path_buf())
+        } else {
+            Ok(std::env::current_dir().map_err(io_err(p))?.join(p))
+        }
+    };
+    let (out, exe) = (abs(out)?, abs(exe)?);
+    let cpus = r.cpus_per_run.unwrap_or(1).max(1);
+    let mut s = format!(
+        "#!/bin/bash\n# dtl sweep {:?}: {} run(s) as one job array, written by `dtl sweep --backend slurm` ({stamp}),\n# submitted as `sbatch --parsable --output=OUT/slurm/%A_%a.out SCRIPT`.\n",
+        out,
+        ids.len()
+    );
+    s.push_str("#SBATCH --job-name=dtl-sweep\n");
+    s.push_str(&format!("#SBATCH --array=0-{}\n", ids.len().saturating_sub(1)));
+    // The tasks' own output goes to `OUT/slurm/%A_%a.out`, given to sbatch on its command line
+    // ([`output_flag`]): a directive cannot hold a path with spaces.
+    s.push_str(&format!("#SBATCH --cpus-per-task={cpus}\n"));
+    if let Some(g) = r.gpus_per_run.filter(|&g| g > 0) {
+        s.push_str(&format!("#SBATCH --gpus-per-task={g}\n"));
+    }
+    for (flag, v) in [("partition", &r.partition), ("time", &r.time), ("mem", &r.mem)] {
+        if let Some(v) = v {
+            s.push_str(&directive(flag, v)?);
+        }
+    }
+    s.push_str("set -euo pipefail\nRUNS=(");
+    s.push_str(&ids.iter().map(|id| shell_quote(id)).collect::<Vec<_>>().join(" "));
+    s.push_str(")\n");
+    s.push_str(&format!(
+        "exec {} sweep-task --out {} \"${{RUNS[$SLURM_ARRAY_TASK_ID]}}\"\n",
+        shell_quote(&exe.to_string_lossy()),
+        shell_quote(&out.to_string_lossy())
+    ));
+    Ok(s)
+}
+
+/// sbatch's `--output` for the sweep in `out`: each array task's own output in
+/// `OUT/slurm/<job>_<task>.out`.
+fn output_flag(out: &Path) -> std::ffi::OsString {
+    let mut flag = std::ffi::OsString::from("--output=");
+    flag.push(out.join("slurm").join("%A_%a.out"));
+    flag
+}
+
+/// Runs `cmd` and returns its standard output; a missing program or a failure is an error
+/// naming the command and what it printed.
+fn slurm_command(cmd: &mut Command) -> Result<String> {
+    let name = cmd.get_program().to_string_lossy().into_owned();
+    let o = cmd.output().map_err(|e| Error::Output {
+        path: PathBuf::from(&name),
+        message: format!(
+            "cannot run `{name}` ({e}): --backend slurm needs Slurm's commands on this machine's PATH"
+        ),
+    })?;
+    if !o.status.success() {
+        return Err(Error::Output {
+            path: PathBuf::from(&name),
+            message: format!(
+                "failed ({}): {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+        });
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// The sweep's submissions so far (`OUT/slurm.json`).
+fn submissions(out: &Path) -> Result<Vec<Submission>> {
+    let path = out.join("slurm.json");
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+    serde_json::from_str(&text).map_err(|e| Error::ConfigFile {
+        path,
+        message: e.to_string(),
+    })
+}
+
+/// Writes the job script for `ids`, submits it with `sbatch` and records the submission.
+fn submit_array(
+    out: &Path,
+    exe: &Path,
+    ids: &[String],
+    r: &dtl_select::sweep::SlurmResources,
+) -> Result<Submission> {
+    let mut all = submissions(out)?;
+    let dir = out.join("slurm");
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let name = format!("submit-{}.sh", all.len() + 1);
+    let script = job_script(out, exe, ids, r, &format!("submission {}", all.len() + 1))?;
+    let path = dir.join(&name);
+    write(&path, script.as_bytes())?;
+    let abs_out = std::fs::canonicalize(out).map_err(io_err(out))?;
+    let stdout = slurm_command(
+        Command::new("sbatch")
+            .arg("--parsable")
+            .arg(output_flag(&abs_out))
+            .arg(&path),
+    )?;
+    // `--parsable` prints `JOBID` or `JOBID;CLUSTER`.
+    let job_id = stdout.trim().split(';').next().unwrap_or_default().to_string();
+    if job_id.is_empty() || !job_id.chars().all(|c| c.is_ascii_digit()) {
+        return Err(Error::Output {
+            path: PathBuf::from("sbatch"),
+            message: format!("printed `{}`, not a job id", stdout.trim()),
+        });
+    }
+    let sub = Submission {
+        job_id,
+        script: format!("slurm/{name}"),
+        runs: ids.to_vec(),
+    };
+    all.push(sub.clone());
+    let json = serde_json::to_string_pretty(&all).expect("submissions serialise");
+    write(&out.join("slurm.json"), json.as_bytes())?;
+    tracing::info!("submitted job {} ({} runs)", sub.job_id, ids.len());
+    Ok(sub)
+}
+
+/// The runs of the sweep's submissions that Slurm still has queued or running, with their
+/// state (`PENDING`, `RUNNING`, ...), from `squeue`.
+fn active_runs(out: &Path) -> Result<BTreeMap<String, String>> {
+    let subs = submissions(out)?;
+    let mut active = BTreeMap::new();
+    if subs.is_empty() {
+        return Ok(active);
+    }
+    let ids: Vec<&str> = subs.iter().map(|s| s.job_id.as_str()).collect();
+    // A job that left the queue long ago is unknown to squeue: ask for all of the user's jobs
+    // and keep the sweep's.
+    let text = slurm_command(Command::new("squeue").args(["-h", "-r", "-o", "%i|%T"]))?;
+    for line in text.lines() {
+        let Some((task, state)) = line.trim().split_once('|') else {
+            continue;
+        };
+        let Some((job, index)) = task.split_once('_') else {
+            continue;
+        };
+        let Some(sub) = subs.iter().find(|s| s.job_id == job) else {
+            continue;
+        };
+        if let Some(run) = index.parse::<usize>().ok().and_then(|i| sub.runs.get(i)) {
+            active.insert(run.clone(), state.to_string());
+        }
+    }
+    tracing::debug!("active runs of jobs {ids:?}: {active:?}");
+    Ok(active)
+}
+
+/// One array task: trains run `id` of the sweep in `out` (continuing it from its checkpoint if
+/// it was interrupted), with `SLURM_CPUS_PER_TASK` threads; `exe` is the `dtl` executable.
+pub fn run_task(out: &Path, id: &str, exe: &Path) -> Result<()> {
+    let spec = out.join("spec.toml");
+    let text = std::fs::read_to_string(&spec).map_err(io_err(&spec))?;
+    let run = SweepSpec::from_toml(&text, &spec.display().to_string())?
+        .expand()?
+        .into_iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| Error::Config {
+            field: "run".into(),
+            message: format!("`{id}` is not a run of the sweep in {}", out.display()),
+        })?;
+    let job = Job::of(&out.join("runs"), run);
+    crate::rundir::RunDir::new(&job.dir)?.recover()?;
+    if finished(&job.dir) {
+        return Ok(());
+    }
+    let threads = std::env::var("SLURM_CPUS_PER_TASK")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    train_one(&job, exe, threads).map_err(|message| Error::Output {
+        path: job.dir.clone(),
+        message,
+    })
+}
+
+/// A run's state as `dtl sweep --status` reports it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RunStatus {
+    /// The run.
+    pub id: String,
+    /// `done`, `pending`, `running` (Slurm's other states in lower case), `interrupted` (stopped
+    /// with a checkpoint: `--resume` continues it), `failed` or `not started`.
+    pub state: String,
+    /// For a failed run, the last line of its log.
+    pub detail: Option<String>,
+}
+
+/// The state of every run of the sweep in `out`: its run directories, and `squeue` for the
+/// runs it submitted to Slurm.
+pub fn sweep_status(out: &Path) -> Result<Vec<RunStatus>> {
+    let spec = out.join("spec.toml");
+    let text = std::fs::read_to_string(&spec).map_err(io_err(&spec))?;
+    let planned = SweepSpec::from_toml(&text, &spec.display().to_string())?.expand()?;
+    let active = active_runs(out)?;
+    let runs_dir = out.join("runs");
+    Ok(planned
+        .into_iter()
+        .map(|run| {
+            let job = Job::of(&runs_dir, run);
+            let id = job.run.id.clone();
+            let (state, detail) = if finished(&job.dir) {
+                ("done".to_string(), None)
+            } else if let Some(state) = active.get(&id) {
+                (state.to_lowercase(), None)
+            } else if crate::experiment::interrupted(&job.dir) {
+                ("interrupted".to_string(), None)
+            } else if let Ok(log) = std::fs::read_to_string(&job.log) {
+                let last = log
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or_default();
+                ("failed".to_string(), Some(last.trim().to_string()))
+            } else {
+                ("not started".to_string(), None)
+            };
+            RunStatus { id, state, detail }
+        })
+        .collect())
 }

@@ -47,6 +47,26 @@ pub struct SweepSpec {
     /// Seeded random searches.
     #[serde(default)]
     pub random: Vec<Table>,
+    /// Resources of each run when the sweep goes to a Slurm cluster (`dtl sweep --backend
+    /// slurm`; flags override them).
+    #[serde(default)]
+    pub slurm: SlurmResources,
+}
+
+/// `[slurm]` of a sweep spec: what each run asks the scheduler for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SlurmResources {
+    /// The partition (`sbatch --partition`); unset: the cluster's default.
+    pub partition: Option<String>,
+    /// The time limit of each run (`--time`, Slurm's formats: `30`, `1:00:00`, `1-00:00:00`).
+    pub time: Option<String>,
+    /// CPUs per run (`--cpus-per-task`, and the run's threads); unset: 1.
+    pub cpus_per_run: Option<usize>,
+    /// GPUs per run (`--gpus-per-task`); unset: none.
+    pub gpus_per_run: Option<usize>,
+    /// Memory per run (`--mem`, e.g. `8G`); unset: the cluster's default.
+    pub mem: Option<String>,
 }
 
 fn default_seeds() -> Vec<u64> {

@@ -695,6 +695,7 @@ pub(crate) fn write_results(
 pub fn run(cfg: &RunConfig, out: &Path, opts: RunOptions) -> Result<Metrics> {
     let v = validate(cfg)?;
     let rd = RunDir::new(out)?;
+    let _lock = rd.lock()?;
     rd.begin(opts.overwrite)?;
     let mut written = cfg.clone();
     let staged = (|| {
@@ -719,6 +720,7 @@ pub fn resume(out: &Path, progress: bool) -> Result<(Metrics, Option<dtl_strateg
         _ => out.to_path_buf(),
     };
     let rd = RunDir::new(&out)?;
+    let _lock = rd.lock()?;
     rd.recover()?;
     if rd.staged() == Staged::Nothing {
         return Err(Error::Output {

@@ -56,6 +56,15 @@ pub struct RunDir {
     out: PathBuf,
     staging: PathBuf,
     replaced: PathBuf,
+    lock: PathBuf,
+}
+
+/// An exclusive claim on a run directory by one process ([`RunDir::lock`]): the operating
+/// system's advisory lock on `.NAME.lock` beside it, released when this is dropped or the process
+/// ends, however it ends.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
 }
 
 impl RunDir {
@@ -74,7 +83,47 @@ impl RunDir {
             out: out.to_path_buf(),
             staging: parent.join(format!(".{name}.partial")),
             replaced: parent.join(format!(".{name}.replaced")),
+            lock: parent.join(format!(".{name}.lock")),
         })
+    }
+
+    /// Claims the run directory for this process, so that two processes never write one run (a
+    /// sweep resubmitted while its task still runs, a second `dtl train --out` on the same
+    /// directory): an error names the process that holds it.
+    pub fn lock(&self) -> Result<RunLock> {
+        use std::io::{Read, Seek, Write};
+        if let Some(parent) = self.lock.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&self.lock)
+            .map_err(io_err(&self.lock))?;
+        match file.try_lock() {
+            Ok(()) => {
+                // The holder's process id, for the message another process gets.
+                file.set_len(0).map_err(io_err(&self.lock))?;
+                file.rewind().map_err(io_err(&self.lock))?;
+                write!(file, "{}", std::process::id()).map_err(io_err(&self.lock))?;
+                Ok(RunLock { _file: file })
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                Err(Error::Output {
+                    path: self.out.clone(),
+                    message: format!(
+                        "another dtl process (pid {}) is writing this run; wait for it or stop it ({} is its lock)",
+                        pid.trim(),
+                        self.lock.display()
+                    ),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(io_err(&self.lock)(e)),
+        }
     }
 
     /// The output directory.
@@ -306,6 +355,22 @@ mod tests {
                 "killed after step {killed_after}"
             );
         }
+    }
+
+    /// A second claim on a run directory fails, naming the holder's process, until the first is
+    /// released.
+    #[test]
+    fn one_process_at_a_time_writes_a_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rd = RunDir::new(&tmp.path().join("nested").join("run")).unwrap();
+        let held = rd.lock().unwrap();
+        let err = rd.lock().unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("another dtl process (pid {})", std::process::id())),
+            "{err}"
+        );
+        drop(held);
+        rd.lock().unwrap();
     }
 
     #[test]

@@ -405,8 +405,9 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// A finished run's accuracies from its `metrics.json`: (source test, target test).
-fn accuracies(dir: &Path) -> Result<(f64, f64)> {
+/// A finished run's accuracies from its `metrics.json`: (source test, target test, target test
+/// size; 0 when not recorded).
+fn accuracies(dir: &Path) -> Result<(f64, f64, usize)> {
     let path = dir.join("metrics.json");
     let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
     let m: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::ConfigFile {
@@ -419,7 +420,8 @@ fn accuracies(dir: &Path) -> Result<(f64, f64)> {
             message: format!("no {k}.accuracy"),
         })
     };
-    Ok((acc("source_test")?, acc("target_test")?))
+    let n = m["target_test"]["n"].as_u64().unwrap_or(0) as usize;
+    Ok((acc("source_test")?, acc("target_test")?, n))
 }
 
 /// Writes `runs.csv` from the finished runs (one row each, the target accuracy last and apart)
@@ -455,7 +457,7 @@ fn write_table(all: &[Job], out: &Path) -> Result<(Vec<RunRecord>, usize)> {
             continue;
         }
         let report: ValidationReport = read_report(&j.dir)?;
-        let (source_acc, target_acc) = accuracies(&j.dir)?;
+        let (source_acc, target_acc, target_n) = accuracies(&j.dir)?;
         let settings: BTreeMap<String, String> = j
             .run
             .assignments
@@ -498,6 +500,7 @@ fn write_table(all: &[Job], out: &Path) -> Result<(Vec<RunRecord>, usize)> {
                 .collect(),
             target_accuracy: target_acc,
             target_max_class_share: report.target_max_class_share,
+            target_n,
         });
     }
     let n = records.len();

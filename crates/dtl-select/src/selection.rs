@@ -30,6 +30,9 @@ pub struct RunRecord {
     pub target_accuracy: f64,
     /// The largest share of target samples predicted as one class.
     pub target_max_class_share: f64,
+    /// Target images the accuracy was measured on (0: not known).
+    #[serde(default)]
+    pub target_n: usize,
 }
 
 impl RunRecord {
@@ -50,6 +53,9 @@ pub struct Choice {
     pub selected: String,
     /// That run's target accuracy.
     pub selected_accuracy: f64,
+    /// Its 95% Wilson interval (`None` when the run's test size is not known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected_ci95: Option<[f64; 2]>,
     /// The oracle's accuracy minus the selected run's: what choosing by this validator costs.
     pub oracle_gap: f64,
     /// Spearman's correlation of score and target accuracy over the runs it scored.
@@ -171,6 +177,12 @@ pub fn select(runs: &[RunRecord], validators: &[&str]) -> Option<Selection> {
                 runs: scored.len(),
                 selected: sel.id.clone(),
                 selected_accuracy: sel.target_accuracy,
+                selected_ci95: (sel.target_n > 0).then(|| {
+                    let n = sel.target_n as u64;
+                    let (lo, hi) =
+                        dtl_core::interval::wilson95((sel.target_accuracy * n as f64).round() as u64, n);
+                    [lo, hi]
+                }),
                 oracle_gap: best.target_accuracy - sel.target_accuracy,
                 spearman: spearman(&s, &a),
                 weighted_spearman: weighted_spearman(&s, &a),
@@ -204,7 +216,7 @@ pub fn markdown(sel: &Selection, title: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "| validator | selected run | its target accuracy | oracle gap | Spearman | weighted Spearman | flags |"
+        "| validator | selected run | its target accuracy (95% interval) | oracle gap | Spearman | weighted Spearman | flags |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|");
     for c in &sel.choices {
@@ -215,9 +227,12 @@ pub fn markdown(sel: &Selection, title: &str) -> String {
         if c.selected_unreliable {
             flags.push("unreliable score (few effective samples)");
         }
+        let ci = c
+            .selected_ci95
+            .map_or(String::new(), |[lo, hi]| format!(" ({lo:.4}-{hi:.4})"));
         let _ = writeln!(
             s,
-            "| `{}` | `{}` | {:.4} | {:.4} | {} | {} | {} |",
+            "| `{}` | `{}` | {:.4}{ci} | {:.4} | {} | {} | {} |",
             c.validator,
             c.selected,
             c.selected_accuracy,
@@ -340,6 +355,7 @@ mod tests {
             scores: scores.iter().map(|(k, v)| (k.to_string(), (*v, true))).collect(),
             target_accuracy: acc,
             target_max_class_share: share,
+            target_n: 0,
         }
     }
 
@@ -400,5 +416,17 @@ mod tests {
         assert!(markdown(&sel, "t").contains("| `v` | 0.7000 +- 0.1414 | 0: `a` 0.8000; 1: `d` 0.6000 |"));
         // One seed: no per-seed table.
         assert!(select(&runs[..2], &["v"]).unwrap().per_seed.is_empty());
+    }
+
+    /// A selected run of known test size shows its accuracy's Wilson interval: 15 of 18 is
+    /// 0.8333 (0.6078-0.9416), statsmodels' `proportion_confint(15, 18, method="wilson")`.
+    #[test]
+    fn a_choice_shows_its_interval_when_the_test_size_is_known() {
+        let mut small = run("small", 15.0 / 18.0, &[("v", 1.0)], 0.2);
+        small.target_n = 18;
+        let sel = select(&[small, run("other", 0.5, &[("v", 0.0)], 0.2)], &["v"]).unwrap();
+        let [lo, hi] = sel.choices[0].selected_ci95.unwrap();
+        assert!((lo - 0.6077796189608428).abs() < 1e-12 && (hi - 0.9416342319413856).abs() < 1e-12);
+        assert!(markdown(&sel, "t").contains("| `v` | `small` | 0.8333 (0.6078-0.9416) |"));
     }
 }

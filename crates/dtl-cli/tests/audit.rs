@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{dtl, mnist_small_test_logits, native, small_train, stderr, write_png};
+use common::{dtl, mnist_small_test_logits, native, small_model, stderr, write_png};
 use dtl_data::DomainId;
 
 fn json(p: &Path) -> serde_json::Value {
@@ -17,17 +17,7 @@ fn json(p: &Path) -> serde_json::Value {
 #[test]
 fn audit_counts_each_groups_correct_images() {
     let tmp = tempfile::tempdir().unwrap();
-    let run = tmp.path().join("run");
-    let o = small_train(
-        "mnist-small",
-        "optdigits",
-        "1",
-        &run,
-        &["--source-train-size", "512"],
-        &[],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let ckpt = run.join("model.safetensors");
+    let ckpt = small_model(tmp.path());
 
     // 100 test digits: A = 0..40, B = 40..100 as folders; the same 100 in one folder with a CSV.
     let at28 = native(DomainId::MnistSmall);
@@ -49,7 +39,7 @@ fn audit_counts_each_groups_correct_images() {
             28,
             false,
         );
-        let sex = if i % 2 == 0 { "m" } else { "f" };
+        let sex = if i.is_multiple_of(2) { "m" } else { "f" };
         let age = if i < 50 { "young" } else { "old" };
         csv.push_str(&format!("{label}/{name},{sex},{age}\n"));
     }
@@ -131,8 +121,8 @@ fn audit_counts_each_groups_correct_images() {
     let want: [(&str, &dyn Fn(usize) -> bool); 4] = [
         ("f / old", &|i| i % 2 == 1 && i >= 50),
         ("f / young", &|i| i % 2 == 1 && i < 50),
-        ("m / old", &|i| i % 2 == 0 && i >= 50),
-        ("m / young", &|i| i % 2 == 0 && i < 50),
+        ("m / old", &|i| i.is_multiple_of(2) && i >= 50),
+        ("m / young", &|i| i.is_multiple_of(2) && i < 50),
     ];
     assert_eq!(g.len(), 4);
     for (x, (name, member)) in g.iter().zip(want) {

@@ -530,15 +530,7 @@ fn source_class_fractions_skew_the_source() {
     assert!(o.status.success(), "{}", stderr(&o));
     let m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
-    let d = dtl_data::Domain::load(
-        dtl_data::DomainId::MnistSmall,
-        None,
-        &dtl_data::LoadOptions {
-            image_size: 16,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let d = common::domain_at(dtl_data::DomainId::MnistSmall, 16);
     let want: usize = d.train.class_counts()[..5].iter().sum();
     assert_eq!(m["data"]["mnist-small"]["train_size"], want);
 

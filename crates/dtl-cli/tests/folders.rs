@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{dtl, native, small_train, stderr, write_png};
+use common::{dtl, native, small_train, stderr, write_png, write_split};
 
 use dtl_data::DomainId;
 
@@ -16,15 +16,8 @@ fn train_and_eval_run_between_image_folders() {
     let tmp = tempfile::tempdir().unwrap();
     let mnist = native(DomainId::MnistSmall);
     let src = tmp.path().join("src");
-    for (split, data, n) in [("train", &mnist.train, 600), ("test", &mnist.test, 200)] {
-        for i in 0..n {
-            let p = src
-                .join(split)
-                .join(data.labels()[i].to_string())
-                .join(format!("{i}.png"));
-            write_png(&p, data.image(i), 28, false);
-        }
-    }
+    write_split(&src, "train", &mnist.train, 600);
+    write_split(&src, "test", &mnist.test, 200);
     let opt = native(DomainId::Optdigits);
     let tgt = tmp.path().join("tgt");
     let mut per_class = [0usize; 10];

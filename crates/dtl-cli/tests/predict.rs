@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Output;
 
 use common::{
-    dtl, dtl_env, mnist_small_test_logits, native, put_in_hub_cache, small_train, write_constant_resnet18,
+    dtl, dtl_env, mnist_small_test_logits, native, put_in_hub_cache, small_model, write_constant_resnet18,
     write_png,
 };
 
@@ -40,17 +40,7 @@ fn write_digit(path: &Path, pixels: &[f32], rgb: bool) {
 #[test]
 fn predict_prints_the_models_probabilities_for_image_files() {
     let tmp = tempfile::tempdir().unwrap();
-    let run = tmp.path().join("run");
-    let o = small_train(
-        "mnist-small",
-        "optdigits",
-        "1",
-        &run,
-        &["--source-train-size", "512"],
-        &[],
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let ckpt = run.join("model.safetensors");
+    let ckpt = small_model(tmp.path());
 
     // Twelve test digits as PNG files at 28x28 (two of them RGB), in a nested folder.
     let at28 = native(DomainId::MnistSmall);
@@ -58,7 +48,7 @@ fn predict_prints_the_models_probabilities_for_image_files() {
     std::fs::create_dir_all(imgs.join("more")).unwrap();
     let n = 12;
     let path_of = |i: usize| {
-        let dir = if i % 2 == 0 {
+        let dir = if i.is_multiple_of(2) {
             imgs.clone()
         } else {
             imgs.join("more")
@@ -66,7 +56,7 @@ fn predict_prints_the_models_probabilities_for_image_files() {
         dir.join(format!("digit{i:02}.png"))
     };
     for i in 0..n {
-        write_digit(&path_of(i), at28.test.image(i), i % 5 == 0);
+        write_digit(&path_of(i), at28.test.image(i), i.is_multiple_of(5));
     }
     std::fs::write(imgs.join("notes.txt"), "not an image").unwrap();
 

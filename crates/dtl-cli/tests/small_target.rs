@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{dtl, native, small_train, stderr, write_png};
+use common::{dtl, native, small_train, stderr, write_png, write_split};
 use dtl_data::DomainId;
 
 /// A source folder of MNIST digits (`train/` 160 images, `test/` 40, classes `0`..`9`) and a
@@ -15,15 +15,8 @@ use dtl_data::DomainId;
 fn folders(root: &Path) -> (String, String) {
     let mnist = native(DomainId::MnistSmall);
     let src = root.join("src");
-    for (split, data, n) in [("train", &mnist.train, 160), ("test", &mnist.test, 40)] {
-        for i in 0..n {
-            let p = src
-                .join(split)
-                .join(data.labels()[i].to_string())
-                .join(format!("{i}.png"));
-            write_png(&p, data.image(i), 28, false);
-        }
-    }
+    write_split(&src, "train", &mnist.train, 160);
+    write_split(&src, "test", &mnist.test, 40);
     let opt = native(DomainId::Optdigits);
     let tgt = root.join("tgt");
     let mut per_class = [0usize; 10];

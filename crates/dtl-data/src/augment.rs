@@ -221,7 +221,7 @@ impl Augment {
         self.validate()?;
         let (c, h, w) = shape;
         let per = c * h * w;
-        if per == 0 || pixels.len() % per != 0 {
+        if per == 0 || !pixels.len().is_multiple_of(per) {
             return Err(Error::Msg(format!(
                 "augment: {} values are not whole images of shape {shape:?}",
                 pixels.len()

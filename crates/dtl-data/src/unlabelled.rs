@@ -86,7 +86,7 @@ impl Unlabelled {
     /// Builds a set from raw pixels (`n` images of `shape`), for images that never had labels.
     pub fn new(pixels: Vec<f32>, shape: (usize, usize, usize)) -> Result<Self> {
         let per = shape.0 * shape.1 * shape.2;
-        if per == 0 || pixels.len() % per != 0 {
+        if per == 0 || !pixels.len().is_multiple_of(per) {
             return Err(Error::Msg(format!(
                 "unlabelled set: {} pixels do not make whole images of shape {shape:?}",
                 pixels.len()

@@ -126,7 +126,7 @@ impl Kernels {
 /// Max-pooling in candle's differentiable tensor ops.
 fn candle_max_pool2d(xs: &Tensor, k: usize, stride: usize, padding: usize) -> Result<Tensor> {
     let (b, c, h, w) = xs.dims4()?;
-    if k == stride && padding == 0 && h % k == 0 && w % k == 0 {
+    if k == stride && padding == 0 && h.is_multiple_of(k) && w.is_multiple_of(k) {
         return xs.reshape((b, c, h / k, k, w / k, k))?.max(5)?.max(3);
     }
     let xs = if padding > 0 {

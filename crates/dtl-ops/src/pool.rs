@@ -248,7 +248,7 @@ pub fn max_pool2d(xs: &Tensor, k: usize, stride: usize, padding: usize) -> Resul
         return xs.contiguous()?.apply_op1(pool);
     }
     let (b, c, h, w) = xs.dims4()?;
-    if k != stride || padding != 0 || h % k != 0 || w % k != 0 {
+    if k != stride || padding != 0 || !h.is_multiple_of(k) || !w.is_multiple_of(k) {
         candle_core::bail!(
             "max_pool2d: on {:?} with {:?} only non-overlapping windows without padding are supported \
              (k {k}, stride {stride}, padding {padding}, input {h}x{w})",

@@ -323,7 +323,7 @@ pub fn train_resumable(
             at.step = i + 1;
             let due = ckpt
                 .every_steps
-                .is_some_and(|n| (epoch * steps_per_epoch + i + 1) % n == 0);
+                .is_some_and(|n| (epoch * steps_per_epoch + i + 1).is_multiple_of(n));
             if due && at.step < batches.len() {
                 if let Some(save) = ckpt.save.as_mut() {
                     seconds += tick.elapsed().as_secs_f64();

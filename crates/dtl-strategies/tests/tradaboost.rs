@@ -79,7 +79,7 @@ fn wrongly_labelled_source_samples_lose_weight() {
     let data = optdigits();
     let train = &data.train;
     let pixels: Vec<f32> = (0..train.len()).flat_map(|i| train.image(i).to_vec()).collect();
-    let corrupted: Vec<bool> = (0..train.len()).map(|i| i % 3 == 0).collect();
+    let corrupted: Vec<bool> = (0..train.len()).map(|i| i.is_multiple_of(3)).collect();
     let labels: Vec<u32> = train
         .labels()
         .iter()

@@ -123,36 +123,64 @@ pub fn write_constant_resnet18(path: &Path, class: usize, bias: f32) {
     candle_core::safetensors::save(&map, path).unwrap();
 }
 
-/// A bundled domain at its own canvas: optdigits at 8x8, the others at 28x28.
-pub fn native(id: dtl_data::DomainId) -> dtl_data::Domain {
+/// A bundled domain on a `size x size` canvas.
+pub fn domain_at(id: dtl_data::DomainId, size: usize) -> dtl_data::Domain {
     dtl_data::Domain::load(
         id,
         None,
         &dtl_data::LoadOptions {
-            image_size: if id == dtl_data::DomainId::Optdigits {
-                8
-            } else {
-                28
-            },
+            image_size: size,
             ..Default::default()
         },
     )
     .unwrap()
 }
 
+/// A bundled domain at its own canvas: optdigits at 8x8, the others at 28x28.
+pub fn native(id: dtl_data::DomainId) -> dtl_data::Domain {
+    domain_at(
+        id,
+        if id == dtl_data::DomainId::Optdigits {
+            8
+        } else {
+            28
+        },
+    )
+}
+
+/// Writes the first `n` images of `data` (28x28 digits) as PNG files under
+/// `root/split/<label>/<i>.png`, a folder domain's pre-split layout.
+pub fn write_split(root: &Path, split: &str, data: &dtl_data::Dataset, n: usize) {
+    for i in 0..n {
+        let p = root
+            .join(split)
+            .join(data.labels()[i].to_string())
+            .join(format!("{i}.png"));
+        write_png(&p, data.image(i), 28, false);
+    }
+}
+
+/// A small source-only model (the bundled MNIST subset, 512 training images, 1 epoch at the
+/// tests' settings, 16x16, optdigits as the target) trained into `dir/run`; its checkpoint.
+pub fn small_model(dir: &Path) -> std::path::PathBuf {
+    let run = dir.join("run");
+    let o = small_train(
+        "mnist-small",
+        "optdigits",
+        "1",
+        &run,
+        &["--source-train-size", "512"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    run.join("model.safetensors")
+}
+
 /// The logits `(n, classes)` of the checkpoint `ckpt` (a 16x16 model) on the first `n` test
 /// digits of the bundled MNIST subset, loaded as a domain at 16x16 and run through the library:
 /// the reference that the commands reading the same digits as image files are checked against.
 pub fn mnist_small_test_logits(ckpt: &Path, n: usize) -> candle_core::Tensor {
-    let at16 = dtl_data::Domain::load(
-        dtl_data::DomainId::MnistSmall,
-        None,
-        &dtl_data::LoadOptions {
-            image_size: 16,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let at16 = domain_at(dtl_data::DomainId::MnistSmall, 16);
     let (model, _) = dtl_backbones::Classifier::load(ckpt, &candle_core::Device::Cpu).unwrap();
     let xs = candle_core::Tensor::from_vec(
         at16.test.pixels()[..n * 256].to_vec(),

@@ -166,7 +166,7 @@ impl SourceWeighter {
             WeightsOn::Pixels => epoch == 0,
             WeightsOn::Features => {
                 let k = self.cfg.every.max(1);
-                epoch > 0 && epoch % k == 0
+                epoch > 0 && epoch.is_multiple_of(k)
             }
         }
     }

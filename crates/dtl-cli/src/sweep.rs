@@ -124,6 +124,20 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     dtl_core::write_atomic(path, bytes).map_err(io_err(path))
 }
 
+/// Finishes or undoes an interrupted commit of the run in `dir` ([`crate::rundir::RunDir::recover`])
+/// unless another process is writing that run (a Slurm task, a second sweep): its commit is its
+/// own to finish.
+fn recover_unless_busy(dir: &Path) -> Result<()> {
+    let rd = crate::rundir::RunDir::new(dir)?;
+    match rd.lock() {
+        Ok(_held) => rd.recover(),
+        Err(e) => {
+            tracing::info!("{}: left alone ({e})", dir.display());
+            Ok(())
+        }
+    }
+}
+
 /// Whether the run in `dir` finished (its validation report, written last, is there).
 fn finished(dir: &Path) -> bool {
     dir.join("validation.json").is_file() && dir.join("metrics.json").is_file()
@@ -215,7 +229,7 @@ pub fn run_sweep(spec: &Path, out: &Path, opts: &SweepOptions) -> Result<SweepOu
         let job = Job::of(&runs_dir, run);
         write(&job.config, cfg.to_toml().as_bytes())?;
         // A run whose commit was cut short is finished once its commit is.
-        crate::rundir::RunDir::new(&job.dir)?.recover()?;
+        recover_unless_busy(&job.dir)?;
         if finished(&job.dir) {
             reused += 1;
         } else {
@@ -718,7 +732,7 @@ pub fn run_task(out: &Path, id: &str, exe: &Path) -> Result<()> {
             message: format!("`{id}` is not a run of the sweep in {}", out.display()),
         })?;
     let job = Job::of(&out.join("runs"), run);
-    crate::rundir::RunDir::new(&job.dir)?.recover()?;
+    recover_unless_busy(&job.dir)?;
     if finished(&job.dir) {
         return Ok(());
     }

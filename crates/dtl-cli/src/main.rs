@@ -123,9 +123,11 @@ struct SweepArgs {
     #[arg(long)]
     dry_run: bool,
 
-    /// Runs at a time (the machine's threads are divided between them).
-    #[arg(long, default_value_t = 1)]
-    jobs: usize,
+    /// Runs at a time, the machine's threads divided between them [default: one run per core,
+    /// one thread each: the fastest split measured (docs/performance.md, "Sweep throughput");
+    /// --jobs 1 gives each run every core and the least memory].
+    #[arg(long)]
+    jobs: Option<usize>,
     /// Continue a stopped sweep in --out: finished runs are kept, interrupted ones start again.
     #[arg(long)]
     resume: bool,
@@ -825,7 +827,9 @@ fn sweep(a: SweepArgs) -> Result<()> {
         }
     };
     let opts = dtl_cli::sweep::SweepOptions {
-        jobs: a.jobs,
+        jobs: a
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         resume: a.resume,
         data_dir: a.data_dir.clone(),
         exe: std::env::current_exe().context("locating the dtl executable")?,

@@ -17,10 +17,18 @@ fn main() {
         .args(["rev-parse", "--absolute-git-dir"])
         .output()
     {
-        let dir = String::from_utf8_lossy(&top.stdout).trim().to_string();
+        let dir = std::path::PathBuf::from(String::from_utf8_lossy(&top.stdout).trim());
+        // Relative to this package when the git directory is the checkout's own `.git`, so that a
+        // target directory shared by two checkouts watches the files of the one building.
+        let manifest = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+        let local = manifest.join("../../.git");
+        let watched = match (std::fs::canonicalize(&local), std::fs::canonicalize(&dir)) {
+            (Ok(a), Ok(b)) if a == b => std::path::PathBuf::from("../../.git"),
+            _ => dir,
+        };
         for f in ["HEAD", "logs/HEAD"] {
-            let p = std::path::Path::new(&dir).join(f);
-            if p.exists() {
+            let p = watched.join(f);
+            if manifest.join(&p).exists() {
                 println!("cargo:rerun-if-changed={}", p.display());
             }
         }

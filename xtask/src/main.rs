@@ -49,8 +49,13 @@ fn main() -> Result<()> {
     }
 }
 
+/// The workspace the task runs in: the one `cargo xtask` was called in (`cargo run` sets
+/// `CARGO_MANIFEST_DIR` for the process), not the one this binary was compiled from, which
+/// differs when a target directory is shared between checkouts and cargo reuses the binary.
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .expect("xtask sits in the workspace")
         .to_path_buf()

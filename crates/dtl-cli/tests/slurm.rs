@@ -209,3 +209,37 @@ fn a_sweep_on_slurm_survives_a_cancelled_task_and_reports_as_local() {
         "the cancelled and resumed run ends as the uninterrupted one"
     );
 }
+
+/// Every sweep spec committed in `models/sweeps/` plans runs whose configs all pass the checks
+/// (a dry run checks every run's config before printing its script): a renamed key or a bad
+/// value in a published spec fails here, not hours into a sweep.
+#[test]
+fn every_committed_sweep_spec_checks() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/sweeps");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let spec = entry.unwrap().path();
+        if spec.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let out = tmp.path().join(spec.file_stem().unwrap());
+        let o = dtl(&[
+            "sweep",
+            spec.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--backend",
+            "slurm",
+            "--dry-run",
+        ]);
+        assert!(o.status.success(), "{}: {}", spec.display(), stderr(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("#SBATCH --array=0-"),
+            "{}",
+            spec.display()
+        );
+        n += 1;
+    }
+    assert!(n >= 10, "{n} specs");
+}

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use dtl_backbones::Classifier;
 use dtl_strategies::Evaluation;
 use serde::Serialize;
@@ -239,28 +239,27 @@ fn attribute_groups(
     Ok(groups.into_iter().collect())
 }
 
-/// Predictions of `model` for `files`, decoded and classified in chunks of 256 images.
+/// Predictions of `model` for `files` (the arg-max of the logits, the first of equal ones), by
+/// [`crate::predict::predict_images`] in chunks of 256 images.
 fn predict(
     model: &Classifier,
     files: &[(PathBuf, u32)],
     fit: dtl_data::images::Fit,
     device: &Device,
 ) -> Result<Vec<u32>> {
-    let (c, h, w) = model.spec().input_shape;
-    let mut out = Vec::with_capacity(files.len());
-    for chunk in files.chunks(256) {
-        let paths: Vec<PathBuf> = chunk.iter().map(|(p, _)| p.clone()).collect();
-        let pixels = dtl_data::images::load_images(&paths, (c, h, w), fit)?;
-        let xs = Tensor::from_vec(pixels, (chunk.len(), c, h, w), device).map_err(dtl_core::Error::from)?;
-        let logits = model.forward(&xs, false)?;
-        let pred = logits
-            .argmax(1)
-            .and_then(|t| t.to_dtype(candle_core::DType::U32))
-            .and_then(|t| t.to_vec1::<u32>())
-            .map_err(dtl_core::Error::from)?;
-        out.extend(pred);
-    }
-    Ok(out)
+    let paths: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
+    let predictions = crate::predict::predict_images(model, &paths, 1, true, 256, fit, device)?;
+    Ok(predictions
+        .into_iter()
+        .map(|p| {
+            let logits = p.logits.expect("asked for logits");
+            let best = logits
+                .iter()
+                .enumerate()
+                .fold(0, |b, (i, v)| if *v > logits[b] { i } else { b });
+            best as u32
+        })
+        .collect())
 }
 
 /// Audits `checkpoint` on `groups`: every group's accuracy and interval, the best and the worst.

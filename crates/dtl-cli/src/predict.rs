@@ -49,13 +49,9 @@ pub fn predict_images(
     let shape = model.spec().input_shape;
     let names = &model.spec().class_names;
     let k = top_k.clamp(1, names.len());
-    let per = shape.0 * shape.1 * shape.2;
     let mut out = Vec::with_capacity(paths.len());
     for chunk in paths.chunks(batch_size.max(1)) {
-        let mut pixels = Vec::with_capacity(chunk.len() * per);
-        for p in chunk {
-            pixels.extend(dtl_data::images::load_image_fit(p, shape, fit)?);
-        }
+        let pixels = dtl_data::images::load_images(chunk, shape, fit)?;
         let xs = Tensor::from_vec(pixels, (chunk.len(), shape.0, shape.1, shape.2), device)?;
         let logits = model.forward(&xs, false)?;
         let probs = candle_nn::ops::softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;

@@ -718,13 +718,19 @@ fn active_runs(out: &Path) -> Result<BTreeMap<String, String>> {
     Ok(active)
 }
 
+/// The runs of the sweep in `out`, from the spec it recorded (`OUT/spec.toml`).
+fn planned_runs(out: &Path) -> Result<Vec<PlannedRun>> {
+    let spec = out.join("spec.toml");
+    let text = std::fs::read_to_string(&spec).map_err(io_err(&spec))?;
+    SweepSpec::from_toml(&text, &spec.display().to_string())?
+        .expand()
+        .map_err(Error::from)
+}
+
 /// One array task: trains run `id` of the sweep in `out` (continuing it from its checkpoint if
 /// it was interrupted), with `SLURM_CPUS_PER_TASK` threads; `exe` is the `dtl` executable.
 pub fn run_task(out: &Path, id: &str, exe: &Path) -> Result<()> {
-    let spec = out.join("spec.toml");
-    let text = std::fs::read_to_string(&spec).map_err(io_err(&spec))?;
-    let run = SweepSpec::from_toml(&text, &spec.display().to_string())?
-        .expand()?
+    let run = planned_runs(out)?
         .into_iter()
         .find(|r| r.id == id)
         .ok_or_else(|| Error::Config {
@@ -762,9 +768,7 @@ pub struct RunStatus {
 /// The state of every run of the sweep in `out`: its run directories, and `squeue` for the
 /// runs it submitted to Slurm.
 pub fn sweep_status(out: &Path) -> Result<Vec<RunStatus>> {
-    let spec = out.join("spec.toml");
-    let text = std::fs::read_to_string(&spec).map_err(io_err(&spec))?;
-    let planned = SweepSpec::from_toml(&text, &spec.display().to_string())?.expand()?;
+    let planned = planned_runs(out)?;
     let active = active_runs(out)?;
     let runs_dir = out.join("runs");
     Ok(planned

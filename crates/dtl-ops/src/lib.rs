@@ -25,6 +25,7 @@ pub mod allocator;
 mod conv;
 mod kernels;
 mod norm;
+pub mod optim;
 mod pool;
 mod relu;
 

@@ -100,6 +100,9 @@ pub struct Optimizer {
     /// Per parameter: momentum buffer (SGD) or first moment (Adam), and second moment (Adam).
     state: Vec<Vec<(Option<Tensor>, Option<Tensor>)>>,
     steps: usize,
+    /// Updates f32 CPU parameters with `dtl_ops::optim`'s fused kernels (off only in tests, to
+    /// compare them with the composed ops).
+    fused: bool,
 }
 
 impl Optimizer {
@@ -133,6 +136,7 @@ impl Optimizer {
             groups,
             state,
             steps: 0,
+            fused: true,
         })
     }
 
@@ -204,7 +208,8 @@ impl Optimizer {
                     let key = format!("{prefix}{g}.{name}.{moment}");
                     if state.contains(&key) {
                         let t = state.tensor_like(&key, var.dims(), var.dtype())?;
-                        *slot = Some(t.to_device(var.device())?);
+                        // A copy: the fused update writes the moments in place.
+                        *slot = Some(t.to_device(var.device())?.copy()?);
                     }
                 }
                 let [m1, m2] = pair;
@@ -232,6 +237,40 @@ impl Optimizer {
             let lr = self.lr * group.lr_mult;
             for ((_, var), (s1, s2)) in group.vars.iter().zip(states.iter_mut()) {
                 let Some(g) = grads.get(var) else { continue };
+                let moments: Vec<&Tensor> = s1.iter().chain(s2.iter()).collect();
+                if self.fused
+                    && dtl_ops::optim::fusable(&[var.as_tensor(), g])
+                    && dtl_ops::optim::fusable(&moments)
+                {
+                    // One to three parallel passes in place, bit for bit the ops below.
+                    let g = g.detach();
+                    match self.kind {
+                        OptimizerKind::Sgd { momentum, nesterov } => {
+                            let c = dtl_ops::optim::SgdStep {
+                                lr,
+                                momentum,
+                                weight_decay: self.weight_decay,
+                                nesterov,
+                            };
+                            *s1 = dtl_ops::optim::sgd_step(var.as_tensor(), &g, s1.take(), c)?;
+                        }
+                        OptimizerKind::Adam { beta1, beta2, eps } => {
+                            let c = dtl_ops::optim::AdamStep {
+                                lr,
+                                beta1,
+                                beta2,
+                                eps,
+                                weight_decay: self.weight_decay,
+                                t,
+                            };
+                            let moments = s1.take().zip(s2.take());
+                            let (m, v) = dtl_ops::optim::adam_step(var.as_tensor(), &g, moments, c)?;
+                            *s1 = Some(m);
+                            *s2 = Some(v);
+                        }
+                    }
+                    continue;
+                }
                 let p = var.as_tensor().detach();
                 let mut g = g.detach();
                 if self.weight_decay > 0.0 {
@@ -327,6 +366,113 @@ mod tests {
             .iter()
             .map(|&v| v as f64)
             .collect()
+    }
+
+    /// The fused in-place updates give bit for bit the values of the composed tensor ops, for
+    /// every rule and setting, on a parameter large enough to be split across threads and on a
+    /// small one, over several steps (gradients drawn at random, so every moment path is used).
+    #[test]
+    fn fused_updates_match_composed_ops_bit_for_bit() {
+        use rand::{Rng, SeedableRng};
+        let kinds = [
+            (
+                OptimizerKind::Sgd {
+                    momentum: 0.0,
+                    nesterov: false,
+                },
+                0.0,
+            ),
+            (
+                OptimizerKind::Sgd {
+                    momentum: 0.0,
+                    nesterov: false,
+                },
+                5e-4,
+            ),
+            (
+                OptimizerKind::Sgd {
+                    momentum: 0.9,
+                    nesterov: false,
+                },
+                5e-4,
+            ),
+            (
+                OptimizerKind::Sgd {
+                    momentum: 0.9,
+                    nesterov: false,
+                },
+                0.0,
+            ),
+            (
+                OptimizerKind::Sgd {
+                    momentum: 0.5,
+                    nesterov: true,
+                },
+                1e-2,
+            ),
+            (OptimizerKind::adam(), 0.0),
+            (
+                OptimizerKind::Adam {
+                    beta1: 0.5,
+                    beta2: 0.999,
+                    eps: 1e-8,
+                },
+                5e-4,
+            ),
+        ];
+        for (kind, wd) in kinds {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+            let mut draw =
+                |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect() };
+            let sizes = [70_001usize, 37];
+            let init: Vec<Vec<f32>> = sizes.iter().map(|&n| draw(n)).collect();
+            let grads: Vec<Vec<Vec<f32>>> =
+                (0..4).map(|_| sizes.iter().map(|&n| draw(n)).collect()).collect();
+            let run = |fused: bool| -> Vec<Vec<u32>> {
+                let vars: Vec<Var> = init
+                    .iter()
+                    .map(|v| Var::from_vec(v.clone(), v.len(), &Device::Cpu).unwrap())
+                    .collect();
+                let named = vars
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (format!("p{i}"), v.clone()))
+                    .collect();
+                let mut group = ParamGroup::new(named);
+                group.lr_mult = 0.3;
+                let mut opt = Optimizer::new(kind, 0.05, wd, vec![group]).unwrap();
+                opt.fused = fused;
+                for step in &grads {
+                    // loss = sum_i <p_i, r_i>: the gradient of p_i is r_i exactly.
+                    let mut loss: Option<Tensor> = None;
+                    for (v, r) in vars.iter().zip(step) {
+                        let r = Tensor::from_vec(r.clone(), r.len(), &Device::Cpu).unwrap();
+                        let term = (v.as_tensor() * r).unwrap().sum_all().unwrap();
+                        loss = Some(match loss {
+                            None => term,
+                            Some(l) => (l + term).unwrap(),
+                        });
+                    }
+                    opt.backward_step(&loss.unwrap()).unwrap();
+                }
+                vars.iter()
+                    .map(|v| {
+                        v.as_tensor()
+                            .to_vec1::<f32>()
+                            .unwrap()
+                            .iter()
+                            .map(|x| x.to_bits())
+                            .collect()
+                    })
+                    .collect()
+            };
+            let (fused, composed) = (run(true), run(false));
+            assert_eq!(fused, composed, "{kind:?} with weight decay {wd}");
+            assert_ne!(
+                fused[0][..8],
+                init[0][..8].iter().map(|x| x.to_bits()).collect::<Vec<_>>()[..]
+            );
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench -p dtl --bench workloads -- prepare --dir DIR [--workloads W1,W2,W3,W4|R18T,R18E]
 //! cargo bench -p dtl --bench workloads -- run --workload W1 --impl dtl|candle --dir DIR [--steps N] [--warmup N]
+//! cargo bench -p dtl --bench workloads -- prepare-digits --data-dir DATA --dir DIR
 //! ```
 //!
 //! - W1: LeNet-style (conv 32 5x5, pool, conv 64 5x5, pool, fc 500, fc 10) on 1x28x28, batch 128,
@@ -15,6 +16,11 @@
 //! - R18T / R18E: torchvision's ResNet-18 (widths 64-512) on 3x224x224, batch 32, one training
 //!   step / evaluation-mode forward pass (ImageNet-scale throughput; not part of `cargo xtask bench`'s
 //!   default set, run them by name).
+//!
+//! `prepare-digits` writes `DIR/digits.safetensors`: MNIST's training split (`source.x`, `source.y`),
+//! USPS's training images (`target.x`) and test split (`test.x`, `test.y`) exactly as `dtl train
+//! --source mnist --target usps` loads them (28x28, USPS filling the canvas), for the peer library's
+//! side of `cargo xtask bench --strategies` (`scripts/bench_pytorch_adapt.py`).
 //!
 //! `prepare` writes one safetensors file per workload with the initial weights and the batches, so
 //! that every implementation starts from the same numbers. `run` prints one line
@@ -136,6 +142,38 @@ fn mmd2(xs: &Tensor, xt: &Tensor) -> candle_core::Result<Tensor> {
     (kss + ktt)? - (kst * 2.0)?
 }
 
+/// MNIST -> USPS as `dtl train` loads it by default, into `dir/digits.safetensors`.
+fn prepare_digits(data_dir: &Path, dir: &Path) -> Result<()> {
+    use dtl::data::{catalog::DomainId, DataDir, Domain, LoadOptions};
+    let data = DataDir::resolve(Some(data_dir))?;
+    let opts = LoadOptions::default();
+    let mnist = Domain::load(DomainId::Mnist, Some(&data), &opts)?;
+    let usps = Domain::load(DomainId::Usps, Some(&data), &opts)?;
+    let images = |d: &dtl::data::Dataset| -> Result<Tensor> {
+        let (c, h, w) = d.image_shape();
+        Ok(Tensor::from_slice(d.pixels(), (d.len(), c, h, w), &Device::Cpu)?)
+    };
+    let labels = |d: &dtl::data::Dataset| -> Result<Tensor> {
+        let y: Vec<i64> = d.labels().iter().map(|&l| l as i64).collect();
+        Ok(Tensor::from_vec(y, d.len(), &Device::Cpu)?)
+    };
+    let tensors: HashMap<String, Tensor> = [
+        ("source.x", images(&mnist.train)?),
+        ("source.y", labels(&mnist.train)?),
+        ("target.x", images(&usps.train)?),
+        ("test.x", images(&usps.test)?),
+        ("test.y", labels(&usps.test)?),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    std::fs::create_dir_all(dir)?;
+    let file = dir.join("digits.safetensors");
+    candle_core::safetensors::save(&tensors, &file)?;
+    println!("prepared {}", file.display());
+    Ok(())
+}
+
 fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -226,12 +264,19 @@ fn main() -> Result<()> {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
-    let dir = PathBuf::from(flag("--dir").unwrap_or_else(|| "target/bench".into()));
+    // `cargo bench` runs this in the package's folder: the default is the workspace's target/bench.
+    let dir = flag("--dir").map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench")
+    });
     match args.first().map(String::as_str) {
         Some("prepare") => {
             // `--workloads R18T,R18E` prepares those; default W1-W4.
             let list = flag("--workloads").unwrap_or_else(|| "W1,W2,W3,W4".into());
             prepare(&dir, &list.split(',').collect::<Vec<_>>())
+        }
+        Some("prepare-digits") => {
+            let data = flag("--data-dir").context("--data-dir DATA (MNIST and USPS)")?;
+            prepare_digits(Path::new(&data), &dir)
         }
         Some("run") => {
             let workload = flag("--workload").context("--workload W1|W2|W3|W4|R18T|R18E")?;
@@ -260,6 +305,6 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Some(other) => bail!("unknown command `{other}`: prepare | run"),
+        Some(other) => bail!("unknown command `{other}`: prepare | prepare-digits | run"),
     }
 }

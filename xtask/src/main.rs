@@ -7,6 +7,10 @@
 //! - `bench [--torch PYTHON] [--out FILE] [--rounds R] [--steps N]`: the training-step workloads
 //!   W1-W4 with dtl's kernels, candle's native ops and (given a Python with PyTorch) PyTorch, each in
 //!   its own process, alternating A B C A B C; prints a table and writes JSON. Never fails on speed.
+//! - `bench --strategies --peer PYTHON --data-dir DATA [--rounds R] [--out FILE]`: whole epochs of
+//!   source-only, dann, dan and adda on MNIST -> USPS, dtl against pytorch-adapt 0.0.83
+//!   (`scripts/bench_pytorch_adapt.py`; `scripts/install_bench_peers.sh` makes the environment),
+//!   alternated; prints a table and writes JSON with the host and revision.
 //! - `fuzz [--cases N] [--readers A,B] [--seed S]`: the structure-aware fuzzing of every reader
 //!   (`tests/tests/fuzz.rs`) with N cases per reader in a release build; prints each reader's
 //!   counts, its worst allocation against its bound, and its time.
@@ -20,12 +24,17 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+mod strategies;
+
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   ci     cargo fmt --check, clippy -D warnings (all targets), cargo doc -D warnings, cargo test --workspace
   bench  [--torch PYTHON] [--out FILE] [--rounds R] [--steps N]
          W1-W4 step times and peak RSS: dtl kernels, candle native ops, PyTorch (with --torch)
+  bench  --strategies --peer PYTHON --data-dir DATA [--rounds R] [--out FILE]
+         epochs of source-only, dann, dan, adda on MNIST -> USPS: dtl against pytorch-adapt 0.0.83
+         (PYTHON from scripts/install_bench_peers.sh)
   fuzz   [--cases N] [--readers A,B] [--seed S]
          structure-aware fuzzing of every reader (IDX, gzip/bzip2, LIBSVM, CSV, image files and
          folders, checkpoints, train states, TOML configs, runs.csv, hub cache), N cases each
@@ -177,6 +186,26 @@ fn capture(cmd: &mut Command, what: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The CPU's model name and the checkout's git revision.
+fn host_facts(root: &std::path::Path) -> (String, String) {
+    let git_rev = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(root)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    (cpu, git_rev)
+}
+
 fn bench(args: &[String]) -> Result<()> {
     let flag = |name: &str| {
         args.iter()
@@ -184,9 +213,10 @@ fn bench(args: &[String]) -> Result<()> {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
+    const VALUED: [&str; 6] = ["--torch", "--out", "--rounds", "--steps", "--peer", "--data-dir"];
     for (i, a) in args.iter().enumerate() {
-        let is_value = i > 0 && ["--torch", "--out", "--rounds", "--steps"].contains(&args[i - 1].as_str());
-        if !is_value && !["--torch", "--out", "--rounds", "--steps"].contains(&a.as_str()) {
+        let is_value = i > 0 && VALUED.contains(&args[i - 1].as_str());
+        if !is_value && !VALUED.contains(&a.as_str()) && a != "--strategies" {
             bail!("bench: unknown argument `{a}`\n\n{USAGE}");
         }
     }
@@ -195,6 +225,19 @@ fn bench(args: &[String]) -> Result<()> {
     let rounds: usize = flag("--rounds").map(|r| r.parse()).transpose()?.unwrap_or(2);
     let steps: usize = flag("--steps").map(|r| r.parse()).transpose()?.unwrap_or(10);
     let root = root();
+    if args.iter().any(|a| a == "--strategies") {
+        let peer = flag("--peer").context(
+            "--strategies needs --peer PYTHON (a Python with pytorch-adapt: scripts/install_bench_peers.sh)",
+        )?;
+        let data_dir = flag("--data-dir").context("--strategies needs --data-dir DATA (MNIST and USPS)")?;
+        let (cpu, git_rev) = host_facts(&root);
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let host = serde_json::json!({
+            "os": std::env::consts::OS, "arch": std::env::consts::ARCH, "cpu": cpu, "cpus": threads,
+            "git_rev": git_rev,
+        });
+        return strategies::bench_strategies(&root, &peer, &data_dir, rounds.max(1), out, host);
+    }
     let dir = root.join("target").join("bench");
     let dir_s = dir.display().to_string();
     let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -323,21 +366,7 @@ fn bench(args: &[String]) -> Result<()> {
             )
         });
     }
-    let git_rev = Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .current_dir(&root)
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let (cpu, git_rev) = host_facts(&root);
     let json = format!(
         "{{\n  \"host\": {{\"os\": \"{}\", \"arch\": \"{}\", \"cpu\": \"{}\", \"cpus\": {threads}}},\n  \"git_rev\": \"{git_rev}\",\n  \"threads\": {threads},\n  \"rounds\": {rounds},\n  \"steps\": {steps},\n  \"workloads\": [\n    {}\n  ]\n}}\n",
         std::env::consts::OS,

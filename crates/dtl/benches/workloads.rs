@@ -265,9 +265,9 @@ fn main() -> Result<()> {
             .cloned()
     };
     // `cargo bench` runs this in the package's folder: the default is the workspace's target/bench.
-    let dir = flag("--dir").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench")
-    });
+    let dir = flag("--dir")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench"));
     match args.first().map(String::as_str) {
         Some("prepare") => {
             // `--workloads R18T,R18E` prepares those; default W1-W4.

@@ -60,15 +60,18 @@ def sgd(*models):
 
 
 def batches(n_src, n_tgt, batch, iters, gen):
-    """Source batches from one permutation of the source (the last partial batch dropped), target
-    batches from permutations of the target drawn afresh whenever one runs out."""
+    """`iters` source batches from one permutation of the source (the last one partial when the
+    source runs out, as dtl's), target batches of the same size from permutations of the target
+    drawn afresh whenever one runs out."""
     src = torch.randperm(n_src, generator=gen)
     tgt, at = torch.randperm(n_tgt, generator=gen), 0
     for i in range(iters):
-        if at + batch > n_tgt:
+        s = src[i * batch:(i + 1) * batch]
+        # A target batch as large as the source batch (ADDA's hook pairs them element by element).
+        if at + len(s) > n_tgt:
             tgt, at = torch.randperm(n_tgt, generator=gen), 0
-        yield src[i * batch:(i + 1) * batch], tgt[at:at + batch]
-        at += batch
+        yield s, tgt[at:at + len(s)]
+        at += len(s)
 
 
 def epoch(hook, models, data, args, gen):

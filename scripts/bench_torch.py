@@ -3,7 +3,7 @@
 of crates/dtl/benches/workloads.rs with
 the same initial weights and batches (read from the safetensors files `prepare` wrote).
 
-Usage: python scripts/bench_torch.py --workload W1 --dir DIR [--steps N] [--warmup N] [--threads T]
+Usage: python scripts/bench_torch.py --workload W1 --dir DIR [--steps N] [--warmup N] [--threads T] [--device cpu|cuda]
 Prints `RESULT workload=W1 impl=torch median_ms=.. img_s=.. rss_mb=.. loss0=.. loss_last=..`."""
 import argparse, json, resource, struct, time
 
@@ -100,7 +100,10 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (scripts/gpu-check.sh)")
     a = ap.parse_args()
+    dev = torch.device(a.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     torch.set_num_threads(a.threads)
     t = load_safetensors(f"{a.dir}/{a.workload}.safetensors")
     if a.workload in ("W1", "W2"):
@@ -113,8 +116,10 @@ def main():
     missing = model.load_state_dict(state, strict=False)
     # PyTorch keeps a batch counter dtl does not store.
     assert not missing.unexpected_keys and all(k.endswith("num_batches_tracked") for k in missing.missing_keys), missing
-    x, y = t["input.x"], t["input.y"].long()
+    model.to(dev)
+    x, y = t["input.x"].to(dev), t["input.y"].long().to(dev)
     xt = t.get("input.xt")
+    xt = None if xt is None else xt.to(dev)
     times, losses = [], []
     if a.workload in ("W4", "R18E"):
         model.eval()
@@ -122,6 +127,7 @@ def main():
             for i in range(a.warmup + a.steps):
                 t0 = time.perf_counter()
                 model.head(model.features(x)).sum().item()
+                sync()
                 if i >= a.warmup:
                     times.append((time.perf_counter() - t0) * 1e3)
     else:
@@ -137,6 +143,7 @@ def main():
             opt.zero_grad()
             loss.backward()
             opt.step()
+            sync()
             if i >= a.warmup:
                 times.append((time.perf_counter() - t0) * 1e3)
     times.sort()

@@ -11,8 +11,13 @@ use rand_chacha::ChaCha8Rng;
 /// Losses of 20 SGD-with-momentum steps from seed 0 on one fixed noise batch (continuous values, so
 /// no max-pooling window has a tie and both implementations route gradients identically).
 fn losses(kernels: Kernels, resnet: bool) -> Vec<f32> {
+    losses_on(kernels, resnet, &Device::Cpu)
+}
+
+/// [`losses`] with the model and data on `dev`.
+fn losses_on(kernels: Kernels, resnet: bool, dev: &Device) -> Vec<f32> {
     let lr = if resnet { 0.005 } else { 0.02 };
-    let dev = Device::Cpu;
+    let dev = dev.clone();
     let vm = VarMap::new();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let (backbone, shape): (Box<dyn Backbone>, (usize, usize, usize)) = if resnet {
@@ -78,7 +83,12 @@ fn assert_same_curve(a: &[f32], b: &[f32], tol: f32) {
 
 /// Gradients of every parameter after one forward and backward pass of a ResNet.
 fn resnet_grads(kernels: Kernels) -> Vec<(String, Vec<f32>)> {
-    let dev = Device::Cpu;
+    resnet_grads_on(kernels, &Device::Cpu)
+}
+
+/// [`resnet_grads`] on `dev`.
+fn resnet_grads_on(kernels: Kernels, dev: &Device) -> Vec<(String, Vec<f32>)> {
+    let dev = dev.clone();
     let vm = VarMap::new();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut cfg = ResNetConfig::resnet18([4, 8, 8, 16], 3, 32);
@@ -144,6 +154,53 @@ fn resnet_gradients_match_candle_native() {
 #[test]
 fn resnet_loss_curve_matches_candle_native() {
     let (a, b) = (losses(Kernels::Dtl, true), losses(Kernels::Candle, true));
+    assert_same_curve(&a[..5], &b[..5], 1e-4);
+    assert_same_curve(&a, &b, 5e-2);
+}
+
+/// The accelerator `DTL_TEST_DEVICE` names (`cuda`, `cuda:N`, `metal`), for the tests that
+/// `scripts/gpu-check.sh` runs with `--ignored` on a machine with a GPU.
+fn test_device() -> Device {
+    let name = std::env::var("DTL_TEST_DEVICE")
+        .expect("set DTL_TEST_DEVICE to cuda, cuda:N or metal (scripts/gpu-check.sh does)");
+    let dev = match name.as_str() {
+        "metal" => Device::new_metal(0),
+        "cuda" => Device::new_cuda(0),
+        other => {
+            let n = other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("DTL_TEST_DEVICE={other}: not cuda, cuda:N or metal"));
+            Device::new_cuda(n)
+        }
+    };
+    dev.unwrap_or_else(|e| panic!("DTL_TEST_DEVICE={name}: {e} (build with --features cuda or metal)"))
+}
+
+/// On the GPU (where dtl's kernels defer to candle's), a ResNet's gradients and the LeNet and
+/// ResNet loss curves agree with dtl's CPU kernels within f32 rounding (the same bounds as against
+/// candle's native CPU ops above).
+#[test]
+#[ignore = "needs a GPU: DTL_TEST_DEVICE=cuda (scripts/gpu-check.sh)"]
+fn gpu_matches_cpu_kernels() {
+    let dev = test_device();
+    for ((name, a), (_, b)) in resnet_grads_on(Kernels::Dtl, &dev)
+        .iter()
+        .zip(&resnet_grads(Kernels::Dtl))
+    {
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+        let diff = a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        assert!(
+            diff <= 1e-4 * scale,
+            "{name}: max difference {diff:e} at scale {scale:e}"
+        );
+    }
+    assert_same_curve(
+        &losses_on(Kernels::Dtl, false, &dev),
+        &losses(Kernels::Dtl, false),
+        1e-4,
+    );
+    let (a, b) = (losses_on(Kernels::Dtl, true, &dev), losses(Kernels::Dtl, true));
     assert_same_curve(&a[..5], &b[..5], 1e-4);
     assert_same_curve(&a, &b, 5e-2);
 }

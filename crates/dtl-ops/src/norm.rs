@@ -2,6 +2,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
+use std::sync::{Arc, OnceLock};
 
 use crate::contiguous_f32;
 
@@ -14,8 +15,8 @@ fn bcs(layout: &Layout, what: &str) -> Result<(usize, usize, usize)> {
     Ok((d[0], d[1], d[2..].iter().product()))
 }
 
-/// Per-channel mean and `1 / sqrt(var + eps)` (biased variance), two-pass for accuracy.
-fn channel_stats(x: &[f32], b: usize, c: usize, s: usize, eps: f64) -> Vec<(f64, f64)> {
+/// Per-channel mean and biased variance, two-pass for accuracy.
+fn channel_moments(x: &[f32], b: usize, c: usize, s: usize) -> Vec<(f64, f64)> {
     let n = (b * s) as f64;
     (0..c)
         .into_par_iter()
@@ -29,9 +30,30 @@ fn channel_stats(x: &[f32], b: usize, c: usize, s: usize, eps: f64) -> Vec<(f64,
                 .map(|p| p.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
                 .sum::<f64>()
                 / n;
-            (mean, 1.0 / (var + eps).sqrt())
+            (mean, var)
         })
         .collect()
+}
+
+/// Per-channel mean and `1 / sqrt(var + eps)` from [`channel_moments`].
+fn with_inverse_std(moments: &[(f64, f64)], eps: f64) -> Vec<(f64, f64)> {
+    moments
+        .iter()
+        .map(|&(mean, var)| (mean, 1.0 / (var + eps).sqrt()))
+        .collect()
+}
+
+/// The running-statistics row `(2, C)`: batch means and *unbiased* variances as f32.
+fn running_stats(moments: &[(f64, f64)], n: f64) -> Vec<f32> {
+    let c = moments.len();
+    let mut out = vec![0f32; 2 * c];
+    for (ch, (mean, inv)) in with_inverse_std(moments, 0.0).into_iter().enumerate() {
+        out[ch] = mean as f32;
+        // inv = 1 / sqrt(biased variance): back to the unbiased variance.
+        let biased = if inv.is_finite() { 1.0 / (inv * inv) } else { 0.0 };
+        out[c + ch] = (biased * n / (n - 1.0)) as f32;
+    }
+    out
 }
 
 /// `y = x * scale[c] + shift[c]` over `(B, C, S)` data, planes in parallel; then ReLU if `relu`.
@@ -66,15 +88,7 @@ impl CustomOp1 for ChannelStats {
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
         let (b, c, s) = bcs(xl, "batch_norm input")?;
         let x = contiguous_f32(xs, xl, "batch_norm input")?;
-        let n = (b * s) as f64;
-        let stats = channel_stats(x, b, c, s, 0.0);
-        let mut out = vec![0f32; 2 * c];
-        for (ch, (mean, inv)) in stats.into_iter().enumerate() {
-            out[ch] = mean as f32;
-            // inv = 1 / sqrt(biased variance): back to the unbiased variance.
-            let biased = if inv.is_finite() { 1.0 / (inv * inv) } else { 0.0 };
-            out[c + ch] = (biased * n / (n - 1.0)) as f32;
-        }
+        let out = running_stats(&channel_moments(x, b, c, s), (b * s) as f64);
         Ok((CpuStorage::F32(out), Shape::from((2, c))))
     }
 }
@@ -123,10 +137,14 @@ impl CustomOp3 for ChannelAffine {
     }
 }
 
-/// Batch norm in training mode, `(x, gamma, beta)`, followed by a ReLU if `relu`.
+/// Batch norm in training mode, `(x, gamma, beta)`, followed by a ReLU if `relu`. The forward
+/// pass leaves the batch's per-channel moments in `moments`, where the caller reads the running
+/// statistics and the backward pass finds them instead of recomputing them (two passes over the
+/// input saved in each direction).
 struct BatchNorm {
     eps: f64,
     relu: bool,
+    moments: Arc<OnceLock<Vec<(f64, f64)>>>,
 }
 
 impl CustomOp3 for BatchNorm {
@@ -154,7 +172,10 @@ impl CustomOp3 for BatchNorm {
                 beta.len()
             );
         }
-        let stats = channel_stats(x, b, c, s, self.eps);
+        let moments = channel_moments(x, b, c, s);
+        let stats = with_inverse_std(&moments, self.eps);
+        // Set once: an op instance runs its forward pass once.
+        let _ = self.moments.set(moments);
         let (scale, shift): (Vec<f32>, Vec<f32>) = stats
             .iter()
             .zip(gamma.iter().zip(beta))
@@ -184,7 +205,11 @@ impl CustomOp3 for BatchNorm {
         };
         let c = gamma.elem_count();
         let n = x.elem_count();
-        let packed = x.apply_op3_no_bwd(gamma, &grad, &BatchNormBackward { eps: self.eps })?;
+        let backward = BatchNormBackward {
+            eps: self.eps,
+            moments: self.moments.get().cloned(),
+        };
+        let packed = x.apply_op3_no_bwd(gamma, &grad, &backward)?;
         let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
         let dgamma = packed.narrow(0, n, c)?.reshape(gamma.shape())?;
         let dbeta = packed.narrow(0, n + c, c)?.reshape(gamma.shape())?;
@@ -192,9 +217,11 @@ impl CustomOp3 for BatchNorm {
     }
 }
 
-/// Gradients of [`BatchNorm`]: `dx`, `dgamma`, `dbeta` packed into one flat tensor.
+/// Gradients of [`BatchNorm`]: `dx`, `dgamma`, `dbeta` packed into one flat tensor. Uses the
+/// forward pass's moments when it has them, else recomputes them from `x`.
 struct BatchNormBackward {
     eps: f64,
+    moments: Option<Vec<(f64, f64)>>,
 }
 
 impl CustomOp3 for BatchNormBackward {
@@ -215,7 +242,10 @@ impl CustomOp3 for BatchNormBackward {
         let x = contiguous_f32(xs, xl, "batch_norm input")?;
         let gamma = contiguous_f32(gs, gl, "batch_norm weight")?;
         let dy = contiguous_f32(dys, dyl, "batch_norm output gradient")?;
-        let stats = channel_stats(x, b, c, s, self.eps);
+        let stats = match &self.moments {
+            Some(m) if m.len() == c => with_inverse_std(m, self.eps),
+            _ => with_inverse_std(&channel_moments(x, b, c, s), self.eps),
+        };
         let n = (b * s) as f64;
         // Per channel: sum(dy) and sum(dy * xhat).
         let sums: Vec<(f64, f64)> = (0..c)
@@ -310,8 +340,19 @@ fn batch_norm_train_with(
     }
     if xs.device().is_cpu() && xs.dtype() == DType::F32 {
         let xs = xs.contiguous()?;
-        let stats = xs.detach().apply_op1_no_bwd(&ChannelStats)?;
-        let y = xs.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, BatchNorm { eps, relu })?;
+        let moments = Arc::new(OnceLock::new());
+        let op = BatchNorm {
+            eps,
+            relu,
+            moments: moments.clone(),
+        };
+        let y = xs.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
+        let c = dims[1];
+        let n = (xs.elem_count() / c) as f64;
+        let stats = match moments.get() {
+            Some(m) => Tensor::from_vec(running_stats(m, n), (2, c), xs.device())?,
+            None => xs.detach().apply_op1_no_bwd(&ChannelStats)?,
+        };
         return Ok((y, stats.get(0)?, stats.get(1)?));
     }
     let (mean, var) = batch_stats_composed(xs)?;

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo bench -p dtl --bench workloads -- prepare --dir DIR [--workloads W1,W2,W3,W4|R18T,R18E]
-//! cargo bench -p dtl --bench workloads -- run --workload W1 --impl dtl|candle --dir DIR [--steps N] [--warmup N]
+//! cargo bench -p dtl --bench workloads -- run --workload W1 --impl dtl|candle --dir DIR [--steps N] [--warmup N] [--device cpu|cuda[:N]]
 //! cargo bench -p dtl --bench workloads -- prepare-digits --data-dir DATA --dir DIR
 //! ```
 //!
@@ -50,10 +50,10 @@ struct Model {
     vm: VarMap,
 }
 
-fn build(workload: &str, kernels: Kernels) -> Result<Model> {
+fn build(workload: &str, kernels: Kernels, dev: &Device) -> Result<Model> {
     let vm = VarMap::new();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let dev = Device::Cpu;
+    let dev = dev.clone();
     let backbone: Box<dyn Backbone> = match workload {
         "W1" | "W2" => Box::new(LeNet::new(
             LeNetConfig {
@@ -98,7 +98,7 @@ fn prepare(dir: &Path, workloads: &[&str]) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     for &w in workloads {
-        let model = build(w, Kernels::Dtl)?;
+        let model = build(w, Kernels::Dtl, &Device::Cpu)?;
         let mut tensors: HashMap<String, Tensor> = params::snapshot(&model.vm)?.into_iter().collect();
         let (b, (c, h, wd)) = batch(w);
         let mut images = |n: usize| -> Result<Tensor> {
@@ -181,9 +181,16 @@ fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn run(workload: &str, kernels: Kernels, dir: &Path, steps: usize, warmup: usize) -> Result<()> {
+fn run(
+    workload: &str,
+    kernels: Kernels,
+    dir: &Path,
+    steps: usize,
+    warmup: usize,
+    dev: &Device,
+) -> Result<()> {
     let file = dir.join(format!("{workload}.safetensors"));
-    let mut tensors = candle_core::safetensors::load(&file, &Device::Cpu)
+    let mut tensors = candle_core::safetensors::load(&file, dev)
         .with_context(|| format!("{} (run `prepare` first)", file.display()))?;
     let x = tensors.remove("input.x").context("input.x")?;
     let y = tensors
@@ -191,7 +198,7 @@ fn run(workload: &str, kernels: Kernels, dir: &Path, steps: usize, warmup: usize
         .context("input.y")?
         .to_dtype(DType::U32)?;
     let xt = tensors.remove("input.xt");
-    let model = build(workload, kernels)?;
+    let model = build(workload, kernels, dev)?;
     for (name, var) in params::all(&model.vm) {
         let t = tensors
             .get(&name)
@@ -206,6 +213,7 @@ fn run(workload: &str, kernels: Kernels, dir: &Path, steps: usize, warmup: usize
             let t0 = Instant::now();
             let logits = model.head.linear(&model.backbone.features(&x, false)?)?.detach();
             let _ = logits.sum_all()?.to_scalar::<f32>()?;
+            dev.synchronize()?;
             if i >= warmup {
                 times.push(t0.elapsed().as_secs_f64() * 1e3);
             }
@@ -232,6 +240,7 @@ fn run(workload: &str, kernels: Kernels, dir: &Path, steps: usize, warmup: usize
             }
             losses.push(loss.to_scalar::<f32>()?);
             opt.backward_step(&loss)?;
+            dev.synchronize()?;
             if i >= warmup {
                 times.push(t0.elapsed().as_secs_f64() * 1e3);
             }
@@ -291,17 +300,28 @@ fn main() -> Result<()> {
             };
             let steps = flag("--steps").map(|s| s.parse()).transpose()?.unwrap_or(10);
             let warmup = flag("--warmup").map(|s| s.parse()).transpose()?.unwrap_or(2);
+            // `--device cuda[:N]` runs the workload on a GPU (dtl's kernels defer to candle's there).
+            let dev = match flag("--device").as_deref() {
+                None | Some("cpu") => Device::Cpu,
+                Some("cuda") => Device::new_cuda(0)?,
+                Some(d) => match d.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+                    Some(n) => Device::new_cuda(n)?,
+                    None => bail!("--device cpu|cuda|cuda:N, got `{d}`"),
+                },
+            };
             match kernels {
                 // dtl's kernels from a worker thread, as the `dtl` binary runs them.
-                Kernels::Dtl => dtl::ops::in_worker_pool(|| run(&workload, kernels, &dir, steps, warmup)),
-                Kernels::Candle => run(&workload, kernels, &dir, steps, warmup),
+                Kernels::Dtl => {
+                    dtl::ops::in_worker_pool(|| run(&workload, kernels, &dir, steps, warmup, &dev))
+                }
+                Kernels::Candle => run(&workload, kernels, &dir, steps, warmup, &dev),
             }
         }
         // `cargo bench` without arguments: a quick run of every workload with dtl's kernels.
         None => {
             prepare(&dir, &["W1", "W2", "W3", "W4"])?;
             for w in ["W1", "W2", "W3", "W4"] {
-                run(w, Kernels::Dtl, &dir, 5, 1)?;
+                run(w, Kernels::Dtl, &dir, 5, 1, &Device::Cpu)?;
             }
             Ok(())
         }

@@ -123,11 +123,15 @@ pub(super) fn forward(
     b: usize,
     relu: bool,
 ) -> Vec<f32> {
-    let (ckk, l, o) = (g.ckk(), g.l(), g.o);
+    let (l, o) = (g.l(), g.o);
     let chw = g.c * g.h * g.w;
     let gs = group_size(l);
     let path = g.path();
     let cells = path.cells(g.stride);
+    // Rows of the column matrix, and the filters restricted to the taps that read the image.
+    let ckk = path.rows(&g);
+    let pruned = path.pruned_taps(&g).map(|t| prune(w, o * g.c, g.k * g.k, t));
+    let w = pruned.as_deref().unwrap_or(w);
     let mut y = vec![0f32; b * o * l];
     y.par_chunks_mut(gs * o * l)
         .zip(x.par_chunks(gs * chw))
@@ -189,13 +193,19 @@ pub(super) fn backward(
     b: usize,
     want_dx: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (ckk, l, o) = (g.ckk(), g.l(), g.o);
+    let (l, o) = (g.l(), g.o);
     let chw = g.c * g.h * g.w;
     let gs = group_size(l);
     let per_job = images_per_job(l);
     let jobs = b.div_ceil(per_job);
     let path = g.path();
     let cells = path.cells(g.stride);
+    // As in `forward`: the GEMMs run over the kept taps only; the weight gradient of the others
+    // is zero, put back at the end.
+    let ckk = path.rows(&g);
+    let taps = path.pruned_taps(&g);
+    let pruned = taps.map(|t| prune(w, o * g.c, g.k * g.k, t));
+    let w = pruned.as_deref().unwrap_or(w);
     let mut dx = if want_dx { vec![0f32; b * chw] } else { Vec::new() };
     // Scratch of one rayon task, reused by the jobs it runs: every buffer is either fully written
     // before it is read (`cols`, `dyg`, `dcols`), zeroed where it is used (`dbuf`, per channel), or
@@ -276,5 +286,28 @@ pub(super) fn backward(
         dw.iter_mut().zip(&pw).for_each(|(a, v)| *a += v);
         db.iter_mut().zip(&pb).for_each(|(a, v)| *a += v);
     }
+    if let Some(taps) = taps {
+        dw = unprune(&dw, o * g.c, g.k * g.k, taps);
+    }
     (dx, dw, db)
+}
+
+/// `(R, k k)` rows of filters restricted to `taps`: `(R, T)`.
+fn prune(w: &[f32], rows: usize, kk: usize, taps: &[usize]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows * taps.len());
+    for row in w[..rows * kk].chunks_exact(kk) {
+        out.extend(taps.iter().map(|&t| row[t]));
+    }
+    out
+}
+
+/// The adjoint of [`prune`]: `(R, T)` back into `(R, k k)`, zero at the taps left out.
+fn unprune(p: &[f32], rows: usize, kk: usize, taps: &[usize]) -> Vec<f32> {
+    let mut out = vec![0f32; rows * kk];
+    for (dst, src) in out.chunks_exact_mut(kk).zip(p.chunks_exact(taps.len())) {
+        for (&t, &v) in taps.iter().zip(src) {
+            dst[t] = v;
+        }
+    }
+    out
 }

@@ -188,8 +188,20 @@ pub(super) struct Gather {
     pub(super) pw: usize,
     /// Cells of the padded plane.
     pub(super) cells: usize,
-    /// `table[(dy * k + dx) * L + oy * OW + ox] = (oy * s + dy) * pw + ox * s + dx`.
+    /// The kernel taps `dy * k + dx` that read inside the image for at least one output pixel,
+    /// in order. The others read only padding (a 3x3 kernel with padding 1 over a 1x1 input sees
+    /// the image through its centre tap alone): their rows of the column matrix would be zero, so
+    /// they are left out of it, and out of the GEMM's inner dimension.
+    pub(super) taps: Vec<usize>,
+    /// `table[t * L + oy * OW + ox] = (oy * s + dy) * pw + ox * s + dx` for tap `taps[t] = dy * k + dx`.
     pub(super) table: Vec<u32>,
+}
+
+impl Gather {
+    /// Whether some taps are left out (the column matrix has fewer than `C k k` rows).
+    pub(super) fn pruned(&self, k: usize) -> bool {
+        self.taps.len() < k * k
+    }
 }
 
 impl Geometry {
@@ -199,20 +211,25 @@ impl Geometry {
         if self.ow >= PHASES_FROM_WIDTH || pw * ph > u32::MAX as usize {
             return None;
         }
-        let (k, s, l) = (self.k, self.stride, self.l());
-        let mut table = Vec::with_capacity(k * k * l);
-        for dy in 0..k {
-            for dx in 0..k {
-                for oy in 0..self.oh {
-                    for ox in 0..self.ow {
-                        table.push(((oy * s + dy) * pw + ox * s + dx) as u32);
-                    }
+        let (k, s, l, p) = (self.k, self.stride, self.l(), self.pad);
+        // A kernel row (column) offset reads inside the image for some output row (column).
+        let inside = |d: usize, out: usize, n: usize| (0..out).any(|o| (p..p + n).contains(&(o * s + d)));
+        let taps: Vec<usize> = (0..k * k)
+            .filter(|&t| inside(t / k, self.oh, self.h) && inside(t % k, self.ow, self.w))
+            .collect();
+        let mut table = Vec::with_capacity(taps.len() * l);
+        for &t in &taps {
+            let (dy, dx) = (t / k, t % k);
+            for oy in 0..self.oh {
+                for ox in 0..self.ow {
+                    table.push(((oy * s + dy) * pw + ox * s + dx) as u32);
                 }
             }
         }
         Some(Gather {
             pw,
             cells: pw * ph,
+            taps,
             table,
         })
     }
@@ -228,7 +245,7 @@ impl Geometry {
         ld: usize,
         off: usize,
     ) {
-        let (kk, l, hw) = (self.k * self.k, self.l(), self.h * self.w);
+        let (kk, l, hw) = (t.taps.len(), self.l(), self.h * self.w);
         for ch in 0..self.c {
             let plane = &img[ch * hw..(ch + 1) * hw];
             let src: &[f32] = if self.pad == 0 {
@@ -261,7 +278,7 @@ impl Geometry {
         ld: usize,
         off: usize,
     ) {
-        let (kk, l, hw) = (self.k * self.k, self.l(), self.h * self.w);
+        let (kk, l, hw) = (t.taps.len(), self.l(), self.h * self.w);
         for ch in 0..self.c {
             let plane = &mut img[ch * hw..(ch + 1) * hw];
             let dst: &mut [f32] = if self.pad == 0 {
@@ -299,6 +316,22 @@ pub(super) enum Path {
 }
 
 impl Path {
+    /// Rows of the column matrix: `C k k`, or `C` times the taps kept.
+    pub(super) fn rows(&self, g: &Geometry) -> usize {
+        match self {
+            Path::Gather(t) => g.c * t.taps.len(),
+            _ => g.ckk(),
+        }
+    }
+
+    /// The taps kept, when some are left out.
+    pub(super) fn pruned_taps(&self, g: &Geometry) -> Option<&[usize]> {
+        match self {
+            Path::Gather(t) if t.pruned(g.k) => Some(&t.taps),
+            _ => None,
+        }
+    }
+
     /// Floats of per-thread scratch the path needs.
     pub(super) fn cells(&self, stride: usize) -> usize {
         match self {

@@ -290,6 +290,13 @@ mod tests {
             (2, 3, 32, 32, 2, 7, 2, 3),
             (2, 2, 10, 11, 3, 4, 3, 1),
             (1, 2, 5, 3, 2, 3, 2, 0),
+            // Taps that read only padding are left out of the GEMM: a 3x3 kernel over 1x1 inputs
+            // (the centre tap alone: ResNet's last stage at 32x32), stride 2 from 2x2 to 1x1 (4 of 9
+            // taps), a 1x3 input (one kernel row), a 5x5 kernel with padding 2 over 2x2 inputs.
+            (20, 3, 1, 1, 4, 3, 1, 1),
+            (17, 2, 2, 2, 3, 3, 2, 1),
+            (3, 2, 1, 3, 2, 3, 1, 1),
+            (4, 2, 2, 2, 3, 5, 1, 2),
         ] {
             let xv = rand_vec(&mut rng, b * c * h * w);
             let wv = rand_vec(&mut rng, o * c * k * k);

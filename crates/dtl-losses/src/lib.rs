@@ -71,6 +71,10 @@ pub enum Bandwidths {
     /// `sigma^2 = m * median` of the pooled sample's pairwise squared distances (off-diagonal,
     /// computed without gradient), one kernel per multiplier `m`.
     Median(Vec<f64>),
+    /// `sigma^2 = m * mean` of the pooled sample's pairwise squared distances (off-diagonal,
+    /// without gradient), one kernel per multiplier `m`: the bandwidth of DAN's and TLlib's
+    /// multi-kernel implementations.
+    Mean(Vec<f64>),
 }
 
 /// The kernel of an MMD estimate.
@@ -115,7 +119,7 @@ impl MmdKernel {
         };
         if let MmdKernel::Gaussian { bandwidths, weights } = self {
             let values = match bandwidths {
-                Bandwidths::Fixed(v) | Bandwidths::Median(v) => v,
+                Bandwidths::Fixed(v) | Bandwidths::Median(v) | Bandwidths::Mean(v) => v,
             };
             if values.is_empty() {
                 return bad("a Gaussian kernel needs at least one bandwidth".into());
@@ -215,6 +219,20 @@ fn gaussian_terms(kernel: &MmdKernel, pooled_d2: Option<&Tensor>) -> Result<Vec<
             let median = if median > 0.0 { median } else { 1.0 };
             mults.iter().map(|m| m * median).collect()
         }
+        Bandwidths::Mean(mults) => {
+            let d2 = pooled_d2.expect("mean needs the pooled distances");
+            let (rows, cols) = d2.dims2()?;
+            // The diagonal of a square matrix (a sample against itself) is zero and left out.
+            let pairs = if rows == cols {
+                rows * cols - rows
+            } else {
+                rows * cols
+            };
+            let sum = d2.detach().to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+            let mean = if pairs > 0 { sum / pairs as f64 } else { 0.0 };
+            let mean = if mean > 0.0 { mean } else { 1.0 };
+            mults.iter().map(|m| m * mean).collect()
+        }
     };
     let w = match weights {
         Some(w) => w.clone(),
@@ -277,7 +295,7 @@ pub fn mmd2(xs: &Tensor, xt: &Tensor, kernel: &MmdKernel, estimator: Estimator) 
                         .collect::<candle_core::Result<_>>()?;
                     // The median heuristic over the 4 * pairs distances the estimate uses: O(n).
                     let terms = match bandwidths {
-                        Bandwidths::Median(_) => {
+                        Bandwidths::Median(_) | Bandwidths::Mean(_) => {
                             let all = Tensor::cat(&d2, 0)?.unsqueeze(0)?;
                             gaussian_terms(kernel, Some(&all))?
                         }
@@ -341,4 +359,115 @@ pub fn coral(xs: &Tensor, xt: &Tensor) -> Result<Tensor> {
     };
     let diff = (cov(xs, n)? - cov(xt, m)?)?;
     Ok((diff.sqr()?.sum_all()? / (4.0 * (d * d) as f64))?)
+}
+
+#[cfg(test)]
+mod mean_bandwidth_tests {
+    use crate::{mmd2, Bandwidths, Estimator, MmdKernel};
+    use candle_core::{DType, Device, Tensor, Var};
+    use rand::{Rng, SeedableRng};
+
+    /// MMD^2 written out as loops in f64 over the pooled sample, with `sigma^2 = mult * mean`
+    /// of the off-diagonal squared distances and kernel weights `w`.
+    fn direct(x: &[Vec<f64>], n: usize, mults: &[f64], w: &[f64], unbiased: bool) -> f64 {
+        let t = x.len();
+        let d2 = |i: usize, j: usize| {
+            x[i].iter()
+                .zip(&x[j])
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum::<f64>()
+        };
+        let mut sum = 0.0;
+        for i in 0..t {
+            for j in 0..t {
+                if i != j {
+                    sum += d2(i, j);
+                }
+            }
+        }
+        let mean = sum / (t * t - t) as f64;
+        let k = |i: usize, j: usize| {
+            mults
+                .iter()
+                .zip(w)
+                .map(|(m, w)| w * (-d2(i, j) / (2.0 * m * mean)).exp())
+                .sum::<f64>()
+        };
+        let m = t - n;
+        let block = |r: std::ops::Range<usize>, c: std::ops::Range<usize>, off: bool| {
+            let (mut s, mut cnt) = (0.0, 0usize);
+            for i in r.clone() {
+                for j in c.clone() {
+                    if !(off && i == j) {
+                        s += k(i, j);
+                        cnt += 1;
+                    }
+                }
+            }
+            s / cnt as f64
+        };
+        block(0..n, 0..n, unbiased) + block(n..t, n..t, unbiased) - 2.0 * block(0..n, n..t, false)
+    }
+
+    /// With DAN's mean-distance bandwidths, the f32 estimate equals the direct loops, and its
+    /// gradients equal those of the same ops run in f64 (validated against PyTorch in
+    /// `tests/losses.rs`), for both estimators and unequal sample sizes.
+    #[test]
+    fn mean_bandwidths_match_direct_loops() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let (n, m, d) = (21, 34, 7);
+        let rows: Vec<Vec<f64>> = (0..n + m)
+            .map(|i| {
+                (0..d)
+                    .map(|_| rng.random_range(-1.0..1.0) + if i >= n { 0.4 } else { 0.0 })
+                    .collect()
+            })
+            .collect();
+        let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+        let mults = [0.25, 0.5, 1.0, 2.0, 4.0];
+        let w = [1.0; 5];
+        let kernel = MmdKernel::Gaussian {
+            bandwidths: Bandwidths::Mean(mults.to_vec()),
+            weights: Some(w.to_vec()),
+        };
+        for est in [Estimator::Biased, Estimator::Unbiased] {
+            let unbiased = est == Estimator::Unbiased;
+            let run = |dtype: DType| -> (f64, Vec<f64>) {
+                let all = Tensor::from_vec(flat.clone(), (n + m, d), &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap();
+                let xs = Var::from_tensor(&all.narrow(0, 0, n).unwrap()).unwrap();
+                let xt = Var::from_tensor(&all.narrow(0, n, m).unwrap()).unwrap();
+                let v = mmd2(xs.as_tensor(), xt.as_tensor(), &kernel, est).unwrap();
+                let g = v.backward().unwrap();
+                let grads = [&xs, &xt]
+                    .iter()
+                    .flat_map(|x| {
+                        let t = g.get(x).unwrap().to_dtype(DType::F64).unwrap();
+                        t.flatten_all().unwrap().to_vec1::<f64>().unwrap()
+                    })
+                    .collect();
+                (v.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap(), grads)
+            };
+            let want = direct(&rows, n, &mults, &w, unbiased);
+            let (v32, g32) = run(DType::F32);
+            let (v64, g64) = run(DType::F64);
+            assert!((v64 - want).abs() < 1e-9, "composed f64 {v64} vs direct {want}");
+            assert!(
+                (v32 - want).abs() < 1e-5 * want.abs().max(1e-3),
+                "f32 {v32} vs direct {want} ({est:?})"
+            );
+            let scale = g64.iter().fold(0f64, |a, v| a.max(v.abs()));
+            let diff = g32
+                .iter()
+                .zip(&g64)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f64, f64::max);
+            assert!(
+                scale > 0.0 && diff < 1e-4 * scale,
+                "{est:?}: gradient differs by {diff:e} at scale {scale:e}"
+            );
+        }
+    }
 }

@@ -10,7 +10,8 @@
 //! - W1: LeNet-style (conv 32 5x5, pool, conv 64 5x5, pool, fc 500, fc 10) on 1x28x28, batch 128,
 //!   one SGD-with-momentum training step.
 //! - W2: W1 plus a 5-bandwidth Gaussian MMD^2 between the 500-d features of a source and a target
-//!   batch (two forward passes).
+//!   batch (two forward passes); dtl's implementation computes it with `dtl_losses::mmd2`, candle's
+//!   native one with the tensor ops of [`mmd2`] here.
 //! - W3: ResNet-18 topology at widths 16/32/64/128 on 3x32x32, batch 64, batch norm in training mode.
 //! - W4: W3 in evaluation mode, batch 256 (throughput).
 //! - R18T / R18E: torchvision's ResNet-18 (widths 64-512) on 3x224x224, batch 32, one training
@@ -174,6 +175,16 @@ fn prepare_digits(data_dir: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// [`mmd2`]'s kernel as `dtl_losses` spells it: weight 1 at each of the 5 multipliers of the
+/// mean pairwise squared distance.
+fn dan_kernel() -> dtl::losses::MmdKernel {
+    let mults = vec![0.25, 0.5, 1.0, 2.0, 4.0];
+    dtl::losses::MmdKernel::Gaussian {
+        weights: Some(vec![1.0; mults.len()]),
+        bandwidths: dtl::losses::Bandwidths::Mean(mults),
+    }
+}
+
 fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -236,7 +247,14 @@ fn run(
             let mut loss = candle_nn::loss::cross_entropy(&logits, &y)?;
             if let Some(xt) = &xt {
                 let ft = model.backbone.features(xt, true)?;
-                loss = (loss + mmd2(&fs, &ft)?)?;
+                let mmd = match kernels {
+                    // dtl's own estimate (`dtl_losses::mmd2`, the same definition).
+                    Kernels::Dtl => {
+                        dtl::losses::mmd2(&fs, &ft, &dan_kernel(), dtl::losses::Estimator::Biased)?
+                    }
+                    Kernels::Candle => mmd2(&fs, &ft)?,
+                };
+                loss = (loss + mmd)?;
             }
             losses.push(loss.to_scalar::<f32>()?);
             opt.backward_step(&loss)?;

@@ -393,7 +393,6 @@ mod mean_bandwidth_tests {
                 .map(|(m, w)| w * (-d2(i, j) / (2.0 * m * mean)).exp())
                 .sum::<f64>()
         };
-        let m = t - n;
         let block = |r: std::ops::Range<usize>, c: std::ops::Range<usize>, off: bool| {
             let (mut s, mut cnt) = (0.0, 0usize);
             for i in r.clone() {

@@ -1,6 +1,6 @@
 //! Batch normalisation (Ioffe & Szegedy 2015) in training mode, with its backward pass.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 use std::sync::{Arc, OnceLock};
 
@@ -75,22 +75,6 @@ fn channel_affine(x: &[f32], c: usize, s: usize, scale: &[f32], shift: &[f32], r
             }
         });
     y
-}
-
-/// Per-channel batch mean and unbiased variance, `(2, C)`, for the running statistics.
-struct ChannelStats;
-
-impl CustomOp1 for ChannelStats {
-    fn name(&self) -> &'static str {
-        "dtl-channel-stats"
-    }
-
-    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (b, c, s) = bcs(xl, "batch_norm input")?;
-        let x = contiguous_f32(xs, xl, "batch_norm input")?;
-        let out = running_stats(&channel_moments(x, b, c, s), (b * s) as f64);
-        Ok((CpuStorage::F32(out), Shape::from((2, c))))
-    }
 }
 
 /// `y = x * scale[c] + shift[c]` per channel (batch norm in evaluation mode), `(x, scale, shift)`.
@@ -205,9 +189,12 @@ impl CustomOp3 for BatchNorm {
         };
         let c = gamma.elem_count();
         let n = x.elem_count();
+        let moments = self.moments.get().cloned().ok_or_else(|| {
+            candle_core::Error::Msg("batch_norm backward: the forward pass left no statistics".into())
+        })?;
         let backward = BatchNormBackward {
             eps: self.eps,
-            moments: self.moments.get().cloned(),
+            moments,
         };
         let packed = x.apply_op3_no_bwd(gamma, &grad, &backward)?;
         let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
@@ -217,11 +204,11 @@ impl CustomOp3 for BatchNorm {
     }
 }
 
-/// Gradients of [`BatchNorm`]: `dx`, `dgamma`, `dbeta` packed into one flat tensor. Uses the
-/// forward pass's moments when it has them, else recomputes them from `x`.
+/// Gradients of [`BatchNorm`]: `dx`, `dgamma`, `dbeta` packed into one flat tensor, from the
+/// forward pass's moments.
 struct BatchNormBackward {
     eps: f64,
-    moments: Option<Vec<(f64, f64)>>,
+    moments: Vec<(f64, f64)>,
 }
 
 impl CustomOp3 for BatchNormBackward {
@@ -242,10 +229,13 @@ impl CustomOp3 for BatchNormBackward {
         let x = contiguous_f32(xs, xl, "batch_norm input")?;
         let gamma = contiguous_f32(gs, gl, "batch_norm weight")?;
         let dy = contiguous_f32(dys, dyl, "batch_norm output gradient")?;
-        let stats = match &self.moments {
-            Some(m) if m.len() == c => with_inverse_std(m, self.eps),
-            _ => with_inverse_std(&channel_moments(x, b, c, s), self.eps),
-        };
+        if self.moments.len() != c {
+            candle_core::bail!(
+                "batch_norm backward: {} channel statistics for {c} channels",
+                self.moments.len()
+            );
+        }
+        let stats = with_inverse_std(&self.moments, self.eps);
         let n = (b * s) as f64;
         // Per channel: sum(dy) and sum(dy * xhat).
         let sums: Vec<(f64, f64)> = (0..c)
@@ -349,10 +339,10 @@ fn batch_norm_train_with(
         let y = xs.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
         let c = dims[1];
         let n = (xs.elem_count() / c) as f64;
-        let stats = match moments.get() {
-            Some(m) => Tensor::from_vec(running_stats(m, n), (2, c), xs.device())?,
-            None => xs.detach().apply_op1_no_bwd(&ChannelStats)?,
-        };
+        let m = moments.get().ok_or_else(|| {
+            candle_core::Error::Msg("batch_norm: the forward pass left no statistics".into())
+        })?;
+        let stats = Tensor::from_vec(running_stats(m, n), (2, c), xs.device())?;
         return Ok((y, stats.get(0)?, stats.get(1)?));
     }
     let (mean, var) = batch_stats_composed(xs)?;

@@ -54,9 +54,12 @@ part kernel-test env DTL_TEST_DEVICE=cuda cargo test --release --features cuda -
 dtl="target/release/dtl"
 runs="$work/runs"
 for s in source-only ddc dan coral dann cdan mcd mcc self-ensembling adda; do
+  extra=()
+  # adda pre-trains on the source for 5 epochs by default: one here, two of adaptation.
+  [ "$s" = adda ] && extra=(--source-epochs 1)
   for d in cuda cpu; do
     part "train-$s-$d" "$dtl" train --source mnist-small --target optdigits --strategy "$s" \
-      --epochs 3 --seed 0 --device "$d" --out "$runs/$s-$d"
+      --epochs 3 --seed 0 --device "$d" --out "$runs/$s-$d" "${extra[@]}"
   done
 done
 part bench-prepare cargo bench -q --features cuda -p dtl --bench workloads -- prepare --dir "$work/bench"

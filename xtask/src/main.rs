@@ -343,11 +343,22 @@ fn bench(args: &[String]) -> Result<()> {
             fmt(cr),
             fmt(tr)
         );
+        // Every round's time too: on a noisy machine the spread says as much as the median.
+        let rounds_ms = |imp: &str| {
+            let v: Vec<String> = samples
+                .get(&(w, imp))
+                .map(|v| v.iter().map(|s| json_num(Some(s.ms))).collect())
+                .unwrap_or_default();
+            format!("[{}]", v.join(", "))
+        };
         let rss = format!(
-            "\"dtl_rss_mb\": {}, \"candle_rss_mb\": {}, \"torch_rss_mb\": {}",
+            "\"dtl_rss_mb\": {}, \"candle_rss_mb\": {}, \"torch_rss_mb\": {}, \"dtl_rounds_ms\": {}, \"candle_rounds_ms\": {}, \"torch_rounds_ms\": {}",
             json_num(dr),
             json_num(cr),
-            json_num(tr)
+            json_num(tr),
+            rounds_ms("dtl"),
+            rounds_ms("candle"),
+            rounds_ms("torch")
         );
         rows.push(if w == "W4" {
             let ips = |v: Option<f64>| v.map(|ms| 256.0 / (ms / 1e3));

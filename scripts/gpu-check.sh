@@ -11,6 +11,8 @@
 # measured; the script's own status is that of the first part that failed. It takes about 10-15
 # minutes on a fresh machine, most of it compiling candle's CUDA kernels.
 set -u
+# Errors in the parts' logs, not backtraces.
+export RUST_BACKTRACE=0
 torch=""
 out="gpu-check.json"
 steps=20
@@ -30,26 +32,36 @@ parts="$work/parts.jsonl"
 : > "$parts"
 status=0
 
-# part NAME COMMAND...: runs COMMAND, keeps its exit status, seconds and last lines of output.
+# part NAME COMMAND...: runs COMMAND, keeps its exit status, seconds and first and last lines of
+# output. After a failed build every later part is recorded as skipped (exit -1) without running.
+built=1
 part() {
   local name="$1"; shift
   local t0 t1 rc
   t0=$(date +%s.%N)
-  "$@" > "$work/$name.log" 2>&1
-  rc=$?
+  if [ "$built" = 1 ]; then
+    "$@" > "$work/$name.log" 2>&1
+    rc=$?
+  else
+    echo "skipped: the CUDA build failed (see the part 'build')" > "$work/$name.log"
+    rc=-1
+  fi
   t1=$(date +%s.%N)
-  [ $rc -ne 0 ] && [ $status -eq 0 ] && status=$rc
+  # A skipped part (-1) leaves the status to the build that failed.
+  [ $rc -gt 0 ] && [ $status -eq 0 ] && status=$rc
   python3 - "$name" "$rc" "$t0" "$t1" "$work/$name.log" >> "$parts" <<'EOF'
 import json, sys
 name, rc, t0, t1, log = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 lines = open(log, errors="replace").read().splitlines()
-print(json.dumps({"part": name, "exit": rc, "seconds": round(t1 - t0, 1), "tail": lines[-25:]}))
+errors = [l for l in lines if l.startswith(("error", "Error", "thread '"))][:10]
+print(json.dumps({"part": name, "exit": rc, "seconds": round(t1 - t0, 1), "errors": errors, "tail": lines[-25:]}))
 EOF
   echo "gpu-check: $name exit $rc" >&2
 }
 
 gpu="$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)"
 part build cargo build --release --features cuda -p dtl-cli --bin dtl
+[ "$status" = 0 ] || built=0
 part kernel-test env DTL_TEST_DEVICE=cuda cargo test --release --features cuda -p dtl-backbones --test kernels -- --ignored
 dtl="target/release/dtl"
 runs="$work/runs"

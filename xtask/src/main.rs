@@ -146,13 +146,16 @@ struct Sample {
     rss: f64,
 }
 
+/// The number `k=..` of a benchmark's `RESULT k=v ..` line.
+fn result_field(line: &str, k: &str) -> Option<f64> {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+        .and_then(|v| v.parse().ok())
+}
+
 fn parse_result(stdout: &str) -> Option<Sample> {
     let line = stdout.lines().rev().find(|l| l.starts_with("RESULT "))?;
-    let field = |k: &str| -> Option<f64> {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
-            .and_then(|v| v.parse().ok())
-    };
+    let field = |k: &str| result_field(line, k);
     Some(Sample {
         ms: field("median_ms")?,
         rss: field("rss_mb").unwrap_or(f64::NAN),

@@ -28,12 +28,6 @@ struct Sample {
     accuracy: f64,
 }
 
-fn field(line: &str, k: &str) -> Option<f64> {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
-        .and_then(|v| v.parse().ok())
-}
-
 fn run_dtl(
     dtl: &Path,
     data_dir: &str,
@@ -102,8 +96,8 @@ fn run_peer(
     let line = stdout.lines().rev().find(|l| l.starts_with("RESULT "));
     match (out.status.success(), line) {
         (true, Some(line)) => Ok(Sample {
-            seconds: field(line, "epoch_s").context("no epoch_s in the peer's RESULT line")?,
-            accuracy: field(line, "acc").context("no acc in the peer's RESULT line")?,
+            seconds: crate::result_field(line, "epoch_s").context("no epoch_s in the peer's RESULT line")?,
+            accuracy: crate::result_field(line, "acc").context("no acc in the peer's RESULT line")?,
         }),
         _ => bail!(
             "the pytorch-adapt benchmark ({strategy}) failed ({}):\n{}",
@@ -111,11 +105,6 @@ fn run_peer(
             String::from_utf8_lossy(&out.stderr)
         ),
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 /// Runs the comparison; `host` is the JSON object describing the machine and revision.
@@ -194,8 +183,10 @@ pub fn bench_strategies(
     println!("|---|---|---|---|---|---|");
     let mut rows = Vec::new();
     for (i, (name, _, _)) in STRATEGIES.iter().enumerate() {
-        let d = median(dtl_s[i].iter().map(|s| s.seconds).collect());
-        let p = median(peer_s[i].iter().map(|s| s.seconds).collect());
+        let d =
+            crate::median(&mut dtl_s[i].iter().map(|s| s.seconds).collect::<Vec<_>>()).expect("rounds >= 1");
+        let p =
+            crate::median(&mut peer_s[i].iter().map(|s| s.seconds).collect::<Vec<_>>()).expect("rounds >= 1");
         println!(
             "| {name} | {} | {d:.1} | {p:.1} | {:.2} | {:.4} / {:.4} |",
             iters[i],

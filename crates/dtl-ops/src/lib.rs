@@ -96,3 +96,17 @@ pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, layout: &Layout, what: &str)
         None => candle_core::bail!("{what} must be contiguous"),
     }
 }
+
+pub(crate) fn contiguous_f32_mut<'a>(
+    s: &'a mut CpuStorage,
+    layout: &Layout,
+    what: &str,
+) -> Result<&'a mut [f32]> {
+    let (a, b) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{what} must be contiguous")))?;
+    match s {
+        CpuStorage::F32(d) => Ok(&mut d[a..b]),
+        other => candle_core::bail!("{what} must be f32, found {:?}", other.dtype()),
+    }
+}

@@ -49,7 +49,8 @@ fn running_stats(moments: &[(f64, f64)], n: f64) -> Vec<f32> {
     let mut out = vec![0f32; 2 * c];
     for (ch, (mean, inv)) in with_inverse_std(moments, 0.0).into_iter().enumerate() {
         out[ch] = mean as f32;
-        // inv = 1 / sqrt(biased variance): back to the unbiased variance.
+        // inv = 1 / sqrt(biased variance): back to the unbiased variance (through `inv`, as
+        // before the moments were shared, so that the running statistics keep their bits).
         let biased = if inv.is_finite() { 1.0 / (inv * inv) } else { 0.0 };
         out[c + ch] = (biased * n / (n - 1.0)) as f32;
     }

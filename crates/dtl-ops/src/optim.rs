@@ -47,9 +47,9 @@ pub struct AdamStep {
 }
 
 /// Whether the fused updates apply: f32 tensors on the CPU, stored contiguously.
-pub fn fusable(tensors: &[&Tensor]) -> bool {
+pub fn fusable<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) -> bool {
     tensors
-        .iter()
+        .into_iter()
         .all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && t.is_contiguous())
 }
 
@@ -59,19 +59,6 @@ fn decayed(g: f32, p: f32, wd: Option<f32>) -> f32 {
     match wd {
         Some(wd) => g + (p * wd + 0.0),
         None => g,
-    }
-}
-
-fn dst_f32<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> Result<&'a mut [f32]> {
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg(format!("{what} must be contiguous")))?;
-    match s {
-        CpuStorage::F32(d) => Ok(&mut d[a..b]),
-        other => candle_core::bail!(
-            "{what} must be f32, found {:?}",
-            candle_core::backend::BackendStorage::dtype(other)
-        ),
     }
 }
 
@@ -95,7 +82,7 @@ impl<F: Fn(&mut f32, f32, f32) + Sync> InplaceOp3 for Update2<F> {
         b: &CpuStorage,
         b_l: &Layout,
     ) -> Result<()> {
-        let d = dst_f32(dst, dst_l, self.name)?;
+        let d = crate::contiguous_f32_mut(dst, dst_l, self.name)?;
         let a = crate::contiguous_f32(a, a_l, self.name)?;
         let b = crate::contiguous_f32(b, b_l, self.name)?;
         if a.len() != d.len() || b.len() != d.len() {
@@ -136,7 +123,7 @@ impl<F: Fn(&mut f32, f32) + Sync> InplaceOp2 for Update1<F> {
     }
 
     fn cpu_fwd(&self, dst: &mut CpuStorage, dst_l: &Layout, a: &CpuStorage, a_l: &Layout) -> Result<()> {
-        let d = dst_f32(dst, dst_l, self.name)?;
+        let d = crate::contiguous_f32_mut(dst, dst_l, self.name)?;
         let a = crate::contiguous_f32(a, a_l, self.name)?;
         if a.len() != d.len() {
             candle_core::bail!("{}: lengths {} and {} differ", self.name, d.len(), a.len());
@@ -234,7 +221,8 @@ pub fn adam_step(
     let wd = (c.weight_decay > 0.0).then_some(c.weight_decay as f32);
     let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
     let (k1, k2) = ((1.0 - c.beta1) as f32, (1.0 - c.beta2) as f32);
-    let first = moments.is_none();
+    // Zero moments before the first step give that step's values bit for bit: `x + 0.0` is never
+    // -0, so `0 + (x + 0.0)` is exactly `x + 0.0`, the composed ops' first-step `g (1 - b1)`.
     let (m, v) = match moments {
         Some(mv) => mv,
         None => (grad.zeros_like()?, grad.zeros_like()?),
@@ -246,11 +234,7 @@ pub fn adam_step(
             name: "dtl-adam-m",
             f: move |m: &mut f32, g: f32, p: f32| {
                 let g = decayed(g, p, wd);
-                *m = if first {
-                    g * k1 + 0.0
-                } else {
-                    (*m * b1 + 0.0) + (g * k1 + 0.0)
-                };
+                *m = (*m * b1 + 0.0) + (g * k1 + 0.0);
             },
         },
     )?;
@@ -261,8 +245,7 @@ pub fn adam_step(
             name: "dtl-adam-v",
             f: move |v: &mut f32, g: f32, p: f32| {
                 let g = decayed(g, p, wd);
-                let g2 = (g * g) * k2 + 0.0;
-                *v = if first { g2 } else { (*v * b2 + 0.0) + g2 };
+                *v = (*v * b2 + 0.0) + ((g * g) * k2 + 0.0);
             },
         },
     )?;

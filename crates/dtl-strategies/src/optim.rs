@@ -237,10 +237,10 @@ impl Optimizer {
             let lr = self.lr * group.lr_mult;
             for ((_, var), (s1, s2)) in group.vars.iter().zip(states.iter_mut()) {
                 let Some(g) = grads.get(var) else { continue };
-                let moments: Vec<&Tensor> = s1.iter().chain(s2.iter()).collect();
                 if self.fused
-                    && dtl_ops::optim::fusable(&[var.as_tensor(), g])
-                    && dtl_ops::optim::fusable(&moments)
+                    && dtl_ops::optim::fusable(
+                        [var.as_tensor(), g].into_iter().chain(s1.iter()).chain(s2.iter()),
+                    )
                 {
                     // One to three parallel passes in place, bit for bit the ops below.
                     let g = g.detach();

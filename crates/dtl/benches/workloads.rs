@@ -319,14 +319,7 @@ fn main() -> Result<()> {
             let steps = flag("--steps").map(|s| s.parse()).transpose()?.unwrap_or(10);
             let warmup = flag("--warmup").map(|s| s.parse()).transpose()?.unwrap_or(2);
             // `--device cuda[:N]` runs the workload on a GPU (dtl's kernels defer to candle's there).
-            let dev = match flag("--device").as_deref() {
-                None | Some("cpu") => Device::Cpu,
-                Some("cuda") => Device::new_cuda(0)?,
-                Some(d) => match d.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-                    Some(n) => Device::new_cuda(n)?,
-                    None => bail!("--device cpu|cuda|cuda:N, got `{d}`"),
-                },
-            };
+            let dev = dtl::experiment::parse_device(flag("--device").as_deref().unwrap_or("cpu"))?;
             match kernels {
                 // dtl's kernels from a worker thread, as the `dtl` binary runs them.
                 Kernels::Dtl => {

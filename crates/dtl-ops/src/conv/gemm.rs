@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::im2col::Geometry;
+use super::im2col::{Geometry, Path};
 
 /// A row-major matrix view for [`matmul`]: `rows x cols` with the given strides.
 #[derive(Clone, Copy)]
@@ -130,8 +130,8 @@ pub(super) fn forward(
     let cells = path.cells(g.stride);
     // Rows of the column matrix, and the filters restricted to the taps that read the image.
     let ckk = path.rows(&g);
-    let pruned = path.pruned_taps(&g).map(|t| prune(w, o * g.c, g.k * g.k, t));
-    let w = pruned.as_deref().unwrap_or(w);
+    let w = kept_filters(&path, &g, w);
+    let w: &[f32] = &w;
     let mut y = vec![0f32; b * o * l];
     y.par_chunks_mut(gs * o * l)
         .zip(x.par_chunks(gs * chw))
@@ -203,9 +203,8 @@ pub(super) fn backward(
     // As in `forward`: the GEMMs run over the kept taps only; the weight gradient of the others
     // is zero, put back at the end.
     let ckk = path.rows(&g);
-    let taps = path.pruned_taps(&g);
-    let pruned = taps.map(|t| prune(w, o * g.c, g.k * g.k, t));
-    let w = pruned.as_deref().unwrap_or(w);
+    let w = kept_filters(&path, &g, w);
+    let w: &[f32] = &w;
     let mut dx = if want_dx { vec![0f32; b * chw] } else { Vec::new() };
     // Scratch of one rayon task, reused by the jobs it runs: every buffer is either fully written
     // before it is read (`cols`, `dyg`, `dcols`), zeroed where it is used (`dbuf`, per channel), or
@@ -286,10 +285,18 @@ pub(super) fn backward(
         dw.iter_mut().zip(&pw).for_each(|(a, v)| *a += v);
         db.iter_mut().zip(&pb).for_each(|(a, v)| *a += v);
     }
-    if let Some(taps) = taps {
+    if let Some(taps) = path.pruned_taps(&g) {
         dw = unprune(&dw, o * g.c, g.k * g.k, taps);
     }
     (dx, dw, db)
+}
+
+/// The filters `(O, C k k)` restricted to the taps `path` keeps: `(O, C T)`, or `w` itself.
+fn kept_filters<'a>(path: &Path, g: &Geometry, w: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
+    match path.pruned_taps(g) {
+        Some(taps) => std::borrow::Cow::Owned(prune(w, g.o * g.c, g.k * g.k, taps)),
+        None => std::borrow::Cow::Borrowed(w),
+    }
 }
 
 /// `(R, k k)` rows of filters restricted to `taps`: `(R, T)`.

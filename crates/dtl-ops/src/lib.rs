@@ -28,6 +28,8 @@ mod norm;
 pub mod optim;
 mod pool;
 mod relu;
+#[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+mod simd;
 
 pub use conv::{conv2d, conv2d_bias, conv2d_bias_relu};
 pub use kernels::Kernels;

@@ -75,21 +75,69 @@ impl Pool {
         }
     }
 
-    /// The value of [`Pool::argmax`] without its index (the forward pass needs no more).
-    #[inline]
-    fn max(&self, plane: &[f32], h: usize, w: usize, oy: usize, ox: usize) -> f32 {
-        let (rows, cols) = self.window(h, w, oy, ox);
-        let (mut best, mut nan) = (f32::NEG_INFINITY, false);
-        for y in rows {
-            for &v in &plane[y * w + cols.start..y * w + cols.end] {
-                nan |= v.is_nan();
-                best = if v > best { v } else { best };
+    /// Floats of scratch [`Pool::max_plane`] needs for an `h x w` plane: the padded plane with
+    /// each row split into its `stride` column phases.
+    fn scratch(&self, h: usize, w: usize) -> usize {
+        (h + 2 * self.pad) * self.stride * (w + 2 * self.pad).div_ceil(self.stride)
+    }
+
+    /// The values of [`Pool::argmax`] over a whole plane (the forward pass needs no index). The
+    /// plane is copied into `buf` with `-inf` padding and each padded row split into its `stride`
+    /// column phases (phase `r` holds the columns `r, r + s, ...`), so that a kernel tap `(dy,
+    /// dx)` reads one output row's window cells as one contiguous run: the taps are folded into
+    /// a whole output row at once, independent lanes instead of one chain of compares per cell.
+    /// Taps are taken in the window's row-major order, as [`Pool::argmax`] does, so ties between
+    /// `0.0` and `-0.0` resolve alike; a NaN anywhere in a window makes its value NaN.
+    fn max_plane(&self, plane: &[f32], w: usize, out: &mut [f32], ow: usize, buf: &mut [f32]) {
+        match self.stride {
+            1 => self.max_plane_strided::<1>(plane, w, out, ow, buf),
+            2 => self.max_plane_strided::<2>(plane, w, out, ow, buf),
+            _ => self.max_plane_strided::<0>(plane, w, out, ow, buf),
+        }
+    }
+
+    /// [`Pool::max_plane`] for stride `S` (0: the pool's own), a constant for the common strides
+    /// so that the phase arithmetic needs no division.
+    #[inline(always)]
+    fn max_plane_strided<const S: usize>(
+        &self,
+        plane: &[f32],
+        w: usize,
+        out: &mut [f32],
+        ow: usize,
+        buf: &mut [f32],
+    ) {
+        let (k, s, p) = (self.k, if S == 0 { self.stride } else { S }, self.pad);
+        let qw = (w + 2 * p).div_ceil(s);
+        let row_len = s * qw;
+        buf.fill(f32::NEG_INFINITY);
+        for (y, line) in plane.chunks_exact(w).enumerate() {
+            let row = &mut buf[(y + p) * row_len..(y + p + 1) * row_len];
+            for r in 0..s {
+                // The first image column in phase `r` ((x + p) % s == r), and where it goes.
+                let x0 = (r + s - p % s) % s;
+                let at = r * qw + (x0 + p) / s;
+                for (d, &v) in row[at..].iter_mut().zip(line.iter().skip(x0).step_by(s)) {
+                    *d = v;
+                }
             }
         }
-        if nan {
-            f32::NAN
-        } else {
-            best
+        for (oy, orow) in out.chunks_exact_mut(ow).enumerate() {
+            orow.fill(f32::NEG_INFINITY);
+            for dy in 0..k {
+                let line = &buf[(oy * s + dy) * row_len..(oy * s + dy + 1) * row_len];
+                for dx in 0..k {
+                    let at = (dx % s) * qw + dx / s;
+                    for (o, &v) in orow.iter_mut().zip(&line[at..at + ow]) {
+                        *o = nan_max(v, *o);
+                    }
+                }
+            }
+            for o in orow.iter_mut() {
+                if o.is_nan() {
+                    *o = f32::NAN;
+                }
+            }
         }
     }
 }
@@ -160,19 +208,19 @@ impl CustomOp1 for Pool {
         let x = contiguous_f32(s, layout, "max_pool2d input")?;
         let (oh, ow) = (self.out_size(h)?, self.out_size(w)?);
         let mut out = vec![0f32; b * c * oh * ow];
+        let scratch = if self.is_2x2() { 0 } else { self.scratch(h, w) };
         out.par_chunks_mut(oh * ow)
             .zip(x.par_chunks(h * w))
             .with_min_len(planes_per_task(oh * ow))
-            .for_each(|(o, plane)| {
-                if self.is_2x2() {
-                    return Pool::max_2x2(plane, w, o, ow);
-                }
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        o[oy * ow + ox] = self.max(plane, h, w, oy, ox);
+            .for_each_init(
+                || vec![0f32; scratch],
+                |buf, (o, plane)| {
+                    if self.is_2x2() {
+                        return Pool::max_2x2(plane, w, o, ow);
                     }
-                }
-            });
+                    self.max_plane(plane, w, o, ow, buf);
+                },
+            );
         Ok((CpuStorage::F32(out), Shape::from((b, c, oh, ow))))
     }
 
@@ -301,6 +349,10 @@ mod tests {
             (7, 5, 3, 2, 1),
             (8, 8, 3, 1, 1),
             (5, 5, 2, 1, 0),
+            // ResNet's stem pooling, a stride larger than the padding, and odd sides unpadded.
+            (16, 16, 3, 2, 1),
+            (9, 11, 3, 3, 1),
+            (6, 7, 3, 2, 0),
         ] {
             // Quantised values create ties, which must go to the first maximum.
             let x: Vec<f32> = (0..2 * h * w)

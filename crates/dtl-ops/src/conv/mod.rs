@@ -297,6 +297,11 @@ mod tests {
             (17, 2, 2, 2, 3, 3, 2, 1),
             (3, 2, 1, 3, 2, 3, 1, 1),
             (4, 2, 2, 2, 3, 5, 1, 2),
+            // The table for narrow outputs that use every tap: 4x4 to 2x2 at stride 2 (ResNet's
+            // third stage), 3 columns, 2 columns at stride 1.
+            (5, 3, 4, 4, 4, 3, 2, 1),
+            (3, 2, 3, 3, 2, 3, 1, 1),
+            (20, 2, 2, 2, 3, 3, 1, 1),
         ] {
             let xv = rand_vec(&mut rng, b * c * h * w);
             let wv = rand_vec(&mut rng, o * c * k * k);

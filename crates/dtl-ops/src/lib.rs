@@ -30,6 +30,7 @@ mod pool;
 mod relu;
 #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
 mod simd;
+mod transpose;
 
 pub use conv::{conv2d, conv2d_bias, conv2d_bias_relu};
 pub use kernels::Kernels;

@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::im2col::{Geometry, Path};
+use crate::transpose::transpose;
 
 /// A row-major matrix view for [`matmul`]: `rows x cols` with the given strides.
 #[derive(Clone, Copy)]
@@ -210,6 +211,7 @@ pub(super) fn backward(
     // before it is read (`cols`, `dyg`, `dcols`), zeroed where it is used (`dbuf`, per channel), or
     // written only inside a zero border that no job touches (`buf`). Separate buffers for the two
     // directions: im2col relies on its buffer's zero border, which col2im's scatter would dirty.
+    // `tr` holds the column matrix and dY of a group transposed, for the weight gradient's GEMM.
     let scratch = || {
         (
             vec![0f32; cells],
@@ -217,12 +219,13 @@ pub(super) fn backward(
             vec![0f32; ckk * gs * l],
             vec![0f32; if gs > 1 { o * gs * l } else { 0 }],
             vec![0f32; if want_dx { ckk * gs * l } else { 0 }],
+            vec![0f32; (ckk + o) * gs * l],
         )
     };
-    type Scratch = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+    type Scratch = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
     let job = |scratch: &mut Scratch, j: usize, mut dxc: Option<&mut [f32]>| -> (Vec<f32>, Vec<f32>) {
         let (mut dw, mut db) = (vec![0f32; o * ckk], vec![0f32; o]);
-        let (buf, dbuf, cols, dyg, dcols) = scratch;
+        let (buf, dbuf, cols, dyg, dcols, tr) = scratch;
         let first = j * per_job;
         let last = ((j + 1) * per_job).min(b);
         for i0 in (first..last).step_by(gs) {
@@ -244,11 +247,15 @@ pub(super) fn backward(
                 }
                 &dyg[..o * gl]
             };
-            // dW += dY (O x G L) cols^T (G L x CKK)
+            // dW += dY (O x G L) cols^T (G L x CKK), both operands transposed first: contracted
+            // over pixels, they would otherwise be packed by `gemm` one strided float at a time.
+            let (colst, dygt) = tr.split_at_mut(ckk * gl);
+            transpose(&cols[..ckk * gl], ckk, gl, colst);
+            transpose(dyg, o, gl, &mut dygt[..o * gl]);
             matmul(
                 &mut dw,
-                Mat::new(dyg, o, gl),
-                Mat::new(&cols[..ckk * gl], ckk, gl).t(),
+                Mat::new(&dygt[..o * gl], gl, o).t(),
+                Mat::new(colst, gl, ckk),
                 true,
             );
             for (d, row) in db.iter_mut().zip(dyg.chunks(gl)) {

@@ -1,6 +1,8 @@
 //! The convolution's arithmetic: a strided GEMM view, how many images one GEMM takes, and the
 //! forward and backward passes over a batch (parallel over groups of images).
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::im2col::{Geometry, Path};
@@ -88,6 +90,23 @@ pub(super) fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
     }
 }
 
+/// [`matmul`] without accumulation into a `dst` that need not be initialised: on return its
+/// first `m x n` values are.
+pub(super) fn matmul_uninit(dst: &mut [MaybeUninit<f32>], a: Mat, b: Mat) {
+    let (m, n) = (a.rows, b.cols);
+    assert!(dst.len() >= m * n, "matmul: shapes do not chain");
+    let dst = &mut dst[..m * n];
+    if a.cols == 0 {
+        dst.fill(MaybeUninit::new(0.0));
+        return;
+    }
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and `gemm` without accumulation
+    // (`read_dst == false`) only writes `dst` (it is never read), so viewing the slice as `f32`
+    // for `matmul` exposes no uninitialised value; every one of its `m x n` values is written.
+    let dst = unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) };
+    matmul(dst, a, b, false);
+}
+
 /// Images per parallel job, at least. Job sizes are functions of the shape, not of the thread
 /// count, so that the weight-gradient sums are added in the same order on every run and machine.
 pub(super) const IMAGES_PER_JOB: usize = 8;
@@ -133,8 +152,11 @@ pub(super) fn forward(
     let ckk = path.rows(&g);
     let w = kept_filters(&path, &g, w);
     let w: &[f32] = &w;
-    let mut y = vec![0f32; b * o * l];
-    y.par_chunks_mut(gs * o * l)
+    // The output is not zeroed first: every value is written once below (by the GEMM, or by the
+    // copy out of a group's GEMM) before `set_len`.
+    let mut y: Vec<f32> = Vec::with_capacity(b * o * l);
+    y.spare_capacity_mut()[..b * o * l]
+        .par_chunks_mut(gs * o * l)
         .zip(x.par_chunks(gs * chw))
         .for_each_init(
             || {
@@ -152,25 +174,42 @@ pub(super) fn forward(
                 }
                 // One image: the GEMM writes the output plane directly; several: into `yg`
                 // `(O, G L)`, then each image's columns are copied to its own plane.
-                let dst: &mut [f32] = if n == 1 { yc } else { &mut yg[..o * gl] };
-                if let Some(bias) = bias {
+                let (wm, cm) = (Mat::new(w, o, ckk), Mat::new(&cols[..ckk * gl], ckk, gl));
+                let fill_bias = |dst: &mut [MaybeUninit<f32>], bias: &[f32]| {
                     for (row, &bv) in dst.chunks_mut(gl).zip(bias) {
-                        row.fill(bv);
+                        row.fill(MaybeUninit::new(bv));
                     }
-                }
-                matmul(
-                    dst,
-                    Mat::new(w, o, ckk),
-                    Mat::new(&cols[..ckk * gl], ckk, gl),
-                    bias.is_some(),
-                );
-                if n > 1 {
+                };
+                if n == 1 {
+                    match bias {
+                        Some(bias) => {
+                            fill_bias(yc, bias);
+                            // SAFETY: the bias fill above initialised all `O L` values of `yc`.
+                            let yc = unsafe { assume_init_mut(yc) };
+                            matmul(yc, wm, cm, true);
+                        }
+                        None => matmul_uninit(yc, wm, cm),
+                    }
+                } else {
+                    let dst = &mut yg[..o * gl];
+                    if let Some(bias) = bias {
+                        for (row, &bv) in dst.chunks_mut(gl).zip(bias) {
+                            row.fill(bv);
+                        }
+                    }
+                    matmul(dst, wm, cm, bias.is_some());
                     for (k, yi) in yc.chunks_mut(o * l).enumerate() {
                         for (ch, plane) in yi.chunks_mut(l).enumerate() {
-                            plane.copy_from_slice(&yg[ch * gl + k * l..ch * gl + (k + 1) * l]);
+                            let src = &yg[ch * gl + k * l..ch * gl + (k + 1) * l];
+                            for (d, &v) in plane.iter_mut().zip(src) {
+                                d.write(v);
+                            }
                         }
                     }
                 }
+                // SAFETY: every value of `yc` was written above: by the GEMM (one image), or by
+                // the copies of all `n` images' `O` planes (several).
+                let yc = unsafe { assume_init_mut(yc) };
                 if relu {
                     for v in yc.iter_mut() {
                         *v = crate::relu::relu(*v);
@@ -178,7 +217,19 @@ pub(super) fn forward(
                 }
             },
         );
+    // SAFETY: the chunks above cover `0..b O L` and each was fully written.
+    unsafe { y.set_len(b * o * l) };
     y
+}
+
+/// `&mut [f32]` over values the caller has initialised.
+///
+/// # Safety
+///
+/// Every element of `s` must be initialised.
+unsafe fn assume_init_mut(s: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: same layout; the caller guarantees initialisation.
+    unsafe { &mut *(s as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// Gradients `(dx, dw, db)` of the convolution for output gradient `dy`; `dx` only if asked.
@@ -224,7 +275,9 @@ pub(super) fn backward(
     };
     type Scratch = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
     let job = |scratch: &mut Scratch, j: usize, mut dxc: Option<&mut [f32]>| -> (Vec<f32>, Vec<f32>) {
-        let (mut dw, mut db) = (vec![0f32; o * ckk], vec![0f32; o]);
+        // The job's weight gradient is written by its first group's GEMM (not zeroed first) and
+        // accumulated by the others'.
+        let (mut dw, mut db) = (Vec::<f32>::with_capacity(o * ckk), vec![0f32; o]);
         let (buf, dbuf, cols, dyg, dcols, tr) = scratch;
         let first = j * per_job;
         let last = ((j + 1) * per_job).min(b);
@@ -252,12 +305,14 @@ pub(super) fn backward(
             let (colst, dygt) = tr.split_at_mut(ckk * gl);
             transpose(&cols[..ckk * gl], ckk, gl, colst);
             transpose(dyg, o, gl, &mut dygt[..o * gl]);
-            matmul(
-                &mut dw,
-                Mat::new(&dygt[..o * gl], gl, o).t(),
-                Mat::new(colst, gl, ckk),
-                true,
-            );
+            let (a, bm) = (Mat::new(&dygt[..o * gl], gl, o).t(), Mat::new(colst, gl, ckk));
+            if i0 == first {
+                matmul_uninit(&mut dw.spare_capacity_mut()[..o * ckk], a, bm);
+                // SAFETY: `matmul_uninit` initialised the first `O CKK` values.
+                unsafe { dw.set_len(o * ckk) };
+            } else {
+                matmul(&mut dw, a, bm, true);
+            }
             for (d, row) in db.iter_mut().zip(dyg.chunks(gl)) {
                 *d += row.iter().sum::<f32>();
             }

@@ -171,23 +171,41 @@ impl Pool {
     }
 
     /// [`Pool::argmax`]'s gradient routing over a whole plane for [`Pool::is_2x2`]: each output
-    /// gradient to its window's first maximum in row-major order (the first NaN if any).
+    /// gradient to its window's first maximum in row-major order (the first NaN if any). `dx`
+    /// must be zero: the windows do not overlap, so each of the four cells of a window is
+    /// written once (`0.0 + g` where it wins, as an addition into zero gives, `0.0` elsewhere),
+    /// with no data-dependent index, so that the cells of a row are independent lanes.
     fn route_2x2(plane: &[f32], w: usize, g: &[f32], ow: usize, dx: &mut [f32]) {
         for (oy, gr) in g.chunks_exact(ow).enumerate() {
             let (y0, y1) = (2 * oy * w, (2 * oy + 1) * w);
-            for (ox, &gv) in gr.iter().enumerate() {
-                let cells = [y0 + 2 * ox, y0 + 2 * ox + 1, y1 + 2 * ox, y1 + 2 * ox + 1];
-                let (mut at, mut best) = (cells[0], plane[cells[0]]);
-                let mut nan_at = if best.is_nan() { cells[0] } else { usize::MAX };
-                for &c in &cells[1..] {
-                    let v = plane[c];
+            let (r0, r1) = (&plane[y0..y0 + 2 * ow], &plane[y1..y1 + 2 * ow]);
+            let (top, bottom) = dx[y0..y1 + 2 * ow].split_at_mut(w);
+            let (d0, d1) = (&mut top[..2 * ow], &mut bottom[..2 * ow]);
+            for ((((&gv, a), b), o0), o1) in gr
+                .iter()
+                .zip(r0.chunks_exact(2))
+                .zip(r1.chunks_exact(2))
+                .zip(d0.chunks_exact_mut(2))
+                .zip(d1.chunks_exact_mut(2))
+            {
+                let cells = [a[0], a[1], b[0], b[1]];
+                let (mut best, mut at) = (cells[0], 0u8);
+                for (i, &v) in cells.iter().enumerate().skip(1) {
                     let take = v > best;
                     best = if take { v } else { best };
-                    at = if take { c } else { at };
-                    let first_nan = v.is_nan() & (nan_at == usize::MAX);
-                    nan_at = if first_nan { c } else { nan_at };
+                    at = if take { i as u8 } else { at };
                 }
-                dx[if nan_at != usize::MAX { nan_at } else { at }] += gv;
+                // The first NaN, if any, wins.
+                let mut nan_at = 4u8;
+                for (i, &v) in cells.iter().enumerate().rev() {
+                    nan_at = if v.is_nan() { i as u8 } else { nan_at };
+                }
+                let at = if nan_at < 4 { nan_at } else { at };
+                let put = |i: u8| if at == i { 0.0 + gv } else { 0.0 };
+                o0[0] = put(0);
+                o0[1] = put(1);
+                o1[0] = put(2);
+                o1[1] = put(3);
             }
         }
     }

@@ -19,9 +19,9 @@ pub struct Param {
 }
 
 impl Param {
-    /// `xs W^T + b` for `xs` of shape `(B, in)`.
+    /// `xs W^T + b` for `xs` of shape `(B, in)` ([`dtl_ops::linear`]).
     pub fn linear(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        xs.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
+        dtl_ops::linear(xs, &self.weight, &self.bias)
     }
 
     /// A stride-1, unpadded convolution plus bias, for `xs` of shape `(B, C, H, W)`.

@@ -24,6 +24,7 @@ use candle_core::{CpuStorage, Layout, Result};
 pub mod allocator;
 mod conv;
 mod kernels;
+mod linear;
 mod norm;
 pub mod optim;
 mod pool;
@@ -34,6 +35,7 @@ mod transpose;
 
 pub use conv::{conv2d, conv2d_bias, conv2d_bias_relu};
 pub use kernels::Kernels;
+pub use linear::linear;
 pub use norm::{
     batch_norm_composed, batch_norm_eval, batch_norm_train, batch_norm_train_relu, batch_stats_composed,
 };

@@ -10,7 +10,7 @@ use crate::transpose::transpose;
 
 /// A row-major matrix view for [`matmul`]: `rows x cols` with the given strides.
 #[derive(Clone, Copy)]
-pub(super) struct Mat<'a> {
+pub(crate) struct Mat<'a> {
     pub(super) data: &'a [f32],
     pub(super) rows: usize,
     pub(super) cols: usize,
@@ -19,7 +19,7 @@ pub(super) struct Mat<'a> {
 }
 
 impl<'a> Mat<'a> {
-    pub(super) fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+    pub(crate) fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
         Self {
             data,
             rows,
@@ -29,7 +29,7 @@ impl<'a> Mat<'a> {
         }
     }
 
-    pub(super) fn t(self) -> Self {
+    pub(crate) fn t(self) -> Self {
         Self {
             data: self.data,
             rows: self.cols,
@@ -46,7 +46,13 @@ impl<'a> Mat<'a> {
 
 /// `dst (m x n, row-major) = [dst +] a (m x k) b (k x n)`, single-threaded (callers parallelise
 /// over images).
-pub(super) fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
+pub(crate) fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
+    matmul_with(dst, a, b, accumulate, gemm::Parallelism::None)
+}
+
+/// [`matmul`] on `parallelism`'s threads (split over the rows and columns of `dst`, so the result
+/// does not depend on the thread count).
+pub(crate) fn matmul_with(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, parallelism: gemm::Parallelism) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(b.rows == k && dst.len() >= m * n, "matmul: shapes do not chain");
     if m == 0 || n == 0 {
@@ -85,7 +91,7 @@ pub(super) fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         )
     }
 }

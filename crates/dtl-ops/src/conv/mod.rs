@@ -11,7 +11,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape
 
 use crate::{contiguous_f32, dims4};
 
-mod gemm;
+pub(crate) mod gemm;
 mod im2col;
 
 use gemm::{backward, forward};

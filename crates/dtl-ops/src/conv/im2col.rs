@@ -201,7 +201,18 @@ pub(super) struct Gather {
     pub(super) table: Vec<u32>,
     /// One more than the largest entry of `table`: the plane the table reads must hold as many.
     pub(super) span: usize,
+    /// For input planes and outputs of at most 16 cells, per kept tap: the unpadded input cell
+    /// each output pixel reads and which of them lie inside the image (a lane permutation and
+    /// its mask, for [`Geometry::im2col_small_avx512`]), and the inverse: the output pixel that
+    /// reads each input cell, if any (for [`Geometry::col2im_small_avx512`]; a tap reads each
+    /// cell for at most one pixel).
+    #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+    pub(super) small: Option<Vec<[Lanes; 2]>>,
 }
+
+/// A permutation of 16 lanes and the lanes it fills (the others are zero).
+#[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+pub(super) type Lanes = ([i32; 16], u16);
 
 impl Gather {
     /// Whether some taps are left out (the column matrix has fewer than `C k k` rows).
@@ -237,12 +248,42 @@ impl Geometry {
             }
         }
         let span = table.iter().map(|&i| i as usize + 1).max().unwrap_or(0);
+        #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+        let small = (self.h * self.w <= 16 && l <= 16).then(|| {
+            taps.iter()
+                .map(|&t| {
+                    let (dy, dx) = (t / k, t % k);
+                    let (mut idx, mut mask) = ([0i32; 16], 0u16);
+                    for oy in 0..self.oh {
+                        for ox in 0..self.ow {
+                            let j = oy * self.ow + ox;
+                            let (iy, ix) = (
+                                (oy * s + dy).wrapping_sub(self.pad),
+                                (ox * s + dx).wrapping_sub(self.pad),
+                            );
+                            if iy < self.h && ix < self.w {
+                                idx[j] = (iy * self.w + ix) as i32;
+                                mask |= 1 << j;
+                            }
+                        }
+                    }
+                    let (mut inv, mut inv_mask) = ([0i32; 16], 0u16);
+                    for j in (0..16).filter(|j| mask >> j & 1 == 1) {
+                        inv[idx[j] as usize] = j as i32;
+                        inv_mask |= 1 << idx[j];
+                    }
+                    [(idx, mask), (inv, inv_mask)]
+                })
+                .collect()
+        });
         Some(Gather {
             pw,
             cells: pw * ph,
             taps,
             table,
             span,
+            #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+            small,
         })
     }
 
@@ -550,10 +591,66 @@ impl Geometry {
     ) {
         #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
         if crate::simd::has_avx512() {
+            if let Path::Gather(Gather {
+                small: Some(small), ..
+            }) = path
+            {
+                // SAFETY: the CPU has AVX-512F (checked above).
+                return unsafe { self.im2col_small_avx512(small, img, cols, ld, off) };
+            }
             // SAFETY: the CPU has the features `unfold_avx512` is compiled for (checked above).
             return unsafe { self.unfold_avx512(path, buf, img, cols, ld, off) };
         }
         self.unfold_any(path, buf, img, cols, ld, off)
+    }
+
+    /// [`Geometry::im2col_gather`] for input planes and outputs of at most 16 cells (ResNet's
+    /// 4x4, 2x2 and 1x1 stages at 32x32 inputs): each input plane is loaded into one AVX-512
+    /// register, and each kept tap's row of the column matrix is one permutation of it with the
+    /// cells outside the image zeroed, stored at once. No padded copy, no table walk.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512F.
+    #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn im2col_small_avx512(
+        &self,
+        small: &[[Lanes; 2]],
+        img: &[f32],
+        cols: &mut [f32],
+        ld: usize,
+        off: usize,
+    ) {
+        use std::arch::x86_64::*;
+        let (hw, l, kk) = (self.h * self.w, self.l(), small.len());
+        assert!(
+            hw <= 16 && l <= 16,
+            "im2col: the register path takes planes of 16 cells at most"
+        );
+        assert!(img.len() >= self.c * hw, "im2col: image shorter than its planes");
+        let rows = self.c * kk;
+        assert!(
+            rows == 0 || (rows - 1) * ld + off + l <= cols.len(),
+            "im2col: column matrix too short"
+        );
+        // The low `hw` (`l`) lanes; both are at most 16, so the masks fit 16 bits.
+        let load_mask = ((1u32 << hw) - 1) as u16;
+        let store_mask = ((1u32 << l) - 1) as u16;
+        for ch in 0..self.c {
+            // SAFETY: AVX-512F is present (the caller's contract); the masked load reads the
+            // `hw` cells of plane `ch`, inside `img` (asserted above), and each masked store
+            // writes `l` floats of row `ch * kk + t` from `off`, inside `cols` (asserted above).
+            unsafe {
+                let plane = _mm512_maskz_loadu_ps(load_mask, img.as_ptr().add(ch * hw));
+                for (t, [(idx, mask), _]) in small.iter().enumerate() {
+                    let idx = _mm512_loadu_si512(idx.as_ptr().cast());
+                    let row = _mm512_maskz_permutexvar_ps(*mask, idx, plane);
+                    let at = (ch * kk + t) * ld + off;
+                    _mm512_mask_storeu_ps(cols.as_mut_ptr().add(at), store_mask, row);
+                }
+            }
+        }
     }
 
     /// [`Geometry::unfold`] compiled for AVX-512.
@@ -593,10 +690,67 @@ impl Geometry {
     ) {
         #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
         if crate::simd::has_avx512() {
+            if let Path::Gather(Gather {
+                small: Some(small), ..
+            }) = path
+            {
+                // SAFETY: the CPU has AVX-512F (checked above).
+                return unsafe { self.col2im_small_avx512(small, cols, img, ld, off) };
+            }
             // SAFETY: the CPU has the features `fold_avx512` is compiled for (checked above).
             return unsafe { self.fold_avx512(path, buf, cols, img, ld, off) };
         }
         self.fold_any(path, buf, cols, img, ld, off)
+    }
+
+    /// The adjoint of [`Geometry::im2col_small_avx512`] (adds into `img`): each kept tap's row
+    /// is permuted back onto the input cells it read and added into one register per plane, in
+    /// tap order (the order [`Geometry::col2im_gather`] adds in, so the sums are the same).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512F.
+    #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn col2im_small_avx512(
+        &self,
+        small: &[[Lanes; 2]],
+        cols: &[f32],
+        img: &mut [f32],
+        ld: usize,
+        off: usize,
+    ) {
+        use std::arch::x86_64::*;
+        let (hw, l, kk) = (self.h * self.w, self.l(), small.len());
+        assert!(
+            hw <= 16 && l <= 16,
+            "col2im: the register path takes planes of 16 cells at most"
+        );
+        assert!(img.len() >= self.c * hw, "col2im: image shorter than its planes");
+        let rows = self.c * kk;
+        assert!(
+            rows == 0 || (rows - 1) * ld + off + l <= cols.len(),
+            "col2im: column matrix too short"
+        );
+        let plane_mask = ((1u32 << hw) - 1) as u16;
+        let row_mask = ((1u32 << l) - 1) as u16;
+        for ch in 0..self.c {
+            // SAFETY: AVX-512F is present (the caller's contract); each masked load reads `l`
+            // floats of row `ch * kk + t` from `off`, inside `cols`, and the plane's masked load
+            // and store touch its `hw` cells, inside `img` (all asserted above).
+            unsafe {
+                let mut acc = _mm512_setzero_ps();
+                for (t, [_, (inv, inv_mask)]) in small.iter().enumerate() {
+                    let at = (ch * kk + t) * ld + off;
+                    let row = _mm512_maskz_loadu_ps(row_mask, cols.as_ptr().add(at));
+                    let back = _mm512_permutexvar_ps(_mm512_loadu_si512(inv.as_ptr().cast()), row);
+                    acc = _mm512_mask_add_ps(acc, *inv_mask, acc, back);
+                }
+                let p = img.as_mut_ptr().add(ch * hw);
+                let sum = _mm512_add_ps(_mm512_maskz_loadu_ps(plane_mask, p), acc);
+                _mm512_mask_storeu_ps(p, plane_mask, sum);
+            }
+        }
     }
 
     /// [`Geometry::fold`] compiled for AVX-512.

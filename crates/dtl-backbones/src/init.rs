@@ -28,6 +28,12 @@ impl Param {
     pub fn conv2d(&self, xs: &Tensor, kernels: Kernels) -> candle_core::Result<Tensor> {
         kernels.conv2d(xs, &self.weight, Some(&self.bias), 1, 0)
     }
+
+    /// [`Param::conv2d`] followed by 2x2 max-pooling with stride 2 and a ReLU, fused with dtl's
+    /// kernels ([`Kernels::conv2d_max_pool2_relu`]).
+    pub fn conv2d_max_pool2_relu(&self, xs: &Tensor, kernels: Kernels) -> candle_core::Result<Tensor> {
+        kernels.conv2d_max_pool2_relu(xs, &self.weight, &self.bias, 1, 0)
+    }
 }
 
 /// Creates `{layer}.weight` of `shape` and `{layer}.bias` of `(shape[0],)` in `vm`, both uniform in

@@ -144,11 +144,16 @@ impl Backbone for LeNet {
         let cut = |x: Tensor, done: usize| if done == n { x.detach() } else { x };
         let run = || -> Result<Tensor> {
             let k = self.cfg.kernels;
-            let x = self.conv1.conv2d(xs, k)?;
-            let x = cut(k.max_pool2d(&x, 2, 2, 0)?.relu()?, 1);
-            let x = self.conv2.conv2d(&x, k)?;
-            let x = if train { self.dropout2d(&x)? } else { x };
-            let x = cut(k.max_pool2d(&x, 2, 2, 0)?.relu()?, 2);
+            let x = cut(self.conv1.conv2d_max_pool2_relu(xs, k)?, 1);
+            // Channel dropout acts between the second convolution and its pooling, which the
+            // fused block has no place for.
+            let x = if train && self.cfg.dropout > 0.0 {
+                let x = self.dropout2d(&self.conv2.conv2d(&x, k)?)?;
+                k.max_pool2d(&x, 2, 2, 0)?.relu()?
+            } else {
+                self.conv2.conv2d_max_pool2_relu(&x, k)?
+            };
+            let x = cut(x, 2);
             let x = x.flatten_from(1)?;
             debug_assert_eq!(x.dim(1)?, self.flat);
             Ok(cut(self.fc1.linear(&x)?.relu()?, 3))

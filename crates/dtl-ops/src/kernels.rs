@@ -97,6 +97,24 @@ impl Kernels {
         }
     }
 
+    /// `relu(max_pool2d(conv2d(xs, w, bias, stride, padding), 2, 2, 0))`: LeNet's block, one
+    /// fused op with dtl's kernels ([`crate::conv2d_max_pool2_relu`]).
+    pub fn conv2d_max_pool2_relu(
+        &self,
+        xs: &Tensor,
+        w: &Tensor,
+        bias: &Tensor,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Tensor> {
+        match self {
+            Kernels::Dtl => crate::conv2d_max_pool2_relu(xs, w, bias, stride, padding),
+            Kernels::Candle => self
+                .max_pool2d(&self.conv2d(xs, w, Some(bias), stride, padding)?, 2, 2, 0)?
+                .relu(),
+        }
+    }
+
     /// Square max-pooling.
     pub fn max_pool2d(&self, xs: &Tensor, k: usize, stride: usize, padding: usize) -> Result<Tensor> {
         match self {

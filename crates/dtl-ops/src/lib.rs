@@ -33,7 +33,7 @@ mod relu;
 mod simd;
 mod transpose;
 
-pub use conv::{conv2d, conv2d_bias, conv2d_bias_relu};
+pub use conv::{conv2d, conv2d_bias, conv2d_bias_relu, conv2d_max_pool2_relu};
 pub use kernels::Kernels;
 pub use linear::linear;
 pub use norm::{

@@ -7,7 +7,7 @@ use crate::{contiguous_f32, dims4};
 
 /// Geometry of a square 2-d pooling window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Pool {
+pub(crate) struct Pool {
     k: usize,
     stride: usize,
     pad: usize,
@@ -160,7 +160,7 @@ impl Pool {
     }
 
     /// [`Pool::max`] over a whole plane for [`Pool::is_2x2`].
-    fn max_2x2(plane: &[f32], w: usize, out: &mut [f32], ow: usize) {
+    pub(crate) fn max_2x2(plane: &[f32], w: usize, out: &mut [f32], ow: usize) {
         for (oy, o) in out.chunks_exact_mut(ow).enumerate() {
             let r0 = &plane[2 * oy * w..2 * oy * w + 2 * ow];
             let r1 = &plane[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * ow];
@@ -176,6 +176,20 @@ impl Pool {
     /// written once (`0.0 + g` where it wins, as an addition into zero gives, `0.0` elsewhere),
     /// with no data-dependent index, so that the cells of a row are independent lanes.
     fn route_2x2(plane: &[f32], w: usize, g: &[f32], ow: usize, dx: &mut [f32]) {
+        Self::route_2x2_with(plane, w, g, ow, dx, |_, gv| gv)
+    }
+
+    /// [`Pool::route_2x2`] with each output gradient first mapped by `grad(pooled value,
+    /// gradient)` (a fused ReLU's mask).
+    #[inline(always)]
+    pub(crate) fn route_2x2_with(
+        plane: &[f32],
+        w: usize,
+        g: &[f32],
+        ow: usize,
+        dx: &mut [f32],
+        grad: impl Fn(f32, f32) -> f32,
+    ) {
         for (oy, gr) in g.chunks_exact(ow).enumerate() {
             let (y0, y1) = (2 * oy * w, (2 * oy + 1) * w);
             let (r0, r1) = (&plane[y0..y0 + 2 * ow], &plane[y1..y1 + 2 * ow]);
@@ -200,7 +214,12 @@ impl Pool {
                 for (i, &v) in cells.iter().enumerate().rev() {
                     nan_at = if v.is_nan() { i as u8 } else { nan_at };
                 }
-                let at = if nan_at < 4 { nan_at } else { at };
+                let (at, pooled) = if nan_at < 4 {
+                    (nan_at, f32::NAN)
+                } else {
+                    (at, best)
+                };
+                let gv = grad(pooled, gv);
                 let put = |i: u8| if at == i { 0.0 + gv } else { 0.0 };
                 o0[0] = put(0);
                 o0[1] = put(1);

@@ -13,6 +13,9 @@ use crate::{contiguous_f32, dims4};
 
 pub(crate) mod gemm;
 mod im2col;
+mod pooled;
+
+pub use pooled::conv2d_max_pool2_relu;
 
 use gemm::{backward, forward};
 use im2col::Geometry;

@@ -29,6 +29,7 @@ mod norm;
 pub mod optim;
 mod pool;
 mod relu;
+mod scratch;
 #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
 mod simd;
 mod transpose;

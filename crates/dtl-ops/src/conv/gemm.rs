@@ -6,6 +6,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::im2col::{Geometry, Path};
+use crate::scratch::{scratch, Scratch};
 use crate::transpose::transpose;
 
 /// A row-major matrix view for [`matmul`]: `rows x cols` with the given strides.
@@ -167,8 +168,8 @@ pub(super) fn forward(
         .for_each_init(
             || {
                 (
-                    vec![0f32; ckk * gs * l],
-                    vec![0f32; if gs > 1 { o * gs * l } else { 0 }],
+                    scratch(ckk * gs * l),
+                    scratch(if gs > 1 { o * gs * l } else { 0 }),
                     vec![0f32; cells],
                 )
             },
@@ -273,14 +274,14 @@ pub(super) fn backward(
         (
             vec![0f32; cells],
             vec![0f32; if want_dx { cells } else { 0 }],
-            vec![0f32; ckk * gs * l],
-            vec![0f32; if gs > 1 { o * gs * l } else { 0 }],
-            vec![0f32; if want_dx { ckk * gs * l } else { 0 }],
-            vec![0f32; (ckk + o) * gs * l],
+            scratch(ckk * gs * l),
+            scratch(if gs > 1 { o * gs * l } else { 0 }),
+            scratch(if want_dx { ckk * gs * l } else { 0 }),
+            scratch((ckk + o) * gs * l),
         )
     };
-    type Scratch = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
-    let job = |scratch: &mut Scratch, j: usize, mut dxc: Option<&mut [f32]>| -> (Vec<f32>, Vec<f32>) {
+    type Buffers = (Vec<f32>, Vec<f32>, Scratch, Scratch, Scratch, Scratch);
+    let job = |scratch: &mut Buffers, j: usize, mut dxc: Option<&mut [f32]>| -> (Vec<f32>, Vec<f32>) {
         // The job's weight gradient is written by its first group's GEMM (not zeroed first) and
         // accumulated by the others'.
         let (mut dw, mut db) = (Vec::<f32>::with_capacity(o * ckk), vec![0f32; o]);

@@ -55,13 +55,19 @@ impl Conv {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Tensor, Tensor)> {
-        let want_dx = x.track_op();
         let grad = if self.relu {
             crate::relu::relu_grad(res, grad)?
         } else {
             grad.contiguous()?
         };
-        let packed = x.apply_op3_no_bwd(w, &grad, &ConvBackward { conv: *self, want_dx })?;
+        self.grads_from(x, w, &grad)
+    }
+
+    /// `(dx if `x` needs one, dw, db)` for the gradient `grad` of the convolution's output (before
+    /// any fused ReLU), contiguous.
+    fn grads_from(&self, x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Tensor, Tensor)> {
+        let want_dx = x.track_op();
+        let packed = x.apply_op3_no_bwd(w, grad, &ConvBackward { conv: *self, want_dx })?;
         let (nx, nw, o) = (
             if want_dx { x.elem_count() } else { 0 },
             w.elem_count(),

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::gemm::forward;
 use super::im2col::Geometry;
-use super::{Conv, ConvBackward};
+use super::Conv;
 use crate::pool::Pool;
 use crate::{contiguous_f32, dims4};
 
@@ -97,23 +97,7 @@ impl CustomOp3 for ConvPoolRelu {
                 });
             });
         let dy = Tensor::from_vec(dy, (b, g.o, g.oh, g.ow), x.device())?;
-        let want_dx = x.track_op();
-        let packed = x.apply_op3_no_bwd(
-            w,
-            &dy,
-            &ConvBackward {
-                conv: self.conv,
-                want_dx,
-            },
-        )?;
-        let (nx, nw) = (if want_dx { x.elem_count() } else { 0 }, w.elem_count());
-        let dx = if want_dx {
-            Some(packed.narrow(0, 0, nx)?.reshape(x.shape())?)
-        } else {
-            None
-        };
-        let dw = packed.narrow(0, nx, nw)?.reshape(w.shape())?;
-        let db = packed.narrow(0, nx + nw, g.o)?;
+        let (dx, dw, db) = self.conv.grads_from(x, w, &dy)?;
         Ok((dx, Some(dw), Some(db)))
     }
 }

@@ -117,12 +117,22 @@ mod tests {
     use candle_core::{Device, Var};
     use rand::{Rng, SeedableRng};
 
-    /// Output and all three gradients against candle's composed `matmul(w.t()) + b`, on shapes
-    /// with ragged 8x8 blocks.
+    /// Output and all three gradients against candle's composed `matmul(w.t()) + b`: ragged 8x8
+    /// blocks, a discriminator's single output, a classifier head, LeNet's 1024 -> 500 layer.
+    /// Within f32 rounding, not bit for bit: `gemm` orders its sums by the operands' layout.
     #[test]
     fn linear_matches_composed_ops() -> Result<()> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-        for &(n, i, o) in &[(3, 5, 2), (16, 24, 8), (33, 70, 13), (1, 9, 1)] {
+        for &(n, i, o) in &[
+            (3, 5, 2),
+            (16, 24, 8),
+            (33, 70, 13),
+            (1, 9, 1),
+            (256, 500, 1),
+            (128, 500, 10),
+            (64, 1024, 500),
+            (256, 500, 500),
+        ] {
             let mut r =
                 |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect() };
             let x = Var::from_vec(r(n * i), (n, i), &Device::Cpu)?;
@@ -142,9 +152,12 @@ mod tests {
                     b.flatten_all()?.to_vec1::<f32>()?,
                 );
                 assert_eq!(a.len(), b.len(), "{what}");
+                // A sum of `i` products of values below 1 in magnitude: its rounding is within
+                // `i` ulps of the largest partial sum.
+                let tol = 4.0 * f32::EPSILON * i as f32;
                 for (k, (u, v)) in a.iter().zip(&b).enumerate() {
                     assert!(
-                        (u - v).abs() <= 1e-5 * v.abs().max(1.0),
+                        (u - v).abs() <= tol * v.abs().max(1.0),
                         "{what}[{k}]: {u} vs {v} ({n}x{i} -> {o})"
                     );
                 }

@@ -159,7 +159,7 @@ impl Pool {
         self.k == 2 && self.stride == 2 && self.pad == 0
     }
 
-    /// [`Pool::max`] over a whole plane for [`Pool::is_2x2`].
+    /// [`Pool::max_plane`] for [`Pool::is_2x2`]: pairs of two rows at a time, no buffer.
     pub(crate) fn max_2x2(plane: &[f32], w: usize, out: &mut [f32], ow: usize) {
         for (oy, o) in out.chunks_exact_mut(ow).enumerate() {
             let r0 = &plane[2 * oy * w..2 * oy * w + 2 * ow];

@@ -54,14 +54,51 @@ pub(crate) fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
 /// [`matmul`] on `parallelism`'s threads (split over the rows and columns of `dst`, so the result
 /// does not depend on the thread count).
 pub(crate) fn matmul_with(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, parallelism: gemm::Parallelism) {
+    // SAFETY: `dst` is initialised, so reading it (when accumulating) is fine.
+    unsafe { matmul_into(dst.as_mut_ptr(), dst.len(), a, b, accumulate, parallelism) }
+}
+
+/// [`matmul`] without accumulation into a `dst` that need not be initialised: on return its
+/// first `m x n` values are.
+pub(super) fn matmul_uninit(dst: &mut [MaybeUninit<f32>], a: Mat, b: Mat) {
+    // SAFETY: without accumulation `matmul_into` only writes `dst` (`gemm` with `read_dst ==
+    // false` never reads it) and writes all of its first `m x n` values.
+    unsafe {
+        matmul_into(
+            dst.as_mut_ptr().cast(),
+            dst.len(),
+            a,
+            b,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// The GEMM behind [`matmul_with`] and [`matmul_uninit`]: `dst` points to `len` floats that do
+/// not overlap `a` or `b`, of which the first `m x n` are written.
+///
+/// # Safety
+///
+/// `dst` must be valid for writes of `len` floats, and for reads of them if `accumulate` (which
+/// then requires them initialised).
+unsafe fn matmul_into(
+    dst: *mut f32,
+    len: usize,
+    a: Mat,
+    b: Mat,
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert!(b.rows == k && dst.len() >= m * n, "matmul: shapes do not chain");
+    assert!(b.rows == k && len >= m * n, "matmul: shapes do not chain");
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(0.0);
+            // SAFETY: `dst` is valid for `len >= m n` writes (the caller's contract).
+            unsafe { std::ptr::write_bytes(dst, 0, m * n) };
         }
         return;
     }
@@ -70,14 +107,15 @@ pub(crate) fn matmul_with(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, par
         "matmul: view out of bounds"
     );
     // SAFETY: the asserts above check that every element gemm reads through the strides of `a`
-    // and `b` lies inside their slices and that `dst` holds the m x n row-major result; the three
-    // slices do not overlap because `dst` is borrowed mutably while `a` and `b` are shared.
+    // and `b` lies inside their slices and that `dst` holds the m x n row-major result (the
+    // caller's contract gives `len` valid floats); `dst` does not overlap `a` or `b`, which are
+    // shared borrows while the caller holds `dst` exclusively.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
             accumulate,
@@ -95,23 +133,6 @@ pub(crate) fn matmul_with(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, par
             parallelism,
         )
     }
-}
-
-/// [`matmul`] without accumulation into a `dst` that need not be initialised: on return its
-/// first `m x n` values are.
-pub(super) fn matmul_uninit(dst: &mut [MaybeUninit<f32>], a: Mat, b: Mat) {
-    let (m, n) = (a.rows, b.cols);
-    assert!(dst.len() >= m * n, "matmul: shapes do not chain");
-    let dst = &mut dst[..m * n];
-    if a.cols == 0 {
-        dst.fill(MaybeUninit::new(0.0));
-        return;
-    }
-    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and `gemm` without accumulation
-    // (`read_dst == false`) only writes `dst` (it is never read), so viewing the slice as `f32`
-    // for `matmul` exposes no uninitialised value; every one of its `m x n` values is written.
-    let dst = unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) };
-    matmul(dst, a, b, false);
 }
 
 /// Images per parallel job, at least. Job sizes are functions of the shape, not of the thread

@@ -604,6 +604,26 @@ impl Geometry {
         self.unfold_any(path, buf, img, cols, ld, off)
     }
 
+    /// For the register paths: checks that the planes and outputs fit 16 lanes and that `C kk`
+    /// rows of the column matrix from `off` (row stride `ld`) and the `C` input planes lie inside
+    /// buffers of `cols` and `img` floats; returns the lane masks of a plane and of a row.
+    #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+    fn small_masks(&self, kk: usize, img: usize, cols: usize, ld: usize, off: usize) -> (u16, u16) {
+        let (hw, l) = (self.h * self.w, self.l());
+        assert!(
+            hw <= 16 && l <= 16,
+            "im2col: the register path takes planes of 16 cells at most"
+        );
+        assert!(img >= self.c * hw, "im2col: image shorter than its planes");
+        let rows = self.c * kk;
+        assert!(
+            rows == 0 || (rows - 1) * ld + off + l <= cols,
+            "im2col: column matrix too short"
+        );
+        // The low `hw` (`l`) lanes; both are at most 16, so the masks fit 16 bits.
+        (((1u32 << hw) - 1) as u16, ((1u32 << l) - 1) as u16)
+    }
+
     /// [`Geometry::im2col_gather`] for input planes and outputs of at most 16 cells (ResNet's
     /// 4x4, 2x2 and 1x1 stages at 32x32 inputs): each input plane is loaded into one AVX-512
     /// register, and each kept tap's row of the column matrix is one permutation of it with the
@@ -623,24 +643,12 @@ impl Geometry {
         off: usize,
     ) {
         use std::arch::x86_64::*;
-        let (hw, l, kk) = (self.h * self.w, self.l(), small.len());
-        assert!(
-            hw <= 16 && l <= 16,
-            "im2col: the register path takes planes of 16 cells at most"
-        );
-        assert!(img.len() >= self.c * hw, "im2col: image shorter than its planes");
-        let rows = self.c * kk;
-        assert!(
-            rows == 0 || (rows - 1) * ld + off + l <= cols.len(),
-            "im2col: column matrix too short"
-        );
-        // The low `hw` (`l`) lanes; both are at most 16, so the masks fit 16 bits.
-        let load_mask = ((1u32 << hw) - 1) as u16;
-        let store_mask = ((1u32 << l) - 1) as u16;
+        let (hw, kk) = (self.h * self.w, small.len());
+        let (load_mask, store_mask) = self.small_masks(kk, img.len(), cols.len(), ld, off);
         for ch in 0..self.c {
             // SAFETY: AVX-512F is present (the caller's contract); the masked load reads the
-            // `hw` cells of plane `ch`, inside `img` (asserted above), and each masked store
-            // writes `l` floats of row `ch * kk + t` from `off`, inside `cols` (asserted above).
+            // `hw` cells of plane `ch`, inside `img`, and each masked store writes `l` floats of
+            // row `ch * kk + t` from `off`, inside `cols` (both asserted by `small_masks`).
             unsafe {
                 let plane = _mm512_maskz_loadu_ps(load_mask, img.as_ptr().add(ch * hw));
                 for (t, [(idx, mask), _]) in small.iter().enumerate() {
@@ -721,23 +729,12 @@ impl Geometry {
         off: usize,
     ) {
         use std::arch::x86_64::*;
-        let (hw, l, kk) = (self.h * self.w, self.l(), small.len());
-        assert!(
-            hw <= 16 && l <= 16,
-            "col2im: the register path takes planes of 16 cells at most"
-        );
-        assert!(img.len() >= self.c * hw, "col2im: image shorter than its planes");
-        let rows = self.c * kk;
-        assert!(
-            rows == 0 || (rows - 1) * ld + off + l <= cols.len(),
-            "col2im: column matrix too short"
-        );
-        let plane_mask = ((1u32 << hw) - 1) as u16;
-        let row_mask = ((1u32 << l) - 1) as u16;
+        let (hw, kk) = (self.h * self.w, small.len());
+        let (plane_mask, row_mask) = self.small_masks(kk, img.len(), cols.len(), ld, off);
         for ch in 0..self.c {
             // SAFETY: AVX-512F is present (the caller's contract); each masked load reads `l`
             // floats of row `ch * kk + t` from `off`, inside `cols`, and the plane's masked load
-            // and store touch its `hw` cells, inside `img` (all asserted above).
+            // and store touch its `hw` cells, inside `img` (all asserted by `small_masks`).
             unsafe {
                 let mut acc = _mm512_setzero_ps();
                 for (t, [_, (inv, inv_mask)]) in small.iter().enumerate() {

@@ -3,13 +3,18 @@
 //! Candle computes it as `xs.matmul(&w.t())`: both operands of that GEMM are contiguous along the
 //! contracted dimension, which the `gemm` crate packs one strided float at a time (3% of the `W1`
 //! benchmark's samples, for LeNet's 1024 -> 500 layer alone). Here both are transposed first by
-//! 8x8 blocks and the GEMM packs contiguous runs. The backward pass's GEMMs already read their
-//! operands in `gemm`'s preferred order and run as candle's would.
+//! 8x8 blocks and the GEMM packs contiguous runs. The backward pass's GEMMs (`dY W`, `dY^T X`)
+//! already read their operands in `gemm`'s preferred order.
+//!
+//! `gemm` orders its sums by the operands' layout, so the values are those of the composed ops
+//! within f32 rounding, not bit for bit: fixed-seed runs through fully connected layers changed
+//! when this op replaced the composition (README's quick Yosinski table).
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 use crate::contiguous_f32;
 use crate::conv::gemm::{matmul_with, Mat};
+use crate::scratch::scratch;
 use crate::transpose::transpose;
 
 fn threads() -> gemm::Parallelism {
@@ -47,7 +52,8 @@ impl CustomOp3 for Linear {
         let x = contiguous_f32(xs, xl, "linear input")?;
         let w = contiguous_f32(ws, wl, "linear weight")?;
         let b = contiguous_f32(bs, bl, "linear bias")?;
-        let (mut xt, mut wt) = (vec![0f32; i * n], vec![0f32; i * o]);
+        // Both entirely written by the transposes.
+        let (mut xt, mut wt) = (scratch(i * n), scratch(i * o));
         transpose(x, n, i, &mut xt);
         transpose(w, o, i, &mut wt);
         let mut y = vec![0f32; n * o];

@@ -174,6 +174,20 @@ pub(super) struct Phases {
     pub(super) qh: usize,
     /// Columns of a phase plane.
     pub(super) qw: usize,
+    /// For 3x3 kernels over 8-wide planes at stride 1 (ResNet's 8x8 stage at 32x32 inputs), the
+    /// register path's tables ([`Geometry::im2col_rows8_avx512`]).
+    #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+    pub(super) rows8: Option<Rows8>,
+}
+
+/// Lane permutations for planes 8 cells wide held two rows to a 16-lane register: for each kernel
+/// tap and each output register (two output rows), the first of the two input registers it reads
+/// (`-1`: before the plane) with the permutation and mask over that pair (`forward`); and for each
+/// tap and input register, the same over the output registers that read it (`backward`).
+#[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+pub(super) struct Rows8 {
+    pub(super) forward: Vec<(isize, Lanes)>,
+    pub(super) backward: Vec<(isize, Lanes)>,
 }
 
 impl Phases {
@@ -485,7 +499,50 @@ impl Geometry {
         Some(Phases {
             qh: (self.h + 2 * self.pad).div_ceil(s),
             qw: (self.w + 2 * self.pad).div_ceil(s),
+            #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+            rows8: self.rows8(),
         })
+    }
+
+    /// [`Rows8`] where it applies: 3x3 kernels with padding 1 at stride 1 over planes 8 columns
+    /// wide and at most 32 rows (16 registers). A pair of output rows then reads two adjacent
+    /// registers, the one before the plane (zero) included.
+    #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+    fn rows8(&self) -> Option<Rows8> {
+        if self.w != 8 || self.k != 3 || self.pad != 1 || self.stride != 1 || self.h > 32 {
+            return None;
+        }
+        let (k, p) = (self.k as isize, self.pad as isize);
+        let (h, oh) = (self.h as isize, self.oh as isize);
+        // Lanes of the register pair from `first` (rows 2 first .. 2 first + 3) that hold the
+        // rows `rows` of a plane `n` rows tall, columns `cols(lane)`; `None` outside the plane.
+        let pair = |first: isize, dst_row0: isize, shift: (isize, isize), n: isize, m: isize| {
+            let (mut idx, mut mask) = ([0i32; 16], 0u16);
+            for lane in 0..16isize {
+                let (row, col) = (dst_row0 + lane / 8, lane % 8);
+                let (sr, sc) = (row + shift.0, col + shift.1);
+                if row < m && (0..n).contains(&sr) && (0..8).contains(&sc) {
+                    idx[lane as usize] = ((sr - 2 * first) * 8 + sc) as i32;
+                    mask |= 1 << lane;
+                }
+            }
+            (idx, mask)
+        };
+        let (mut forward, mut backward) = (Vec::new(), Vec::new());
+        for t in 0..k * k {
+            let (dy, dx) = (t / k, t % k);
+            // Output row `o` reads input row `o + dy - p`, column `c + dx - p`.
+            for q in 0..(oh + 1) / 2 {
+                let first = (2 * q + dy - p).div_euclid(2);
+                forward.push((first, pair(first, 2 * q, (dy - p, dx - p), h, oh)));
+            }
+            // Input row `i` is read by output row `i - dy + p`, column `c - dx + p`.
+            for r in 0..(h + 1) / 2 {
+                let first = (2 * r - dy + p).div_euclid(2);
+                backward.push((first, pair(first, 2 * r, (p - dy, p - dx), oh, h)));
+            }
+        }
+        Some(Rows8 { forward, backward })
     }
 
     /// The runs of one input row `y` in the phase buffer: for each column phase, the first image
@@ -598,10 +655,127 @@ impl Geometry {
                 // SAFETY: the CPU has AVX-512F (checked above).
                 return unsafe { self.im2col_small_avx512(small, img, cols, ld, off) };
             }
+            if let Path::Phases(Phases {
+                rows8: Some(rows8), ..
+            }) = path
+            {
+                // SAFETY: the CPU has AVX-512F (checked above).
+                return unsafe { self.im2col_rows8_avx512(rows8, img, cols, ld, off) };
+            }
             // SAFETY: the CPU has the features `unfold_avx512` is compiled for (checked above).
             return unsafe { self.unfold_avx512(path, buf, img, cols, ld, off) };
         }
         self.unfold_any(path, buf, img, cols, ld, off)
+    }
+
+    /// [`Geometry::im2col_phases`] for planes 8 cells wide at stride 1 ([`Rows8`]): the plane
+    /// sits in registers of two rows each, and each kernel tap's row of the column matrix is one
+    /// masked two-register permutation per pair of output rows, stored at once.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512F.
+    #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn im2col_rows8_avx512(&self, t: &Rows8, img: &[f32], cols: &mut [f32], ld: usize, off: usize) {
+        use std::arch::x86_64::*;
+        let (hw, l, kk) = (self.h * 8, self.l(), self.k * self.k);
+        let (nr, nq) = (self.h.div_ceil(2), self.oh.div_ceil(2));
+        assert!(
+            self.w == 8 && self.ow == 8 && nr <= 16 && t.forward.len() == kk * nq,
+            "im2col: the 8-wide register path does not fit this geometry"
+        );
+        assert!(img.len() >= self.c * hw, "im2col: image shorter than its planes");
+        let rows = self.c * kk;
+        assert!(
+            rows == 0 || (rows - 1) * ld + off + l <= cols.len(),
+            "im2col: column matrix too short"
+        );
+        let lanes = |n: usize| ((1u32 << n.min(16)) - 1) as u16;
+        for ch in 0..self.c {
+            // SAFETY: AVX-512F is present (the caller's contract); the masked loads read the
+            // `8 h` cells of plane `ch`, inside `img`, and the masked stores write the `l = 8 OH`
+            // floats of row `ch * kk + tap` from `off`, inside `cols` (asserted above).
+            unsafe {
+                let plane = img.as_ptr().add(ch * hw);
+                let mut regs = [_mm512_setzero_ps(); 18];
+                for r in 0..nr {
+                    regs[r + 1] = _mm512_maskz_loadu_ps(lanes(hw - 16 * r), plane.add(16 * r));
+                }
+                for tap in 0..kk {
+                    let dst = cols.as_mut_ptr().add((ch * kk + tap) * ld + off);
+                    for q in 0..nq {
+                        let (first, (idx, mask)) = &t.forward[tap * nq + q];
+                        // `regs[i + 1]` is input register `i`; indices -1 and `nr` stay zero.
+                        let at = (first + 1).clamp(0, 16) as usize;
+                        let row = _mm512_maskz_permutex2var_ps(
+                            *mask,
+                            regs[at],
+                            _mm512_loadu_si512(idx.as_ptr().cast()),
+                            regs[at + 1],
+                        );
+                        _mm512_mask_storeu_ps(dst.add(16 * q), lanes(l - 16 * q), row);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The adjoint of [`Geometry::im2col_rows8_avx512`] (adds into `img`): for each pair of input
+    /// rows, each kernel tap's contributions are permuted back out of the output registers that
+    /// read them and added in tap order, as [`Geometry::col2im_phases`] adds them.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512F.
+    #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn col2im_rows8_avx512(&self, t: &Rows8, cols: &[f32], img: &mut [f32], ld: usize, off: usize) {
+        use std::arch::x86_64::*;
+        let (hw, l, kk) = (self.h * 8, self.l(), self.k * self.k);
+        let (nr, nq) = (self.h.div_ceil(2), self.oh.div_ceil(2));
+        assert!(
+            self.w == 8 && self.ow == 8 && nq <= 16 && t.backward.len() == kk * nr,
+            "col2im: the 8-wide register path does not fit this geometry"
+        );
+        assert!(img.len() >= self.c * hw, "col2im: image shorter than its planes");
+        let rows = self.c * kk;
+        assert!(
+            rows == 0 || (rows - 1) * ld + off + l <= cols.len(),
+            "col2im: column matrix too short"
+        );
+        let lanes = |n: usize| ((1u32 << n.min(16)) - 1) as u16;
+        for ch in 0..self.c {
+            // SAFETY: AVX-512F is present (the caller's contract); the masked loads read the `l`
+            // floats of row `ch * kk + tap` from `off`, inside `cols`, and the plane's masked
+            // loads and stores touch its `8 h` cells, inside `img` (asserted above).
+            unsafe {
+                let mut acc = [_mm512_setzero_ps(); 16];
+                for tap in 0..kk {
+                    let src = cols.as_ptr().add((ch * kk + tap) * ld + off);
+                    let mut outs = [_mm512_setzero_ps(); 18];
+                    for q in 0..nq {
+                        outs[q + 1] = _mm512_maskz_loadu_ps(lanes(l - 16 * q), src.add(16 * q));
+                    }
+                    for (r, a) in acc.iter_mut().enumerate().take(nr) {
+                        let (first, (idx, mask)) = &t.backward[tap * nr + r];
+                        let at = (first + 1).clamp(0, 16) as usize;
+                        let back = _mm512_permutex2var_ps(
+                            outs[at],
+                            _mm512_loadu_si512(idx.as_ptr().cast()),
+                            outs[at + 1],
+                        );
+                        *a = _mm512_mask_add_ps(*a, *mask, *a, back);
+                    }
+                }
+                let plane = img.as_mut_ptr().add(ch * hw);
+                for (r, a) in acc.iter().enumerate().take(nr) {
+                    let m = lanes(hw - 16 * r);
+                    let p = plane.add(16 * r);
+                    _mm512_mask_storeu_ps(p, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, p), *a));
+                }
+            }
+        }
     }
 
     /// For the register paths: checks that the planes and outputs fit 16 lanes and that `C kk`
@@ -704,6 +878,13 @@ impl Geometry {
             {
                 // SAFETY: the CPU has AVX-512F (checked above).
                 return unsafe { self.col2im_small_avx512(small, cols, img, ld, off) };
+            }
+            if let Path::Phases(Phases {
+                rows8: Some(rows8), ..
+            }) = path
+            {
+                // SAFETY: the CPU has AVX-512F (checked above).
+                return unsafe { self.col2im_rows8_avx512(rows8, cols, img, ld, off) };
             }
             // SAFETY: the CPU has the features `fold_avx512` is compiled for (checked above).
             return unsafe { self.fold_avx512(path, buf, cols, img, ld, off) };

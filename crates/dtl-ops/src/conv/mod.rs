@@ -311,6 +311,12 @@ mod tests {
             (5, 3, 4, 4, 4, 3, 2, 1),
             (3, 2, 3, 3, 2, 3, 1, 1),
             (20, 2, 2, 2, 3, 3, 1, 1),
+            // 3x3 kernels over 8-wide planes at stride 1 (registers of two rows): ResNet's 8x8
+            // stage, an odd height, a single row, 12 rows.
+            (3, 2, 8, 8, 3, 3, 1, 1),
+            (2, 2, 7, 8, 2, 3, 1, 1),
+            (2, 1, 1, 8, 2, 3, 1, 1),
+            (1, 3, 12, 8, 2, 3, 1, 1),
         ] {
             let xv = rand_vec(&mut rng, b * c * h * w);
             let wv = rand_vec(&mut rng, o * c * k * k);

@@ -228,6 +228,12 @@ pub(super) struct Gather {
 #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
 pub(super) type Lanes = ([i32; 16], u16);
 
+/// The low `n` of 16 lanes (all of them from `n = 16` on).
+#[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+fn lanes(n: usize) -> u16 {
+    ((1u32 << n.min(16)) - 1) as u16
+}
+
 impl Gather {
     /// Whether some taps are left out (the column matrix has fewer than `C k k` rows).
     pub(super) fn pruned(&self, k: usize) -> bool {
@@ -685,17 +691,12 @@ impl Geometry {
             self.w == 8 && self.ow == 8 && nr <= 16 && t.forward.len() == kk * nq,
             "im2col: the 8-wide register path does not fit this geometry"
         );
-        assert!(img.len() >= self.c * hw, "im2col: image shorter than its planes");
-        let rows = self.c * kk;
-        assert!(
-            rows == 0 || (rows - 1) * ld + off + l <= cols.len(),
-            "im2col: column matrix too short"
-        );
-        let lanes = |n: usize| ((1u32 << n.min(16)) - 1) as u16;
+        self.check_buffers(kk, img.len(), cols.len(), ld, off);
         for ch in 0..self.c {
             // SAFETY: AVX-512F is present (the caller's contract); the masked loads read the
             // `8 h` cells of plane `ch`, inside `img`, and the masked stores write the `l = 8 OH`
-            // floats of row `ch * kk + tap` from `off`, inside `cols` (asserted above).
+            // floats of row `ch * kk + tap` from `off`, inside `cols` (both asserted by
+            // `check_buffers`).
             unsafe {
                 let plane = img.as_ptr().add(ch * hw);
                 let mut regs = [_mm512_setzero_ps(); 18];
@@ -738,17 +739,12 @@ impl Geometry {
             self.w == 8 && self.ow == 8 && nq <= 16 && t.backward.len() == kk * nr,
             "col2im: the 8-wide register path does not fit this geometry"
         );
-        assert!(img.len() >= self.c * hw, "col2im: image shorter than its planes");
-        let rows = self.c * kk;
-        assert!(
-            rows == 0 || (rows - 1) * ld + off + l <= cols.len(),
-            "col2im: column matrix too short"
-        );
-        let lanes = |n: usize| ((1u32 << n.min(16)) - 1) as u16;
+        self.check_buffers(kk, img.len(), cols.len(), ld, off);
         for ch in 0..self.c {
             // SAFETY: AVX-512F is present (the caller's contract); the masked loads read the `l`
             // floats of row `ch * kk + tap` from `off`, inside `cols`, and the plane's masked
-            // loads and stores touch its `8 h` cells, inside `img` (asserted above).
+            // loads and stores touch its `8 h` cells, inside `img` (both asserted by
+            // `check_buffers`).
             unsafe {
                 let mut acc = [_mm512_setzero_ps(); 16];
                 for tap in 0..kk {
@@ -778,9 +774,24 @@ impl Geometry {
         }
     }
 
-    /// For the register paths: checks that the planes and outputs fit 16 lanes and that `C kk`
-    /// rows of the column matrix from `off` (row stride `ld`) and the `C` input planes lie inside
-    /// buffers of `cols` and `img` floats; returns the lane masks of a plane and of a row.
+    /// For the register paths: asserts that the `C` input planes lie inside a buffer of `img`
+    /// floats and the `C kk` rows of the column matrix (`L` floats each, from `off`, row stride
+    /// `ld`) inside one of `cols` floats.
+    #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+    fn check_buffers(&self, kk: usize, img: usize, cols: usize, ld: usize, off: usize) {
+        assert!(
+            img >= self.c * self.h * self.w,
+            "im2col: image shorter than its planes"
+        );
+        let rows = self.c * kk;
+        assert!(
+            rows == 0 || (rows - 1) * ld + off + self.l() <= cols,
+            "im2col: column matrix too short"
+        );
+    }
+
+    /// For the 16-cell register path: [`Geometry::check_buffers`], a check that the planes and
+    /// outputs fit 16 lanes, and the lane masks of a plane and of a row.
     #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
     fn small_masks(&self, kk: usize, img: usize, cols: usize, ld: usize, off: usize) -> (u16, u16) {
         let (hw, l) = (self.h * self.w, self.l());
@@ -788,14 +799,8 @@ impl Geometry {
             hw <= 16 && l <= 16,
             "im2col: the register path takes planes of 16 cells at most"
         );
-        assert!(img >= self.c * hw, "im2col: image shorter than its planes");
-        let rows = self.c * kk;
-        assert!(
-            rows == 0 || (rows - 1) * ld + off + l <= cols,
-            "im2col: column matrix too short"
-        );
-        // The low `hw` (`l`) lanes; both are at most 16, so the masks fit 16 bits.
-        (((1u32 << hw) - 1) as u16, ((1u32 << l) - 1) as u16)
+        self.check_buffers(kk, img, cols, ld, off);
+        (lanes(hw), lanes(l))
     }
 
     /// [`Geometry::im2col_gather`] for input planes and outputs of at most 16 cells (ResNet's

@@ -420,6 +420,37 @@ impl Path {
     }
 }
 
+/// Which compiled copy of im2col (and of its adjoint) runs for a path on this CPU: the register
+/// paths and the AVX-512 build of the copy loops where the CPU has AVX-512 (with the `x86-v4`
+/// feature), the baseline build elsewhere. `unfold` and `fold` choose through the same value.
+enum Route<'a> {
+    #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+    Small(&'a [[Lanes; 2]]),
+    #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+    Rows8(&'a Rows8),
+    #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+    Avx512(&'a Path),
+    Any(&'a Path),
+}
+
+impl<'a> Route<'a> {
+    fn of(path: &'a Path) -> Self {
+        #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+        if crate::simd::has_avx512() {
+            return match path {
+                Path::Gather(Gather {
+                    small: Some(small), ..
+                }) => Route::Small(small),
+                Path::Phases(Phases {
+                    rows8: Some(rows8), ..
+                }) => Route::Rows8(rows8),
+                _ => Route::Avx512(path),
+            };
+        }
+        Route::Any(path)
+    }
+}
+
 impl Geometry {
     pub(super) fn path(&self) -> Path {
         if let Some(t) = self.phases() {
@@ -652,26 +683,17 @@ impl Geometry {
         ld: usize,
         off: usize,
     ) {
-        #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
-        if crate::simd::has_avx512() {
-            if let Path::Gather(Gather {
-                small: Some(small), ..
-            }) = path
-            {
-                // SAFETY: the CPU has AVX-512F (checked above).
-                return unsafe { self.im2col_small_avx512(small, img, cols, ld, off) };
-            }
-            if let Path::Phases(Phases {
-                rows8: Some(rows8), ..
-            }) = path
-            {
-                // SAFETY: the CPU has AVX-512F (checked above).
-                return unsafe { self.im2col_rows8_avx512(rows8, img, cols, ld, off) };
-            }
-            // SAFETY: the CPU has the features `unfold_avx512` is compiled for (checked above).
-            return unsafe { self.unfold_avx512(path, buf, img, cols, ld, off) };
+        // SAFETY (each arm): `Route::of` picks an AVX-512 arm only where the CPU has the
+        // features that function is compiled for.
+        match Route::of(path) {
+            #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+            Route::Small(small) => unsafe { self.im2col_small_avx512(small, img, cols, ld, off) },
+            #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+            Route::Rows8(rows8) => unsafe { self.im2col_rows8_avx512(rows8, img, cols, ld, off) },
+            #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+            Route::Avx512(path) => unsafe { self.unfold_avx512(path, buf, img, cols, ld, off) },
+            Route::Any(path) => self.unfold_any(path, buf, img, cols, ld, off),
         }
-        self.unfold_any(path, buf, img, cols, ld, off)
     }
 
     /// [`Geometry::im2col_phases`] for planes 8 cells wide at stride 1 ([`Rows8`]): the plane
@@ -875,26 +897,16 @@ impl Geometry {
         ld: usize,
         off: usize,
     ) {
-        #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
-        if crate::simd::has_avx512() {
-            if let Path::Gather(Gather {
-                small: Some(small), ..
-            }) = path
-            {
-                // SAFETY: the CPU has AVX-512F (checked above).
-                return unsafe { self.col2im_small_avx512(small, cols, img, ld, off) };
-            }
-            if let Path::Phases(Phases {
-                rows8: Some(rows8), ..
-            }) = path
-            {
-                // SAFETY: the CPU has AVX-512F (checked above).
-                return unsafe { self.col2im_rows8_avx512(rows8, cols, img, ld, off) };
-            }
-            // SAFETY: the CPU has the features `fold_avx512` is compiled for (checked above).
-            return unsafe { self.fold_avx512(path, buf, cols, img, ld, off) };
+        // SAFETY (each arm): as in `unfold`.
+        match Route::of(path) {
+            #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+            Route::Small(small) => unsafe { self.col2im_small_avx512(small, cols, img, ld, off) },
+            #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+            Route::Rows8(rows8) => unsafe { self.col2im_rows8_avx512(rows8, cols, img, ld, off) },
+            #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+            Route::Avx512(path) => unsafe { self.fold_avx512(path, buf, cols, img, ld, off) },
+            Route::Any(path) => self.fold_any(path, buf, cols, img, ld, off),
         }
-        self.fold_any(path, buf, cols, img, ld, off)
     }
 
     /// The adjoint of [`Geometry::im2col_small_avx512`] (adds into `img`): each kept tap's row

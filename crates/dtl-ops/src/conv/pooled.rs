@@ -78,7 +78,12 @@ impl CustomOp3 for ConvPoolRelu {
         let g = Geometry::new((b, x.dim(1)?, h, wd), w.dims4()?, self.conv.stride, self.conv.pad)?;
         let (ph, pw) = (g.oh / 2, g.ow / 2);
         let grad = grad.contiguous()?;
-        let dp = grad.flatten_all()?.to_vec1::<f32>()?;
+        // Read in place: the pooled gradient is a quarter of the convolution's output.
+        let (storage, layout) = grad.storage_and_layout();
+        let candle_core::Storage::Cpu(cpu) = &*storage else {
+            candle_core::bail!("conv2d_max_pool2_relu backward: gradient not on the CPU");
+        };
+        let dp = contiguous_f32(cpu, layout, "conv2d_max_pool2_relu output gradient")?;
         if dp.len() != b * g.o * ph * pw {
             candle_core::bail!(
                 "conv2d_max_pool2_relu backward: gradient has {} values, expected {}",
@@ -96,6 +101,7 @@ impl CustomOp3 for ConvPoolRelu {
                     0.0 + gv * if pooled >= 0.0 { 1.0 } else { 0.0 }
                 });
             });
+        drop(storage);
         let dy = Tensor::from_vec(dy, (b, g.o, g.oh, g.ow), x.device())?;
         let (dx, dw, db) = self.conv.grads_from(x, w, &dy)?;
         Ok((dx, Some(dw), Some(db)))
